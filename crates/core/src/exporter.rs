@@ -1,0 +1,46 @@
+//! The contract between the export thread and the exporters. Exporters only consume.
+
+use crate::event::{SessionRecord, SpanRecord};
+use crate::functions::FunctionTable;
+use crate::metrics::Snapshot;
+use std::sync::Arc;
+
+/// What every exporter may read while exporting.
+pub struct ExportContext {
+    pub functions: Arc<FunctionTable>,
+    pub pid: u32,
+    pub meta: MetaInfo,
+}
+
+/// Static facts written in the `meta` record.
+#[derive(Clone, Debug, Default)]
+pub struct MetaInfo {
+    pub agent_version: String,
+    pub python_version: String,
+    pub config_digest: String,
+    pub service_name: String,
+}
+
+/// An exporter's failure, counted by the pipeline; never propagated to the application.
+#[derive(Debug)]
+pub struct ExportError(pub String);
+
+impl<E: std::error::Error> From<E> for ExportError {
+    fn from(e: E) -> Self {
+        ExportError(e.to_string())
+    }
+}
+
+/// A sink for finished records, owned by the export thread.
+pub trait Exporter: Send {
+    /// Short name used in errors and stats (`jsonl`, `chrome`, ...).
+    fn name(&self) -> &'static str;
+    /// Exports finished span records. Returns the bytes written, if the exporter counts them.
+    fn export_spans(&mut self, spans: &[SpanRecord], ctx: &ExportContext) -> Result<u64, ExportError>;
+    /// Exports a session start (`end_ns` is None) or end.
+    fn export_session(&mut self, session: &SessionRecord, ctx: &ExportContext) -> Result<u64, ExportError>;
+    /// Pushes buffered output to its destination.
+    fn flush(&mut self) -> Result<(), ExportError>;
+    /// Writes the final record with the counters and closes the destination.
+    fn shutdown(&mut self, counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError>;
+}

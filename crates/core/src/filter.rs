@@ -1,0 +1,117 @@
+//! Which functions are recorded. Decided once per code object by the hook, never per call.
+
+use regex::Regex;
+
+/// Built-in and user filters over `module::qualname` and file paths.
+#[derive(Debug, Default)]
+pub struct Filter {
+    include: Option<Regex>,
+    exclude: Option<Regex>,
+    exclude_files: Option<Regex>,
+    /// File path prefixes excluded by default (standard library, site-packages, ...).
+    default_prefixes: Vec<String>,
+    exclude_defaults: bool,
+    /// When set, only files under this directory are recorded.
+    only_under: Option<String>,
+}
+
+/// Inputs to [`Filter::new`].
+#[derive(Debug, Default, Clone)]
+pub struct FilterSpec {
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+    pub exclude_files: Option<String>,
+    pub default_prefixes: Vec<String>,
+    pub exclude_defaults: bool,
+    pub only_under: Option<String>,
+}
+
+impl Filter {
+    /// Compiles the filters. Patterns must already be validated by [`crate::config`].
+    pub fn new(spec: FilterSpec) -> Result<Filter, regex::Error> {
+        let compile = |p: &Option<String>| p.as_deref().map(Regex::new).transpose();
+        Ok(Filter {
+            include: compile(&spec.include)?,
+            exclude: compile(&spec.exclude)?,
+            exclude_files: compile(&spec.exclude_files)?,
+            default_prefixes: spec.default_prefixes.into_iter().filter(|p| !p.is_empty()).collect(),
+            exclude_defaults: spec.exclude_defaults,
+            only_under: spec.only_under,
+        })
+    }
+
+    /// True when the built-in excludes reject this function.
+    fn excluded_by_default(&self, module: &str, file: &str) -> bool {
+        module == "ferrotrace"
+            || module.starts_with("ferrotrace.")
+            || module.starts_with("importlib._bootstrap")
+            || file.starts_with("<frozen")
+            || file.contains("/site-packages/")
+            || file.contains("/dist-packages/")
+            || self.default_prefixes.iter().any(|p| file.starts_with(p.as_str()))
+    }
+
+    /// Whether calls to this function are recorded.
+    pub fn decide(&self, module: &str, qualname: &str, file: &str) -> bool {
+        if self.exclude_defaults && self.excluded_by_default(module, file) {
+            return false;
+        }
+        if let Some(dir) = &self.only_under {
+            if !file.starts_with(dir.as_str()) {
+                return false;
+            }
+        }
+        if let Some(re) = &self.exclude_files {
+            if re.is_match(file) {
+                return false;
+            }
+        }
+        if self.include.is_none() && self.exclude.is_none() {
+            return true;
+        }
+        let key = format!("{module}::{qualname}");
+        if let Some(re) = &self.include {
+            if !re.is_match(&key) {
+                return false;
+            }
+        }
+        !self.exclude.as_ref().is_some_and(|re| re.is_match(&key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(include: Option<&str>, exclude: Option<&str>, defaults: bool) -> Filter {
+        Filter::new(FilterSpec {
+            include: include.map(str::to_string),
+            exclude: exclude.map(str::to_string),
+            default_prefixes: vec!["/usr/lib/python3.11/".into()],
+            exclude_defaults: defaults,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_exclude_stdlib_and_site_packages() {
+        let f = filter(None, None, true);
+        assert!(f.decide("app", "main", "/src/app.py"));
+        assert!(!f.decide("json", "dumps", "/usr/lib/python3.11/json/__init__.py"));
+        assert!(!f.decide("requests", "get", "/venv/lib/python3.11/site-packages/requests/api.py"));
+        assert!(!f.decide("ferrotrace.cli", "main", "/src/ferrotrace/cli.py"));
+        assert!(!f.decide("importlib._bootstrap", "_load", "<frozen importlib._bootstrap>"));
+        let all = filter(None, None, false);
+        assert!(all.decide("json", "dumps", "/usr/lib/python3.11/json/__init__.py"));
+    }
+
+    #[test]
+    fn user_filters_keep_defaults() {
+        let f = filter(Some(r"^app\."), Some("secret"), true);
+        assert!(f.decide("app.core", "run", "/src/app/core.py"));
+        assert!(!f.decide("other", "run", "/src/other.py"));
+        assert!(!f.decide("app.core", "secret_stuff", "/src/app/core.py"));
+        assert!(!f.decide("app.json", "x", "/usr/lib/python3.11/app/json.py"));
+    }
+}

@@ -1,0 +1,15 @@
+//! ferrotrace's pure-Rust core. Nothing here knows about Python: the CPython hook in
+//! `crates/py` turns interpreter events into the records defined in [`event`], and the
+//! [`pipeline`] carries them to the exporters on one background thread.
+
+pub mod clock;
+pub mod config;
+pub mod event;
+pub mod exporter;
+pub mod filter;
+pub mod functions;
+pub mod ids;
+pub mod metrics;
+pub mod pipeline;
+pub mod summary;
+pub mod traceparent;

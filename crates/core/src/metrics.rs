@@ -1,0 +1,111 @@
+//! Self-metrics: what was recorded, exported and dropped, shared by the hook and the
+//! export thread as relaxed atomics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Process-wide counters, exposed by `ferrotrace.stats()` and written in the `meta` record.
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Span records handed from a thread buffer to the pipeline (kept or dropped).
+    pub recorded: AtomicU64,
+    /// Span records every exporter accepted.
+    pub exported: AtomicU64,
+    /// Span records dropped because the queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Span records dropped because an exporter failed to write them.
+    pub dropped_export_error: AtomicU64,
+    /// Span records made after shutdown, or lost to a fork, that no exporter will see.
+    pub dropped_after_shutdown: AtomicU64,
+    /// Session or control messages dropped because their queue was full.
+    pub dropped_sessions: AtomicU64,
+    /// Export failures (each failed exporter call counts once).
+    pub export_errors: AtomicU64,
+    /// Bytes written by file exporters.
+    pub bytes_written: AtomicU64,
+    pub sessions_started: AtomicU64,
+    pub sessions_ended: AtomicU64,
+    /// Sessions not sampled (no hook installed for them).
+    pub sessions_unsampled: AtomicU64,
+    /// `traceparent` headers that were malformed and started a new trace instead.
+    pub invalid_traceparent: AtomicU64,
+    /// Per-code-object decisions taken (include/exclude, identity): one per code object.
+    pub decisions: AtomicU64,
+    /// Batches handed to the export thread.
+    pub batches: AtomicU64,
+}
+
+/// A plain snapshot of [`Counters`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub recorded: u64,
+    pub exported: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_export_error: u64,
+    pub dropped_after_shutdown: u64,
+    pub dropped_sessions: u64,
+    pub export_errors: u64,
+    pub bytes_written: u64,
+    pub sessions_started: u64,
+    pub sessions_ended: u64,
+    pub sessions_unsampled: u64,
+    pub invalid_traceparent: u64,
+    pub decisions: u64,
+    pub batches: u64,
+}
+
+impl Snapshot {
+    /// Span records lost for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full + self.dropped_export_error + self.dropped_after_shutdown
+    }
+
+    /// Name/value pairs in a stable order, for `stats()` and the `meta` record.
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("recorded", self.recorded),
+            ("exported", self.exported),
+            ("dropped", self.dropped()),
+            ("dropped_queue_full", self.dropped_queue_full),
+            ("dropped_export_error", self.dropped_export_error),
+            ("dropped_after_shutdown", self.dropped_after_shutdown),
+            ("dropped_sessions", self.dropped_sessions),
+            ("export_errors", self.export_errors),
+            ("bytes_written", self.bytes_written),
+            ("sessions_started", self.sessions_started),
+            ("sessions_ended", self.sessions_ended),
+            ("sessions_unsampled", self.sessions_unsampled),
+            ("invalid_traceparent", self.invalid_traceparent),
+            ("decisions", self.decisions),
+            ("batches", self.batches),
+        ]
+    }
+}
+
+impl Counters {
+    /// Adds `n` to `counter`.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            recorded: r(&self.recorded),
+            exported: r(&self.exported),
+            dropped_queue_full: r(&self.dropped_queue_full),
+            dropped_export_error: r(&self.dropped_export_error),
+            dropped_after_shutdown: r(&self.dropped_after_shutdown),
+            dropped_sessions: r(&self.dropped_sessions),
+            export_errors: r(&self.export_errors),
+            bytes_written: r(&self.bytes_written),
+            sessions_started: r(&self.sessions_started),
+            sessions_ended: r(&self.sessions_ended),
+            sessions_unsampled: r(&self.sessions_unsampled),
+            invalid_traceparent: r(&self.invalid_traceparent),
+            decisions: r(&self.decisions),
+            batches: r(&self.batches),
+        }
+    }
+}

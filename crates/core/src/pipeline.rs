@@ -1,0 +1,354 @@
+//! The export pipeline: a bounded queue of span batches and one background thread that
+//! owns the exporters.
+//!
+//! Application threads only ever `try_send`: a full queue drops the batch and counts it, so
+//! tracing never blocks the program. Session records and control requests travel on a
+//! second bounded channel. `flush` and `shutdown` wait, up to a deadline, for everything
+//! queued before them to reach the exporters.
+
+use crate::event::{SessionRecord, SpanBatch};
+use crate::exporter::{ExportContext, Exporter};
+use crate::metrics::Counters;
+use crate::summary::{FunctionTotals, Summary};
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Tunables of the pipeline (from [`crate::config::Config`]).
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    /// Span records per batch (the per-thread buffer capacity).
+    pub batch_size: usize,
+    /// Span records that may wait in the queue; more are dropped and counted.
+    pub max_queue: usize,
+    /// How often the export thread flushes exporters when idle.
+    pub flush_interval: Duration,
+    /// Test-only: sleep per batch in the export thread.
+    pub debug_export_delay: Duration,
+}
+
+enum Control {
+    Session(Box<SessionRecord>),
+    Flush(Sender<()>),
+    Shutdown(Sender<()>),
+    Top(usize, Sender<Vec<(u32, FunctionTotals)>>),
+}
+
+/// The queue and the export thread.
+pub struct Pipeline {
+    data_tx: Sender<SpanBatch>,
+    control_tx: Sender<Control>,
+    pool_rx: Receiver<SpanBatch>,
+    counters: Arc<Counters>,
+    batch_size: usize,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Session and control messages that may wait before new ones are dropped.
+const CONTROL_CAPACITY: usize = 65_536;
+
+impl Pipeline {
+    /// Starts the export thread with these exporters.
+    pub fn start(
+        options: PipelineOptions,
+        exporters: Vec<Box<dyn Exporter>>,
+        ctx: ExportContext,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<Pipeline> {
+        let batch_size = options.batch_size.max(1);
+        let capacity = options.max_queue.div_ceil(batch_size).max(1);
+        let (data_tx, data_rx) = bounded(capacity);
+        let (control_tx, control_rx) = bounded(CONTROL_CAPACITY);
+        let (pool_tx, pool_rx) = bounded(capacity + 2);
+        let worker = Worker {
+            exporters,
+            ctx,
+            counters: Arc::clone(&counters),
+            data_rx,
+            control_rx,
+            pool_tx,
+            options,
+            summary: Summary::default(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("ferrotrace-export".into())
+            .spawn(move || worker.run())?;
+        Ok(Pipeline {
+            data_tx,
+            control_tx,
+            pool_rx,
+            counters,
+            batch_size,
+            thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The counters this pipeline updates.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Span records per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// An empty buffer for a thread, reused from exported batches when one is available.
+    pub fn take_buffer(&self) -> SpanBatch {
+        self.pool_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.batch_size))
+    }
+
+    /// Hands a full (or final) batch to the export thread without blocking.
+    pub fn submit(&self, batch: SpanBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        Counters::add(&self.counters.recorded, n);
+        match self.data_tx.try_send(batch) {
+            Ok(()) => Counters::add(&self.counters.batches, 1),
+            Err(TrySendError::Full(_)) => Counters::add(&self.counters.dropped_queue_full, n),
+            Err(TrySendError::Disconnected(_)) => Counters::add(&self.counters.dropped_after_shutdown, n),
+        }
+    }
+
+    /// Queues a session start or end record without blocking.
+    pub fn submit_session(&self, session: SessionRecord) {
+        if self.control_tx.try_send(Control::Session(Box::new(session))).is_err() {
+            Counters::add(&self.counters.dropped_sessions, 1);
+        }
+    }
+
+    fn request<T>(&self, make: impl FnOnce(Sender<T>) -> Control, timeout: Duration) -> Option<T> {
+        let (tx, rx) = bounded(1);
+        let deadline = Instant::now() + timeout;
+        self.control_tx.send_deadline(make(tx), deadline).ok()?;
+        rx.recv_deadline(deadline).ok()
+    }
+
+    /// Waits until everything queued so far has been exported, up to `timeout`.
+    /// Returns false when the deadline passed first.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.request(Control::Flush, timeout).is_some()
+    }
+
+    /// The functions with the largest inclusive time seen so far.
+    pub fn top_functions(&self, n: usize, timeout: Duration) -> Vec<(u32, FunctionTotals)> {
+        self.request(|tx| Control::Top(n, tx), timeout).unwrap_or_default()
+    }
+
+    /// Exports everything queued, writes the final records and stops the thread, waiting at
+    /// most `timeout`. Returns false when the deadline passed first (the thread is then left
+    /// to finish on its own and the process may exit without it).
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        let done = self.request(Control::Shutdown, timeout).is_some();
+        if done {
+            if let Some(handle) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = handle.join();
+            }
+        }
+        done
+    }
+}
+
+struct Worker {
+    exporters: Vec<Box<dyn Exporter>>,
+    ctx: ExportContext,
+    counters: Arc<Counters>,
+    data_rx: Receiver<SpanBatch>,
+    control_rx: Receiver<Control>,
+    pool_tx: Sender<SpanBatch>,
+    options: PipelineOptions,
+    summary: Summary,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            select! {
+                recv(self.data_rx) -> batch => match batch {
+                    Ok(batch) => self.export_batch(batch),
+                    Err(_) => return,
+                },
+                recv(self.control_rx) -> msg => match msg {
+                    Ok(msg) => if !self.control(msg) { return },
+                    Err(_) => return,
+                },
+                default(self.options.flush_interval) => self.flush_exporters(),
+            }
+        }
+    }
+
+    /// Handles one control message; false means stop.
+    fn control(&mut self, msg: Control) -> bool {
+        match msg {
+            Control::Session(s) => self.export_session(&s),
+            Control::Flush(ack) => {
+                self.drain();
+                self.flush_exporters();
+                let _ = ack.send(());
+            }
+            Control::Top(n, ack) => {
+                self.drain();
+                let _ = ack.send(self.summary.top(n));
+            }
+            Control::Shutdown(ack) => {
+                self.drain();
+                self.drain_sessions();
+                let snapshot = self.counters.snapshot();
+                for e in &mut self.exporters {
+                    match e.shutdown(&snapshot, &self.ctx) {
+                        Ok(bytes) => Counters::add(&self.counters.bytes_written, bytes),
+                        Err(_) => Counters::add(&self.counters.export_errors, 1),
+                    }
+                }
+                let _ = ack.send(());
+                return false;
+            }
+        }
+        true
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.data_rx.recv_timeout(Duration::ZERO) {
+                Ok(batch) => self.export_batch(batch),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn drain_sessions(&mut self) {
+        let pending: Vec<Control> = self.control_rx.try_iter().collect();
+        for msg in pending {
+            match msg {
+                Control::Session(s) => self.export_session(&s),
+                Control::Flush(ack) | Control::Shutdown(ack) => {
+                    let _ = ack.send(());
+                }
+                Control::Top(_, ack) => {
+                    let _ = ack.send(Vec::new());
+                }
+            }
+        }
+    }
+
+    fn export_batch(&mut self, mut batch: SpanBatch) {
+        if !self.options.debug_export_delay.is_zero() {
+            std::thread::sleep(self.options.debug_export_delay);
+        }
+        let n = batch.len() as u64;
+        let mut failures = 0;
+        for e in &mut self.exporters {
+            match e.export_spans(&batch, &self.ctx) {
+                Ok(bytes) => Counters::add(&self.counters.bytes_written, bytes),
+                Err(_) => {
+                    failures += 1;
+                    Counters::add(&self.counters.export_errors, 1);
+                }
+            }
+        }
+        if failures > 0 && failures == self.exporters.len() {
+            Counters::add(&self.counters.dropped_export_error, n);
+        } else {
+            self.counters.exported.fetch_add(n, Ordering::Relaxed);
+        }
+        self.summary.add(&batch);
+        batch.clear();
+        let _ = self.pool_tx.try_send(batch);
+    }
+
+    fn export_session(&mut self, s: &SessionRecord) {
+        for e in &mut self.exporters {
+            match e.export_session(s, &self.ctx) {
+                Ok(bytes) => Counters::add(&self.counters.bytes_written, bytes),
+                Err(_) => Counters::add(&self.counters.export_errors, 1),
+            }
+        }
+    }
+
+    fn flush_exporters(&mut self) {
+        for e in &mut self.exporters {
+            if e.flush().is_err() {
+                Counters::add(&self.counters.export_errors, 1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::SpanRecord;
+    use crate::exporter::{ExportError, MetaInfo};
+    use crate::metrics::Snapshot;
+
+    struct Counting(Arc<Mutex<(u64, bool)>>);
+
+    impl Exporter for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn export_spans(&mut self, spans: &[SpanRecord], _: &ExportContext) -> Result<u64, ExportError> {
+            self.0.lock().unwrap().0 += spans.len() as u64;
+            Ok(0)
+        }
+        fn export_session(&mut self, _: &SessionRecord, _: &ExportContext) -> Result<u64, ExportError> {
+            Ok(0)
+        }
+        fn flush(&mut self) -> Result<(), ExportError> {
+            Ok(())
+        }
+        fn shutdown(&mut self, _: &Snapshot, _: &ExportContext) -> Result<u64, ExportError> {
+            self.0.lock().unwrap().1 = true;
+            Ok(0)
+        }
+    }
+
+    fn start(max_queue: usize, delay_ms: u64) -> (Pipeline, Arc<Mutex<(u64, bool)>>) {
+        let seen = Arc::new(Mutex::new((0, false)));
+        let ctx = ExportContext { functions: Default::default(), pid: 1, meta: MetaInfo::default() };
+        let opts = PipelineOptions {
+            batch_size: 10,
+            max_queue,
+            flush_interval: Duration::from_millis(50),
+            debug_export_delay: Duration::from_millis(delay_ms),
+        };
+        let p = Pipeline::start(opts, vec![Box::new(Counting(Arc::clone(&seen)))], ctx, Arc::default()).unwrap();
+        (p, seen)
+    }
+
+    fn batch(n: usize) -> SpanBatch {
+        (0..n).map(|_| SpanRecord::default()).collect()
+    }
+
+    #[test]
+    fn everything_queued_is_exported_on_shutdown() {
+        let (p, seen) = start(1000, 0);
+        for _ in 0..20 {
+            p.submit(batch(10));
+        }
+        assert!(p.shutdown(Duration::from_secs(5)));
+        let s = p.counters().snapshot();
+        assert_eq!(s.recorded, 200);
+        assert_eq!(s.exported, 200);
+        assert_eq!(*seen.lock().unwrap(), (200, true));
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts_without_blocking() {
+        let (p, _) = start(10, 20);
+        let t = Instant::now();
+        for _ in 0..100 {
+            p.submit(batch(10));
+        }
+        assert!(t.elapsed() < Duration::from_millis(500), "submit blocked");
+        assert!(p.shutdown(Duration::from_secs(10)));
+        let s = p.counters().snapshot();
+        assert_eq!(s.recorded, 1000);
+        assert!(s.dropped_queue_full > 0);
+        assert_eq!(s.recorded, s.exported + s.dropped());
+    }
+}

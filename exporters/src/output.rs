@@ -1,0 +1,48 @@
+//! Output files: `{pid}` expansion, mode 0600, byte counting.
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+
+/// Expands `{pid}` in an output path.
+pub fn expand_path(template: &str, pid: u32) -> PathBuf {
+    PathBuf::from(template.replace("{pid}", &pid.to_string()))
+}
+
+/// Creates (or truncates) a file readable and writable by its owner only.
+pub fn create_private(path: &PathBuf) -> io::Result<File> {
+    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// A buffered writer that counts the bytes handed to it.
+pub struct CountingWriter {
+    inner: BufWriter<File>,
+    written: u64,
+}
+
+impl CountingWriter {
+    /// Wraps a file with a 256 KiB buffer.
+    pub fn new(file: File) -> Self {
+        CountingWriter { inner: BufWriter::with_capacity(256 * 1024, file), written: 0 }
+    }
+
+    /// Returns the bytes written since the last call.
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
+    }
+}
+
+impl Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
