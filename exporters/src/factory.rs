@@ -1,22 +1,151 @@
 //! Builds the exporters named by the configuration.
 
+use crate::chrome::ChromeExporter;
+use crate::delivery::{RetryPolicy, ShutdownBudget};
+use crate::http::HttpExporter;
 use crate::jsonl::JsonlExporter;
+use crate::otlp::OtlpExporter;
+use crate::spool::{default_root, Spool};
 use ferrotrace_core::config::Config;
 use ferrotrace_core::exporter::Exporter;
+use ferrotrace_core::metrics::Counters;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Creates every exporter in `config.exporters` for process `pid`.
-/// The error names the exporter and what failed (e.g. the output file could not be created).
+/// Requests a network exporter's sender may have queued; more go straight to the spool.
+const MAX_QUEUED_REQUESTS: usize = 64;
+
+/// What the network exporters share: counters, shutdown deadline, spool and retry policy.
+#[derive(Clone, Debug)]
+pub struct NetworkOptions {
+    pub counters: Arc<Counters>,
+    pub shutdown: ShutdownBudget,
+    /// The spool root, None when spooling is off.
+    pub spool_root: Option<PathBuf>,
+    /// The root was configured explicitly (failing to create it is then an error).
+    pub spool_explicit: bool,
+    pub spool_max_bytes: u64,
+    pub retry: RetryPolicy,
+    pub max_queue: usize,
+    /// Spans wait at most this long before their request is queued.
+    pub max_age: Duration,
+}
+
+impl NetworkOptions {
+    /// The options `config` asks for, updating `counters`.
+    pub fn from_config(config: &Config, counters: Arc<Counters>) -> NetworkOptions {
+        let explicit = !config.spool_dir.is_empty();
+        let root = if config.spool_max_mb == 0 {
+            None
+        } else if explicit {
+            Some(PathBuf::from(&config.spool_dir))
+        } else {
+            default_root()
+        };
+        NetworkOptions {
+            counters,
+            shutdown: ShutdownBudget::new(Duration::from_millis(config.shutdown_timeout_ms)),
+            spool_root: root,
+            spool_explicit: explicit,
+            spool_max_bytes: config.spool_max_mb.saturating_mul(1 << 20),
+            retry: RetryPolicy::default(),
+            max_queue: MAX_QUEUED_REQUESTS,
+            max_age: Duration::from_millis(config.flush_interval_ms),
+        }
+    }
+
+    /// Opens the spool of `exporter` sending to `url`. A default spool root that cannot be
+    /// created turns spooling off; an explicit one is an error.
+    pub fn spool(&self, exporter: &str, url: &str) -> std::io::Result<Option<Spool>> {
+        let Some(root) = &self.spool_root else {
+            return Ok(None);
+        };
+        match Spool::open(
+            root,
+            exporter,
+            url,
+            self.spool_max_bytes,
+            Arc::clone(&self.counters),
+        ) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if self.spool_explicit => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Creates every exporter in `config.exporters` for process `pid`; the network exporters'
+/// counters (delivered, retries, spooled, ...) go to a private set of counters. Prefer
+/// [`build_exporters_with_counters`] with the pipeline's counters.
 pub fn build_exporters(config: &Config, pid: u32) -> Result<Vec<Box<dyn Exporter>>, String> {
+    build_exporters_with_counters(config, pid, Arc::default())
+}
+
+/// Creates every exporter in `config.exporters` for process `pid`, the network exporters
+/// updating `counters`. The error names the exporter and what failed.
+pub fn build_exporters_with_counters(
+    config: &Config,
+    pid: u32,
+    counters: Arc<Counters>,
+) -> Result<Vec<Box<dyn Exporter>>, String> {
+    let net = NetworkOptions::from_config(config, counters);
     let mut out: Vec<Box<dyn Exporter>> = Vec::new();
     for name in &config.exporters {
         match name.as_str() {
             "jsonl" => {
-                let e = JsonlExporter::create(&config.output, pid)
-                    .map_err(|e| format!("jsonl exporter: cannot create {:?}: {e}", config.output))?;
+                let e = JsonlExporter::create(&config.output, pid).map_err(|e| {
+                    format!("jsonl exporter: cannot create {:?}: {e}", config.output)
+                })?;
+                out.push(Box::new(e));
+            }
+            "chrome" => {
+                let e = ChromeExporter::create(&config.chrome_output, pid, &config.service_name)
+                    .map_err(|e| {
+                        format!(
+                            "chrome exporter: cannot create {:?}: {e}",
+                            config.chrome_output
+                        )
+                    })?;
+                out.push(Box::new(e));
+            }
+            "otlp" => {
+                let e = OtlpExporter::new(config, pid, &net)
+                    .map_err(|e| format!("otlp exporter: {e}"))?;
+                out.push(Box::new(e));
+            }
+            "http" => {
+                let e = HttpExporter::new(config, pid, &net)
+                    .map_err(|e| format!("http exporter: {e}"))?;
                 out.push(Box::new(e));
             }
             other => return Err(format!("unknown exporter {other:?}")),
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_every_exporter() {
+        let dir = std::env::temp_dir().join(format!("ft-factory-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = Config::defaults();
+        config.exporters = ["jsonl", "chrome", "otlp", "http"]
+            .map(String::from)
+            .to_vec();
+        config.output = dir.join("t-{pid}.jsonl").to_string_lossy().into_owned();
+        config.chrome_output = dir.join("t-{pid}.json").to_string_lossy().into_owned();
+        config.http_endpoint = "http://127.0.0.1:9/ingest".into();
+        config.spool_dir = dir.join("spool").to_string_lossy().into_owned();
+        let built = build_exporters(&config, 5).unwrap();
+        let names: Vec<&str> = built.iter().map(|e| e.name()).collect();
+        assert_eq!(names, ["jsonl", "chrome", "otlp", "http"]);
+        assert!(dir.join("t-5.jsonl").exists() && dir.join("t-5.json").exists());
+        drop(built);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -23,3 +23,98 @@ pub fn write_str(w: &mut impl Write, s: &str) -> io::Result<()> {
 pub fn push_str(out: &mut String, s: &str) {
     out.push_str(&serde_json::Value::from(s).to_string());
 }
+
+/// Appends `v` in decimal.
+#[inline]
+pub fn push_uint(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends `v` as a JSON number, or as a JSON string when it exceeds 2^53.
+#[inline]
+pub fn push_u64(out: &mut Vec<u8>, v: u64) {
+    if v > MAX_SAFE_INTEGER {
+        out.push(b'"');
+        push_uint(out, v);
+        out.push(b'"');
+    } else {
+        push_uint(out, v);
+    }
+}
+
+/// Appends the low `digits` hex digits of `v`, lower-case and zero-padded.
+#[inline]
+pub fn push_hex(out: &mut Vec<u8>, v: u128, digits: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, b) in buf[..digits].iter_mut().enumerate() {
+        *b = HEX[((v >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    out.extend_from_slice(&buf[..digits]);
+}
+
+/// Appends `s` as an escaped JSON string.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushed_values_parse_back() {
+        let mut out = Vec::new();
+        out.push(b'[');
+        push_uint(&mut out, 0);
+        out.push(b',');
+        push_u64(&mut out, u64::MAX);
+        out.push(b',');
+        push_json_str(&mut out, "a\"b\\c\n\u{1}é");
+        out.extend_from_slice(b",\"");
+        push_hex(&mut out, 0xabc, 16);
+        out.extend_from_slice(b"\"]");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([
+                0,
+                u64::MAX.to_string(),
+                "a\"b\\c\n\u{1}é",
+                "0000000000000abc"
+            ])
+        );
+    }
+}

@@ -1,41 +1,44 @@
 //! The `jsonl` exporter: one JSON object per line, schema version 1 (see the README).
+//!
+//! [`JsonlRenderer`] renders the lines; the `http` exporter posts the same lines.
 
-use crate::json::{push_str, write_str, write_u64};
+use crate::json::{push_hex, push_json_str, push_str, push_u64, push_uint};
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::to_unix_ns;
 use ferrotrace_core::event::{SessionRecord, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
-use ferrotrace_core::ids::span_hex;
 use ferrotrace_core::metrics::Snapshot;
 use std::io::Write;
 use std::path::PathBuf;
 
-/// Writes schema-v1 JSON lines to a file created with mode 0600.
-pub struct JsonlExporter {
-    out: CountingWriter,
-    path: PathBuf,
+/// Renders schema-v1 JSON lines into a byte buffer.
+pub struct JsonlRenderer {
+    pid: u32,
     /// Pre-rendered `"module":…,"qualname":…,"file":…,"line":…` per function id.
-    names: Vec<Option<String>>,
-    /// Pre-rendered `{"v":1,"type":"span","pid":N` prefix.
-    span_prefix: String,
+    names: Vec<Option<Box<str>>>,
+    /// Pre-rendered `{"v":1,"type":"span","pid":N,"trace_id":"` prefix.
+    span_prefix: Vec<u8>,
 }
 
-impl JsonlExporter {
-    /// Creates the output file (`{pid}` expanded).
-    pub fn create(template: &str, pid: u32) -> std::io::Result<JsonlExporter> {
-        let path = expand_path(template, pid);
-        let file = create_private(&path)?;
-        Ok(JsonlExporter {
-            out: CountingWriter::new(file),
-            path,
-            names: Vec::new(),
-            span_prefix: format!("{{\"v\":1,\"type\":\"span\",\"pid\":{pid}"),
-        })
+fn push_span_id_or_null(out: &mut Vec<u8>, id: u64) {
+    if id == 0 {
+        out.extend_from_slice(b"null");
+    } else {
+        out.push(b'"');
+        push_hex(out, u128::from(id), 16);
+        out.push(b'"');
     }
+}
 
-    /// The file being written.
-    pub fn path(&self) -> &PathBuf {
-        &self.path
+impl JsonlRenderer {
+    /// A renderer for records of process `pid`.
+    pub fn new(pid: u32) -> JsonlRenderer {
+        JsonlRenderer {
+            pid,
+            names: Vec::new(),
+            span_prefix: format!("{{\"v\":1,\"type\":\"span\",\"pid\":{pid},\"trace_id\":\"")
+                .into_bytes(),
+        }
     }
 
     fn names_for(&mut self, func_id: u32, ctx: &ExportContext) -> &str {
@@ -55,56 +58,154 @@ impl JsonlExporter {
                     push_str(&mut s, &f.file);
                     s.push_str(&format!(",\"line\":{}", f.line));
                 }
-                None => s.push_str("\"module\":\"\",\"qualname\":\"<unknown>\",\"file\":\"\",\"line\":0"),
+                None => s.push_str(
+                    "\"module\":\"\",\"qualname\":\"<unknown>\",\"file\":\"\",\"line\":0",
+                ),
             }
-            s
+            s.into_boxed_str()
         })
     }
 
-    fn write_span(&mut self, s: &SpanRecord, ctx: &ExportContext) -> std::io::Result<()> {
-        let names = self.names_for(s.func_id, ctx).to_string();
-        let w = &mut self.out;
-        w.write_all(self.span_prefix.as_bytes())?;
-        write!(w, ",\"trace_id\":\"{:032x}\",\"span_id\":\"{:016x}\",\"parent_span_id\":", s.trace_id.0, s.span_id)?;
-        write_span_id_or_null(w, s.parent_span_id)?;
-        w.write_all(b",\"thread_id\":")?;
-        write_u64(w, s.thread_id)?;
-        w.write_all(b",\"task_id\":")?;
-        write_u64(w, s.task_id)?;
-        w.write_all(b",")?;
-        w.write_all(names.as_bytes())?;
-        w.write_all(b",\"start_unix_ns\":")?;
-        write_u64(w, to_unix_ns(s.start_ns))?;
-        write!(w, ",\"duration_ns\":{},\"self_ns\":{},\"depth\":{}", s.duration_ns, s.self_ns, s.depth)?;
+    /// Appends one `span` line.
+    pub fn span(&mut self, s: &SpanRecord, ctx: &ExportContext, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.span_prefix);
+        push_hex(out, s.trace_id.0, 32);
+        out.extend_from_slice(b"\",\"span_id\":\"");
+        push_hex(out, u128::from(s.span_id), 16);
+        out.extend_from_slice(b"\",\"parent_span_id\":");
+        push_span_id_or_null(out, s.parent_span_id);
+        out.extend_from_slice(b",\"thread_id\":");
+        push_u64(out, s.thread_id);
+        out.extend_from_slice(b",\"task_id\":");
+        push_u64(out, s.task_id);
+        out.push(b',');
+        out.extend_from_slice(self.names_for(s.func_id, ctx).as_bytes());
+        out.extend_from_slice(b",\"start_unix_ns\":");
+        push_u64(out, to_unix_ns(s.start_ns));
+        out.extend_from_slice(b",\"duration_ns\":");
+        push_uint(out, s.duration_ns);
+        out.extend_from_slice(b",\"self_ns\":");
+        push_uint(out, s.self_ns);
+        out.extend_from_slice(b",\"depth\":");
+        push_uint(out, u64::from(s.depth));
         if s.flags & FLAG_UNFINISHED != 0 {
-            w.write_all(b",\"unfinished\":true")?;
+            out.extend_from_slice(b",\"unfinished\":true");
         }
         if let Some(d) = &s.detail {
             if let Some(args) = &d.args_json {
-                write!(w, ",\"args\":{args}")?;
+                out.extend_from_slice(b",\"args\":");
+                out.extend_from_slice(args.as_bytes());
             }
             if let Some(ret) = &d.return_json {
-                write!(w, ",\"return\":{ret}")?;
+                out.extend_from_slice(b",\"return\":");
+                out.extend_from_slice(ret.as_bytes());
             }
             if let Some(e) = &d.exception {
-                w.write_all(b",\"exception\":{\"type\":")?;
-                write_str(w, &e.type_name)?;
-                w.write_all(b",\"message\":")?;
-                write_str(w, &e.message)?;
-                w.write_all(b"}")?;
+                out.extend_from_slice(b",\"exception\":{\"type\":");
+                push_json_str(out, &e.type_name);
+                out.extend_from_slice(b",\"message\":");
+                push_json_str(out, &e.message);
+                out.push(b'}');
             }
         } else if s.flags & FLAG_EXCEPTION != 0 {
-            w.write_all(b",\"exception\":{\"type\":\"\",\"message\":\"\"}")?;
+            out.extend_from_slice(b",\"exception\":{\"type\":\"\",\"message\":\"\"}");
         }
-        w.write_all(b"}\n")
+        out.extend_from_slice(b"}\n");
+    }
+
+    /// Appends one `session_start` or `session_end` line.
+    pub fn session(&self, s: &SessionRecord, out: &mut Vec<u8>) {
+        let kind = if s.end_ns.is_some() {
+            "session_end"
+        } else {
+            "session_start"
+        };
+        let _ = write!(
+            out,
+            "{{\"v\":1,\"type\":\"{kind}\",\"pid\":{},\"trace_id\":\"",
+            self.pid
+        );
+        push_hex(out, s.trace_id.0, 32);
+        out.extend_from_slice(b"\",\"span_id\":\"");
+        push_hex(out, u128::from(s.span_id), 16);
+        out.extend_from_slice(b"\",\"parent_span_id\":");
+        push_span_id_or_null(out, s.parent_span_id);
+        let _ = write!(out, ",\"remote_parent\":{},\"tag\":", s.remote_parent);
+        push_json_str(out, &s.tag);
+        out.extend_from_slice(b",\"attrs\":{");
+        for (i, (k, v)) in s.attrs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_json_str(out, k);
+            out.push(b':');
+            push_json_str(out, v);
+        }
+        let _ = write!(out, "}},\"sampled\":{},\"thread_id\":", s.sampled);
+        push_u64(out, s.thread_id);
+        out.extend_from_slice(b",\"start_unix_ns\":");
+        push_u64(out, to_unix_ns(s.start_ns));
+        if let Some(end) = s.end_ns {
+            out.extend_from_slice(b",\"end_unix_ns\":");
+            push_u64(out, to_unix_ns(end));
+            out.extend_from_slice(b",\"duration_ns\":");
+            push_uint(out, end.saturating_sub(s.start_ns));
+        }
+        out.extend_from_slice(b"}\n");
+    }
+
+    /// Appends the final `meta` line with the counters.
+    pub fn meta(&self, counters: &Snapshot, ctx: &ExportContext, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "{{\"v\":1,\"type\":\"meta\",\"pid\":{},\"agent_version\":",
+            self.pid
+        );
+        push_json_str(out, &ctx.meta.agent_version);
+        out.extend_from_slice(b",\"python_version\":");
+        push_json_str(out, &ctx.meta.python_version);
+        out.extend_from_slice(b",\"config_digest\":");
+        push_json_str(out, &ctx.meta.config_digest);
+        out.extend_from_slice(b",\"service_name\":");
+        push_json_str(out, &ctx.meta.service_name);
+        for (name, value) in counters.fields() {
+            let _ = write!(out, ",\"{name}\":");
+            push_u64(out, value);
+        }
+        out.extend_from_slice(b"}\n");
     }
 }
 
-fn write_span_id_or_null(w: &mut impl Write, id: u64) -> std::io::Result<()> {
-    if id == 0 {
-        w.write_all(b"null")
-    } else {
-        write!(w, "\"{}\"", span_hex(id))
+/// Writes schema-v1 JSON lines to a file created with mode 0600.
+pub struct JsonlExporter {
+    out: CountingWriter,
+    path: PathBuf,
+    renderer: JsonlRenderer,
+    scratch: Vec<u8>,
+}
+
+impl JsonlExporter {
+    /// Creates the output file (`{pid}` expanded).
+    pub fn create(template: &str, pid: u32) -> std::io::Result<JsonlExporter> {
+        let path = expand_path(template, pid);
+        let file = create_private(&path)?;
+        Ok(JsonlExporter {
+            out: CountingWriter::new(file),
+            path,
+            renderer: JsonlRenderer::new(pid),
+            scratch: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &PathBuf {
+        &self.path
+    }
+
+    fn emit(&mut self) -> std::io::Result<u64> {
+        let r = self.out.write_all(&self.scratch);
+        self.scratch.clear();
+        r.map(|()| self.out.take_written())
     }
 }
 
@@ -113,40 +214,24 @@ impl Exporter for JsonlExporter {
         "jsonl"
     }
 
-    fn export_spans(&mut self, spans: &[SpanRecord], ctx: &ExportContext) -> Result<u64, ExportError> {
+    fn export_spans(
+        &mut self,
+        spans: &[SpanRecord],
+        ctx: &ExportContext,
+    ) -> Result<u64, ExportError> {
         for s in spans {
-            self.write_span(s, ctx)?;
+            self.renderer.span(s, ctx, &mut self.scratch);
         }
-        Ok(self.out.take_written())
+        Ok(self.emit()?)
     }
 
-    fn export_session(&mut self, s: &SessionRecord, ctx: &ExportContext) -> Result<u64, ExportError> {
-        let w = &mut self.out;
-        let kind = if s.end_ns.is_some() { "session_end" } else { "session_start" };
-        write!(w, "{{\"v\":1,\"type\":\"{kind}\",\"pid\":{},\"trace_id\":\"{:032x}\",\"span_id\":\"{:016x}\",\"parent_span_id\":", ctx.pid, s.trace_id.0, s.span_id)?;
-        write_span_id_or_null(w, s.parent_span_id)?;
-        write!(w, ",\"remote_parent\":{},\"tag\":", s.remote_parent)?;
-        write_str(w, &s.tag)?;
-        w.write_all(b",\"attrs\":{")?;
-        for (i, (k, v)) in s.attrs.iter().enumerate() {
-            if i > 0 {
-                w.write_all(b",")?;
-            }
-            write_str(w, k)?;
-            w.write_all(b":")?;
-            write_str(w, v)?;
-        }
-        write!(w, "}},\"sampled\":{},\"thread_id\":", s.sampled)?;
-        write_u64(w, s.thread_id)?;
-        w.write_all(b",\"start_unix_ns\":")?;
-        write_u64(w, to_unix_ns(s.start_ns))?;
-        if let Some(end) = s.end_ns {
-            w.write_all(b",\"end_unix_ns\":")?;
-            write_u64(w, to_unix_ns(end))?;
-            write!(w, ",\"duration_ns\":{}", end.saturating_sub(s.start_ns))?;
-        }
-        w.write_all(b"}\n")?;
-        Ok(self.out.take_written())
+    fn export_session(
+        &mut self,
+        s: &SessionRecord,
+        _ctx: &ExportContext,
+    ) -> Result<u64, ExportError> {
+        self.renderer.session(s, &mut self.scratch);
+        Ok(self.emit()?)
     }
 
     fn flush(&mut self) -> Result<(), ExportError> {
@@ -155,22 +240,10 @@ impl Exporter for JsonlExporter {
     }
 
     fn shutdown(&mut self, counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError> {
-        let w = &mut self.out;
-        write!(w, "{{\"v\":1,\"type\":\"meta\",\"pid\":{},\"agent_version\":", ctx.pid)?;
-        write_str(w, &ctx.meta.agent_version)?;
-        w.write_all(b",\"python_version\":")?;
-        write_str(w, &ctx.meta.python_version)?;
-        w.write_all(b",\"config_digest\":")?;
-        write_str(w, &ctx.meta.config_digest)?;
-        w.write_all(b",\"service_name\":")?;
-        write_str(w, &ctx.meta.service_name)?;
-        for (name, value) in counters.fields() {
-            write!(w, ",\"{name}\":")?;
-            write_u64(w, value)?;
-        }
-        w.write_all(b"}\n")?;
+        self.renderer.meta(counters, ctx, &mut self.scratch);
+        let n = self.emit()?;
         self.out.flush()?;
-        Ok(self.out.take_written())
+        Ok(n)
     }
 }
 
@@ -190,8 +263,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let template = dir.join("t-{pid}.jsonl");
         let functions = Arc::new(FunctionTable::default());
-        let f = functions.intern(FunctionInfo { module: "m".into(), qualname: "C.f\"q".into(), file: "/m.py".into(), line: 9 });
-        let ctx = ExportContext { functions, pid: 42, meta: MetaInfo { agent_version: "0.1".into(), ..Default::default() } };
+        let f = functions.intern(FunctionInfo {
+            module: "m".into(),
+            qualname: "C.f\"q".into(),
+            file: "/m.py".into(),
+            line: 9,
+        });
+        let ctx = ExportContext {
+            functions,
+            pid: 42,
+            meta: MetaInfo {
+                agent_version: "0.1".into(),
+                ..Default::default()
+            },
+        };
         let mut e = JsonlExporter::create(template.to_str().unwrap(), 42).unwrap();
         let span = SpanRecord {
             trace_id: TraceId(7),
@@ -202,23 +287,58 @@ mod tests {
             func_id: f,
             flags: FLAG_EXCEPTION,
             detail: Some(Box::new(SpanDetail {
-                exception: Some(ExceptionInfo { type_name: "ValueError".into(), message: "bad\n".into() }),
+                exception: Some(ExceptionInfo {
+                    type_name: "ValueError".into(),
+                    message: "bad\n".into(),
+                }),
                 ..Default::default()
             })),
             ..Default::default()
         };
+        let session = SessionRecord {
+            trace_id: TraceId(7),
+            span_id: 3,
+            tag: "t".into(),
+            attrs: vec![("k".into(), "v".into())],
+            end_ns: Some(9),
+            ..Default::default()
+        };
         e.export_spans(&[span], &ctx).unwrap();
-        e.shutdown(&Snapshot { recorded: 1, exported: 1, ..Default::default() }, &ctx).unwrap();
+        e.export_session(&session, &ctx).unwrap();
+        e.shutdown(
+            &Snapshot {
+                recorded: 1,
+                exported: 1,
+                ..Default::default()
+            },
+            &ctx,
+        )
+        .unwrap();
         let path = dir.join("t-42.jsonl");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["qualname"], "C.f\"q");
+        assert_eq!(lines[0]["trace_id"], "00000000000000000000000000000007");
+        assert_eq!(lines[0]["span_id"], "0000000000000001");
         assert_eq!(lines[0]["parent_span_id"], serde_json::Value::Null);
         assert_eq!(lines[0]["exception"]["type"], "ValueError");
-        assert!(lines[0]["start_unix_ns"].is_string(), "unix ns exceed 2^53 and must be strings");
-        assert_eq!(lines[1]["type"], "meta");
-        assert_eq!(lines[1]["recorded"], 1);
+        assert_eq!(lines[0]["exception"]["message"], "bad\n");
+        assert!(
+            lines[0]["start_unix_ns"].is_string(),
+            "unix ns exceed 2^53 and must be strings"
+        );
+        assert_eq!(lines[1]["type"], "session_end");
+        assert_eq!(lines[1]["attrs"]["k"], "v");
+        assert_eq!(lines[1]["duration_ns"], 9);
+        assert_eq!(lines[2]["type"], "meta");
+        assert_eq!(lines[2]["recorded"], 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

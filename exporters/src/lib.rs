@@ -1,10 +1,18 @@
 //! ferrotrace exporters. Each consumes finished records on the export thread and writes
 //! them somewhere; none of them calls back into Python.
 
+pub mod chrome;
+pub mod delivery;
 pub mod factory;
+pub mod http;
 pub mod json;
 pub mod jsonl;
+pub mod otlp;
 pub mod output;
+pub mod spool;
+#[cfg(test)]
+mod testserver;
 
+pub use chrome::ChromeExporter;
+pub use factory::{build_exporters, build_exporters_with_counters};
 pub use jsonl::JsonlExporter;
-pub use factory::build_exporters;

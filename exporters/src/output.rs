@@ -12,7 +12,12 @@ pub fn expand_path(template: &str, pid: u32) -> PathBuf {
 
 /// Creates (or truncates) a file readable and writable by its owner only.
 pub fn create_private(path: &PathBuf) -> io::Result<File> {
-    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     file.set_permissions(Permissions::from_mode(0o600))?;
     Ok(file)
 }
@@ -26,7 +31,10 @@ pub struct CountingWriter {
 impl CountingWriter {
     /// Wraps a file with a 256 KiB buffer.
     pub fn new(file: File) -> Self {
-        CountingWriter { inner: BufWriter::with_capacity(256 * 1024, file), written: 0 }
+        CountingWriter {
+            inner: BufWriter::with_capacity(256 * 1024, file),
+            written: 0,
+        }
     }
 
     /// Returns the bytes written since the last call.

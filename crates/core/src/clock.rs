@@ -53,6 +53,9 @@ mod tests {
             .unwrap()
             .as_nanos() as u64;
         let derived = to_unix_ns(now_ns());
-        assert!(derived.abs_diff(unix_now) < 1_000_000_000, "anchor drifted by more than 1 s");
+        assert!(
+            derived.abs_diff(unix_now) < 1_000_000_000,
+            "anchor drifted by more than 1 s"
+        );
     }
 }

@@ -39,7 +39,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={:?} is invalid: {}", self.variable, self.value, self.rule)
+        write!(
+            f,
+            "{}={:?} is invalid: {}",
+            self.variable, self.value, self.rule
+        )
     }
 }
 
@@ -80,6 +84,36 @@ pub enum PreviewMode {
     Repr,
 }
 
+/// The OTLP/HTTP body encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`: binary protobuf (`application/x-protobuf`).
+    Protobuf,
+    /// `http/json`: the OTLP JSON encoding (`application/json`).
+    Json,
+}
+
+/// Body compression of the network exporters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+}
+
+/// A secret setting (an API key): its `Debug` form never shows the value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"[REDACTED]\""
+        })
+    }
+}
+
 /// The effective configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -110,28 +144,68 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     pub follow_threads: bool,
     pub service_name: String,
+    /// Output of the `chrome` exporter (may contain `{pid}`).
+    pub chrome_output: String,
+    /// The full OTLP traces URL (`.../v1/traces`).
+    pub otlp_endpoint: String,
+    /// Extra headers sent with every OTLP request.
+    pub otlp_headers: Vec<(String, String)>,
+    pub otlp_protocol: OtlpProtocol,
+    pub otlp_compression: Compression,
+    /// Timeout of one OTLP request.
+    pub otlp_timeout_ms: u64,
+    /// Resource attributes (`OTEL_RESOURCE_ATTRIBUTES`), decoded.
+    pub resource_attributes: Vec<(String, String)>,
+    /// Ingest URL of the `http` exporter.
+    pub http_endpoint: String,
+    /// Bearer token of the `http` exporter.
+    pub api_key: Secret,
+    /// Allows the API key over plain http to a non-loopback host.
+    pub allow_insecure: bool,
+    /// Spool directory of the network exporters (empty: the per-user cache directory).
+    pub spool_dir: String,
+    /// Spool size cap in MiB (0 disables the spool).
+    pub spool_max_mb: u64,
     /// Test-only: the export thread sleeps this long per batch, to prove the hook never waits.
     pub debug_export_delay_ms: u64,
 }
 
-/// One setting: its name, the environment variable, an `OTEL_*` fallback, its default and rule.
+/// One setting: its name, the environment variable, `OTEL_*` fallbacks, its default and rule.
 pub struct Setting {
     /// Name used by `configure(**kwargs)` and in `ferrotrace config`.
     pub name: &'static str,
     pub env: &'static str,
+    /// The first `OTEL_*` fallback.
     pub otel_env: Option<&'static str>,
+    /// Further `OTEL_*` fallbacks, tried in order after `otel_env`.
+    pub otel_env_more: &'static [&'static str],
     pub default: &'static str,
     pub rule: &'static str,
 }
 
+impl Setting {
+    /// Every `OTEL_*` fallback, in order of precedence.
+    pub fn otel_envs(&self) -> impl Iterator<Item = &'static str> {
+        self.otel_env
+            .into_iter()
+            .chain(self.otel_env_more.iter().copied())
+    }
+}
+
 macro_rules! setting {
     ($name:literal, $default:literal, $rule:literal) => {
-        Setting { name: $name, env: concat!("FERROTRACE_", $name), otel_env: None, default: $default, rule: $rule }
+        Setting { name: $name, env: concat!("FERROTRACE_", $name), otel_env: None, otel_env_more: &[], default: $default, rule: $rule }
     };
     ($name:literal, $otel:literal, $default:literal, $rule:literal) => {
-        Setting { name: $name, env: concat!("FERROTRACE_", $name), otel_env: Some($otel), default: $default, rule: $rule }
+        Setting { name: $name, env: concat!("FERROTRACE_", $name), otel_env: Some($otel), otel_env_more: &[], default: $default, rule: $rule }
+    };
+    ($name:literal, [$otel:literal, $($more:literal),+], $default:literal, $rule:literal) => {
+        Setting { name: $name, env: concat!("FERROTRACE_", $name), otel_env: Some($otel), otel_env_more: &[$($more),+], default: $default, rule: $rule }
     };
 }
+
+/// The OTel variable whose value is the full traces URL (no `/v1/traces` appended).
+pub const OTEL_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 
 /// Every setting, in the order `ferrotrace config` prints them. Names are upper-case here;
 /// `configure()` accepts them in lower case.
@@ -155,7 +229,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("MAX_PREVIEW_DEPTH", "2", "a whole number from 0 to 32"),
     setting!("REDACT_KEYS", "", "comma-separated key names"),
     setting!("REDACT_VALUES", "", "regular expressions separated by ';;'"),
-    setting!("EXPORTER", "jsonl", "comma-separated exporters from: jsonl"),
+    setting!("EXPORTER", "jsonl", "comma-separated exporters from: jsonl, chrome, otlp, http"),
     setting!("OUTPUT", "ferrotrace.jsonl", "a file path (may contain {pid})"),
     setting!("BATCH_SIZE", "512", "a whole number from 1 to 1000000"),
     setting!("FLUSH_INTERVAL_MS", "1000", "a whole number of milliseconds from 1 to 3600000"),
@@ -163,11 +237,30 @@ pub const SETTINGS: &[Setting] = &[
     setting!("SHUTDOWN_TIMEOUT_MS", "5000", "a whole number of milliseconds from 0 to 600000"),
     setting!("FOLLOW_THREADS", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("SERVICE_NAME", "OTEL_SERVICE_NAME", "", "any text"),
+    setting!("CHROME_OUTPUT", "ferrotrace.chrome.json", "a file path (may contain {pid})"),
+    setting!("OTLP_ENDPOINT", ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"], "http://localhost:4318", "an http:// or https:// URL with a host (/v1/traces is appended unless it ends with it or comes from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"),
+    setting!("OTLP_HEADERS", ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"], "", "comma-separated name=value pairs, percent-encoded, with valid header names"),
+    setting!("OTLP_PROTOCOL", ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf", "one of http/protobuf, http/json (grpc is not supported)"),
+    setting!("OTLP_COMPRESSION", ["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"], "gzip", "one of none, gzip"),
+    setting!("OTLP_TIMEOUT_MS", ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"], "10000", "a whole number of milliseconds from 1 to 600000"),
+    setting!("RESOURCE_ATTRIBUTES", "OTEL_RESOURCE_ATTRIBUTES", "", "comma-separated key=value pairs, percent-encoded"),
+    setting!("HTTP_ENDPOINT", "", "an http:// or https:// URL with a host, required by the http exporter; plain http to a non-loopback host only with FERROTRACE_ALLOW_INSECURE=1 when FERROTRACE_API_KEY is set"),
+    setting!("API_KEY", "", "any text (sent as a bearer token by the http exporter)"),
+    setting!("ALLOW_INSECURE", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
+    setting!("SPOOL_DIR", "", "a directory path (empty: $XDG_CACHE_HOME/ferrotrace/spool or ~/.cache/ferrotrace/spool)"),
+    setting!("SPOOL_MAX_MB", "64", "a whole number of MiB from 0 to 1048576 (0 disables the spool)"),
     setting!("DEBUG_EXPORT_DELAY_MS", "0", "a whole number of milliseconds from 0 to 60000 (test-only)"),
 ];
 
+/// Settings whose invalid value disables tracing under the lenient (auto) parse.
+const FILTER_VARIABLES: &[&str] = &[
+    "FERROTRACE_INCLUDE",
+    "FERROTRACE_EXCLUDE",
+    "FERROTRACE_EXCLUDE_FILES",
+];
+
 /// Exporters this build knows.
-pub const KNOWN_EXPORTERS: &[&str] = &["jsonl"];
+pub const KNOWN_EXPORTERS: &[&str] = &["jsonl", "chrome", "otlp", "http"];
 
 /// A setting's raw value and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,7 +287,9 @@ pub fn resolve(
 ) -> Result<BTreeMap<&'static str, RawValue>, ConfigError> {
     for key in args.keys() {
         if setting(key).is_none() {
-            let hint = closest_setting(key).map(|s| format!("; did you mean {:?}?", s.to_lowercase())).unwrap_or_default();
+            let hint = closest_setting(key)
+                .map(|s| format!("; did you mean {:?}?", s.to_lowercase()))
+                .unwrap_or_default();
             return Err(ConfigError {
                 variable: key.to_lowercase(),
                 value: args[key].clone(),
@@ -205,13 +300,29 @@ pub fn resolve(
     let mut out = BTreeMap::new();
     for s in SETTINGS {
         let raw = if let Some(v) = args.get(s.name) {
-            RawValue { value: v.clone(), source: Source::Argument, origin: s.name.to_lowercase() }
+            RawValue {
+                value: v.clone(),
+                source: Source::Argument,
+                origin: s.name.to_lowercase(),
+            }
         } else if let Some(v) = env.get(s.env) {
-            RawValue { value: v.clone(), source: Source::Environment, origin: s.env.to_string() }
-        } else if let Some(v) = s.otel_env.and_then(|o| env.get(o).map(|v| (o, v))) {
-            RawValue { value: v.1.clone(), source: Source::Environment, origin: v.0.to_string() }
+            RawValue {
+                value: v.clone(),
+                source: Source::Environment,
+                origin: s.env.to_string(),
+            }
+        } else if let Some(v) = s.otel_envs().find_map(|o| env.get(o).map(|v| (o, v))) {
+            RawValue {
+                value: v.1.clone(),
+                source: Source::Environment,
+                origin: v.0.to_string(),
+            }
         } else {
-            RawValue { value: s.default.to_string(), source: Source::Default, origin: "default".to_string() }
+            RawValue {
+                value: s.default.to_string(),
+                source: Source::Default,
+                origin: "default".to_string(),
+            }
         };
         out.insert(s.name, raw);
     }
@@ -223,7 +334,13 @@ pub fn unknown_env_vars(env: &BTreeMap<String, String>) -> Vec<(String, Option<&
     env.keys()
         .filter(|k| k.starts_with("FERROTRACE_") && !k.starts_with("FERROTRACE__"))
         .filter(|k| !SETTINGS.iter().any(|s| s.env == k.as_str()))
-        .map(|k| (k.clone(), closest_setting(&k["FERROTRACE_".len()..]).map(|n| setting(n).map(|s| s.env).unwrap_or(n))))
+        .map(|k| {
+            (
+                k.clone(),
+                closest_setting(&k["FERROTRACE_".len()..])
+                    .map(|n| setting(n).map(|s| s.env).unwrap_or(n)),
+            )
+        })
         .collect()
 }
 
@@ -257,7 +374,11 @@ fn err(raw: &RawValue, s: &Setting) -> ConfigError {
         Source::Default => s.env.to_string(),
         _ => raw.origin.clone(),
     };
-    ConfigError { variable, value: raw.value.clone(), rule: s.rule.to_string() }
+    ConfigError {
+        variable,
+        value: raw.value.clone(),
+        rule: s.rule.to_string(),
+    }
 }
 
 fn parse_bool(raw: &RawValue, s: &Setting) -> Result<bool, ConfigError> {
@@ -286,24 +407,165 @@ fn parse_regex(raw: &RawValue, s: &Setting) -> Result<Option<String>, ConfigErro
     if raw.value.is_empty() {
         return Ok(None);
     }
-    regex::Regex::new(&raw.value).map(|_| Some(raw.value.clone())).map_err(|e| ConfigError {
-        rule: format!("{} ({})", s.rule, e.to_string().lines().last().unwrap_or("syntax error").trim()),
-        ..err(raw, s)
+    regex::Regex::new(&raw.value)
+        .map(|_| Some(raw.value.clone()))
+        .map_err(|e| ConfigError {
+            rule: format!(
+                "{} ({})",
+                s.rule,
+                e.to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("syntax error")
+                    .trim()
+            ),
+            ..err(raw, s)
+        })
+}
+
+fn parse_choice<T: Copy>(
+    raw: &RawValue,
+    s: &Setting,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let v = raw.value.trim().to_ascii_lowercase();
+    choices
+        .iter()
+        .find(|(n, _)| *n == v)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| err(raw, s))
+}
+
+/// The parts of an `http://` or `https://` URL that the network settings check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlParts {
+    /// `http` or `https`, lower-case.
+    pub scheme: String,
+    /// The host without brackets (`::1` for `[::1]`), lower-case.
+    pub host: String,
+    /// The path, empty or starting with `/` (query and fragment removed).
+    pub path: String,
+}
+
+/// Splits an `http://` or `https://` URL; None when it is not one or has no host.
+pub fn parse_http_url(url: &str) -> Option<UrlParts> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let path = rest[end..]
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split_once(']')?.0
+    } else {
+        hostport.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(UrlParts {
+        scheme,
+        host: host.to_ascii_lowercase(),
+        path,
     })
 }
 
-fn parse_choice<T: Copy>(raw: &RawValue, s: &Setting, choices: &[(&str, T)]) -> Result<T, ConfigError> {
-    let v = raw.value.trim().to_ascii_lowercase();
-    choices.iter().find(|(n, _)| *n == v).map(|(_, t)| *t).ok_or_else(|| err(raw, s))
+/// The host is this machine: `localhost`, `127.0.0.0/8` or `::1`.
+pub fn is_loopback_host(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host == "localhost" || host.ends_with(".localhost"),
+    }
+}
+
+/// Decodes `%XX` escapes (the W3C Baggage / `OTEL_RESOURCE_ATTRIBUTES` encoding).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses `k=v,k2=v2` with percent-decoded keys and values; None when a pair is malformed.
+pub fn parse_key_values(value: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=')?;
+        let k = percent_decode(k.trim())?;
+        if k.is_empty() {
+            return None;
+        }
+        out.push((k, percent_decode(v.trim())?));
+    }
+    Some(out)
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn parse_url_setting(raw: &RawValue, s: &Setting) -> Result<UrlParts, ConfigError> {
+    parse_http_url(&raw.value).ok_or_else(|| err(raw, s))
+}
+
+/// The full OTLP traces URL: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given, any other
+/// source as a base URL to which `/v1/traces` is appended (unless it already ends with it).
+fn otlp_traces_url(raw: &RawValue, s: &Setting) -> Result<String, ConfigError> {
+    let parts = parse_url_setting(raw, s)?;
+    let url = raw.value.trim();
+    if raw.origin == OTEL_TRACES_ENDPOINT
+        || parts.path.trim_end_matches('/').ends_with("/v1/traces")
+    {
+        Ok(url.to_string())
+    } else {
+        Ok(format!("{}/v1/traces", url.trim_end_matches('/')))
+    }
 }
 
 fn split_list(value: &str, sep: &str) -> Vec<String> {
-    value.split(sep).map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect()
+    value
+        .split(sep)
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl Config {
     /// Parses every raw value; returns the configuration or every error found.
     pub fn from_raw(raw: &BTreeMap<&'static str, RawValue>) -> Result<Config, Vec<ConfigError>> {
+        let (cfg, errors) = Config::parse_lenient(raw);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Parses every raw value, replacing each invalid one by its safe fallback: the default,
+    /// except that a bad include/exclude/exclude-files pattern disables tracing (rather than
+    /// tracing everything) and a bad redaction pattern keeps the default redaction.
+    pub fn parse_lenient(raw: &BTreeMap<&'static str, RawValue>) -> (Config, Vec<ConfigError>) {
         let mut errors = Vec::new();
         let get = |name: &str| -> (&RawValue, &'static Setting) {
             let s = setting(name).expect("known setting");
@@ -321,61 +583,270 @@ impl Config {
                 }
             }};
         }
-        let exporters = field!("EXPORTER", |r: &RawValue, s: &Setting| {
-            let list = split_list(&r.value.to_ascii_lowercase(), ",");
-            if list.is_empty() || list.iter().any(|e| !KNOWN_EXPORTERS.contains(&e.as_str())) {
-                Err(err(r, s))
-            } else {
+        let exporters = field!(
+            "EXPORTER",
+            |r: &RawValue, s: &Setting| {
+                let list = split_list(&r.value.to_ascii_lowercase(), ",");
+                if list.is_empty() || list.iter().any(|e| !KNOWN_EXPORTERS.contains(&e.as_str())) {
+                    Err(err(r, s))
+                } else {
+                    Ok(list)
+                }
+            },
+            vec!["jsonl".to_string()]
+        );
+        let redact_values = field!(
+            "REDACT_VALUES",
+            |r: &RawValue, s: &Setting| {
+                let list = split_list(&r.value, ";;");
+                for p in &list {
+                    if let Err(e) = regex::Regex::new(p) {
+                        return Err(ConfigError {
+                            rule: format!(
+                                "{} ({:?}: {})",
+                                s.rule,
+                                p,
+                                e.to_string().lines().last().unwrap_or("").trim()
+                            ),
+                            ..err(r, s)
+                        });
+                    }
+                }
                 Ok(list)
-            }
-        }, vec!["jsonl".to_string()]);
-        let redact_values = field!("REDACT_VALUES", |r: &RawValue, s: &Setting| {
-            let list = split_list(&r.value, ";;");
-            for p in &list {
-                if let Err(e) = regex::Regex::new(p) {
-                    return Err(ConfigError {
-                        rule: format!("{} ({:?}: {})", s.rule, p, e.to_string().lines().last().unwrap_or("").trim()),
-                        ..err(r, s)
-                    });
+            },
+            Vec::new()
+        );
+        let pairs = |r: &RawValue, s: &Setting| parse_key_values(&r.value).ok_or_else(|| err(r, s));
+        let otlp_headers = field!(
+            "OTLP_HEADERS",
+            |r: &RawValue, s: &Setting| match parse_key_values(&r.value) {
+                Some(h)
+                    if h.iter()
+                        .all(|(k, v)| is_header_name(k) && !v.contains(['\r', '\n'])) =>
+                    Ok(h),
+                _ => Err(err(r, s)),
+            },
+            Vec::new()
+        );
+        let http_endpoint = {
+            let (r, s) = get("HTTP_ENDPOINT");
+            let wanted = exporters.iter().any(|e| e == "http");
+            if r.value.trim().is_empty() && !wanted {
+                String::new()
+            } else if r.value.trim().is_empty() {
+                errors.push(ConfigError {
+                    rule: format!("{} (FERROTRACE_EXPORTER includes http)", s.rule),
+                    ..err(r, s)
+                });
+                String::new()
+            } else {
+                match parse_url_setting(r, s) {
+                    Ok(_) => r.value.trim().to_string(),
+                    Err(e) => {
+                        errors.push(e);
+                        String::new()
+                    }
                 }
             }
-            Ok(list)
-        }, Vec::new());
+        };
+        let api_key = Secret(get("API_KEY").0.value.clone());
+        let allow_insecure = field!("ALLOW_INSECURE", parse_bool, false);
+        if exporters.iter().any(|e| e == "http") && !api_key.0.is_empty() && !allow_insecure {
+            if let Some(u) = parse_http_url(&http_endpoint)
+                .filter(|u| u.scheme == "http" && !is_loopback_host(&u.host))
+            {
+                let (r, _) = get("HTTP_ENDPOINT");
+                errors.push(ConfigError {
+                    variable: r.origin.clone(),
+                    value: r.value.clone(),
+                    rule: format!(
+                        "FERROTRACE_API_KEY would be sent in clear over plain http to the non-loopback host {:?}; use https, or set FERROTRACE_ALLOW_INSECURE=1",
+                        u.host
+                    ),
+                });
+            }
+        }
         let cfg = Config {
             enabled: field!("ENABLED", parse_bool, true),
-            backend: field!("BACKEND", |r, s| parse_choice(r, s, &[("auto", Backend::Auto), ("setprofile", Backend::SetProfile), ("monitoring", Backend::Monitoring)]), Backend::Auto),
+            backend: field!(
+                "BACKEND",
+                |r, s| parse_choice(
+                    r,
+                    s,
+                    &[
+                        ("auto", Backend::Auto),
+                        ("setprofile", Backend::SetProfile),
+                        ("monitoring", Backend::Monitoring)
+                    ]
+                ),
+                Backend::Auto
+            ),
             sample_rate: field!("SAMPLE_RATE", parse_rate, 1.0),
             function_sample_rate: field!("FUNCTION_SAMPLE_RATE", parse_rate, 1.0),
             honor_parent_sampled: field!("HONOR_PARENT_SAMPLED", parse_bool, true),
-            max_depth: field!("MAX_DEPTH", |r, s| parse_uint(r, s, 0, u64::from(u32::MAX)), 0) as u32,
-            min_duration_us: field!("MIN_DURATION_US", |r, s| parse_uint(r, s, 0, u64::MAX / 1000), 0),
+            max_depth: field!(
+                "MAX_DEPTH",
+                |r, s| parse_uint(r, s, 0, u64::from(u32::MAX)),
+                0
+            ) as u32,
+            min_duration_us: field!(
+                "MIN_DURATION_US",
+                |r, s| parse_uint(r, s, 0, u64::MAX / 1000),
+                0
+            ),
             include: field!("INCLUDE", parse_regex, None),
             exclude: field!("EXCLUDE", parse_regex, None),
             exclude_files: field!("EXCLUDE_FILES", parse_regex, None),
             capture_only_cwd: field!("CAPTURE_ONLY_CWD", parse_bool, false),
             exclude_defaults: field!("EXCLUDE_DEFAULTS", parse_bool, true),
-            capture: field!("CAPTURE", |r, s| parse_choice(r, s, &[("none", Capture::None), ("args", Capture::Args), ("return", Capture::Return), ("all", Capture::All)]), Capture::None),
-            preview: field!("PREVIEW", |r, s| parse_choice(r, s, &[("safe", PreviewMode::Safe), ("repr", PreviewMode::Repr)]), PreviewMode::Safe),
+            capture: field!(
+                "CAPTURE",
+                |r, s| parse_choice(
+                    r,
+                    s,
+                    &[
+                        ("none", Capture::None),
+                        ("args", Capture::Args),
+                        ("return", Capture::Return),
+                        ("all", Capture::All)
+                    ]
+                ),
+                Capture::None
+            ),
+            preview: field!(
+                "PREVIEW",
+                |r, s| parse_choice(
+                    r,
+                    s,
+                    &[("safe", PreviewMode::Safe), ("repr", PreviewMode::Repr)]
+                ),
+                PreviewMode::Safe
+            ),
             max_str: field!("MAX_STR", |r, s| parse_uint(r, s, 8, 1 << 20), 256) as usize,
             max_items: field!("MAX_ITEMS", |r, s| parse_uint(r, s, 1, 10_000), 16) as usize,
-            max_preview_depth: field!("MAX_PREVIEW_DEPTH", |r, s| parse_uint(r, s, 0, 32), 2) as usize,
+            max_preview_depth: field!("MAX_PREVIEW_DEPTH", |r, s| parse_uint(r, s, 0, 32), 2)
+                as usize,
             redact_keys: split_list(&get("REDACT_KEYS").0.value, ","),
             redact_values,
             exporters,
-            output: field!("OUTPUT", |r: &RawValue, s: &Setting| if r.value.trim().is_empty() { Err(err(r, s)) } else { Ok(r.value.clone()) }, "ferrotrace.jsonl".to_string()),
+            output: field!(
+                "OUTPUT",
+                |r: &RawValue, s: &Setting| if r.value.trim().is_empty() {
+                    Err(err(r, s))
+                } else {
+                    Ok(r.value.clone())
+                },
+                "ferrotrace.jsonl".to_string()
+            ),
             batch_size: field!("BATCH_SIZE", |r, s| parse_uint(r, s, 1, 1_000_000), 512) as usize,
-            flush_interval_ms: field!("FLUSH_INTERVAL_MS", |r, s| parse_uint(r, s, 1, 3_600_000), 1000),
-            max_queue: field!("MAX_QUEUE", |r, s| parse_uint(r, s, 1, 100_000_000), 262_144) as usize,
-            shutdown_timeout_ms: field!("SHUTDOWN_TIMEOUT_MS", |r, s| parse_uint(r, s, 0, 600_000), 5000),
+            flush_interval_ms: field!(
+                "FLUSH_INTERVAL_MS",
+                |r, s| parse_uint(r, s, 1, 3_600_000),
+                1000
+            ),
+            max_queue: field!(
+                "MAX_QUEUE",
+                |r, s| parse_uint(r, s, 1, 100_000_000),
+                262_144
+            ) as usize,
+            shutdown_timeout_ms: field!(
+                "SHUTDOWN_TIMEOUT_MS",
+                |r, s| parse_uint(r, s, 0, 600_000),
+                5000
+            ),
             follow_threads: field!("FOLLOW_THREADS", parse_bool, false),
             service_name: get("SERVICE_NAME").0.value.clone(),
-            debug_export_delay_ms: field!("DEBUG_EXPORT_DELAY_MS", |r, s| parse_uint(r, s, 0, 60_000), 0),
+            chrome_output: field!(
+                "CHROME_OUTPUT",
+                |r: &RawValue, s: &Setting| if r.value.trim().is_empty() {
+                    Err(err(r, s))
+                } else {
+                    Ok(r.value.clone())
+                },
+                "ferrotrace.chrome.json".to_string()
+            ),
+            otlp_endpoint: field!(
+                "OTLP_ENDPOINT",
+                otlp_traces_url,
+                "http://localhost:4318/v1/traces".to_string()
+            ),
+            otlp_headers,
+            otlp_protocol: field!(
+                "OTLP_PROTOCOL",
+                |r, s| parse_choice(
+                    r,
+                    s,
+                    &[
+                        ("http/protobuf", OtlpProtocol::Protobuf),
+                        ("http/json", OtlpProtocol::Json)
+                    ]
+                ),
+                OtlpProtocol::Protobuf
+            ),
+            otlp_compression: field!(
+                "OTLP_COMPRESSION",
+                |r, s| parse_choice(
+                    r,
+                    s,
+                    &[("none", Compression::None), ("gzip", Compression::Gzip)]
+                ),
+                Compression::Gzip
+            ),
+            otlp_timeout_ms: field!(
+                "OTLP_TIMEOUT_MS",
+                |r, s| parse_uint(r, s, 1, 600_000),
+                10_000
+            ),
+            resource_attributes: field!("RESOURCE_ATTRIBUTES", pairs, Vec::new()),
+            http_endpoint,
+            api_key,
+            allow_insecure,
+            spool_dir: get("SPOOL_DIR").0.value.trim().to_string(),
+            spool_max_mb: field!("SPOOL_MAX_MB", |r, s| parse_uint(r, s, 0, 1 << 20), 64),
+            debug_export_delay_ms: field!(
+                "DEBUG_EXPORT_DELAY_MS",
+                |r, s| parse_uint(r, s, 0, 60_000),
+                0
+            ),
         };
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
+        let mut cfg = cfg;
+        if errors.iter().any(|e| {
+            FILTER_VARIABLES.iter().any(|v| {
+                e.variable.eq_ignore_ascii_case(v)
+                    || e.variable.eq_ignore_ascii_case(&v["FERROTRACE_".len()..])
+            })
+        }) {
+            cfg.enabled = false;
         }
+        (cfg, errors)
+    }
+
+    /// True when `other` would export to the same places in the same way, so a running
+    /// pipeline can be kept when only hook settings change.
+    pub fn export_equivalent(&self, other: &Config) -> bool {
+        let mut b = other.clone();
+        b.enabled = self.enabled;
+        b.backend = self.backend;
+        b.sample_rate = self.sample_rate;
+        b.function_sample_rate = self.function_sample_rate;
+        b.honor_parent_sampled = self.honor_parent_sampled;
+        b.max_depth = self.max_depth;
+        b.min_duration_us = self.min_duration_us;
+        b.include = self.include.clone();
+        b.exclude = self.exclude.clone();
+        b.exclude_files = self.exclude_files.clone();
+        b.capture_only_cwd = self.capture_only_cwd;
+        b.exclude_defaults = self.exclude_defaults;
+        b.capture = self.capture;
+        b.preview = self.preview;
+        b.max_str = self.max_str;
+        b.max_items = self.max_items;
+        b.max_preview_depth = self.max_preview_depth;
+        b.redact_keys = self.redact_keys.clone();
+        b.redact_values = self.redact_values.clone();
+        b.follow_threads = self.follow_threads;
+        b.shutdown_timeout_ms = self.shutdown_timeout_ms;
+        b == *self
     }
 
     /// The defaults, as if no argument or variable were set.
@@ -395,7 +866,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -409,7 +883,11 @@ mod tests {
     #[test]
     fn precedence_argument_env_otel_default() {
         let args = env(&[("SAMPLE_RATE", "0.25")]);
-        let e = env(&[("FERROTRACE_SAMPLE_RATE", "0.5"), ("OTEL_SERVICE_NAME", "svc"), ("FERROTRACE_MAX_DEPTH", "7")]);
+        let e = env(&[
+            ("FERROTRACE_SAMPLE_RATE", "0.5"),
+            ("OTEL_SERVICE_NAME", "svc"),
+            ("FERROTRACE_MAX_DEPTH", "7"),
+        ]);
         let raw = resolve(&args, &e).unwrap();
         assert_eq!(raw["SAMPLE_RATE"].source, Source::Argument);
         assert_eq!(raw["SERVICE_NAME"].origin, "OTEL_SERVICE_NAME");
@@ -421,18 +899,213 @@ mod tests {
 
     #[test]
     fn errors_name_variable_value_and_rule() {
-        let raw = resolve(&BTreeMap::new(), &env(&[("FERROTRACE_SAMPLE_RATE", "1.5"), ("FERROTRACE_INCLUDE", "(")])).unwrap();
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[
+                ("FERROTRACE_SAMPLE_RATE", "1.5"),
+                ("FERROTRACE_INCLUDE", "("),
+            ]),
+        )
+        .unwrap();
         let errs = Config::from_raw(&raw).unwrap_err();
         assert_eq!(errs.len(), 2);
         let msg = errs[0].to_string();
-        assert!(msg.contains("FERROTRACE_SAMPLE_RATE") && msg.contains("1.5") && msg.contains("from 0 to 1"), "{msg}");
+        assert!(
+            msg.contains("FERROTRACE_SAMPLE_RATE")
+                && msg.contains("1.5")
+                && msg.contains("from 0 to 1"),
+            "{msg}"
+        );
         assert!(errs[1].to_string().contains("FERROTRACE_INCLUDE"));
     }
 
     #[test]
+    fn otlp_endpoint_from_each_source() {
+        let url = |pairs: &[(&str, &str)]| {
+            Config::from_raw(&resolve(&BTreeMap::new(), &env(pairs)).unwrap())
+                .unwrap()
+                .otlp_endpoint
+        };
+        assert_eq!(url(&[]), "http://localhost:4318/v1/traces");
+        assert_eq!(
+            url(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/base/")]),
+            "http://c:4318/base/v1/traces"
+        );
+        assert_eq!(
+            url(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c/custom"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x")
+            ]),
+            "https://c/custom"
+        );
+        assert_eq!(
+            url(&[
+                ("FERROTRACE_OTLP_ENDPOINT", "http://f:1/v1/traces"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://o")
+            ]),
+            "http://f:1/v1/traces"
+        );
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://x"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ]),
+        )
+        .unwrap();
+        let errs = Config::from_raw(&raw).unwrap_err();
+        assert_eq!(errs.len(), 2);
+        assert!(
+            errs.iter()
+                .any(|e| e.variable == "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.variable == "OTEL_EXPORTER_OTLP_PROTOCOL" && e.rule.contains("grpc")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn headers_and_resource_attributes_are_percent_decoded() {
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, x-tenant=t1"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment=prod,team=a%2Cb",
+                ),
+            ]),
+        )
+        .unwrap();
+        let c = Config::from_raw(&raw).unwrap();
+        assert_eq!(
+            c.otlp_headers,
+            vec![
+                ("api-key".into(), "a b".into()),
+                ("x-tenant".into(), "t1".into())
+            ]
+        );
+        assert_eq!(c.resource_attributes[1], ("team".into(), "a,b".into()));
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[
+                ("FERROTRACE_OTLP_HEADERS", "bad header=1"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(Config::from_raw(&raw).unwrap_err().len(), 2);
+    }
+
+    #[test]
+    fn api_key_never_goes_in_clear_to_a_remote_host() {
+        let check = |pairs: &[(&str, &str)]| {
+            Config::from_raw(&resolve(&BTreeMap::new(), &env(pairs)).unwrap())
+        };
+        let remote = [
+            ("FERROTRACE_EXPORTER", "http"),
+            ("FERROTRACE_HTTP_ENDPOINT", "http://ingest.example/v1"),
+            ("FERROTRACE_API_KEY", "k"),
+        ];
+        let errs = check(&remote).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        let msg = errs[0].to_string();
+        assert!(
+            msg.contains("FERROTRACE_HTTP_ENDPOINT")
+                && msg.contains("FERROTRACE_API_KEY")
+                && msg.contains("FERROTRACE_ALLOW_INSECURE"),
+            "{msg}"
+        );
+        let mut allowed = remote.to_vec();
+        allowed.push(("FERROTRACE_ALLOW_INSECURE", "1"));
+        assert!(check(&allowed).is_ok());
+        assert!(check(&[
+            remote[0],
+            ("FERROTRACE_HTTP_ENDPOINT", "http://127.0.0.1:9/x"),
+            remote[2]
+        ])
+        .is_ok());
+        assert!(check(&[
+            remote[0],
+            ("FERROTRACE_HTTP_ENDPOINT", "https://ingest.example/v1"),
+            remote[2]
+        ])
+        .is_ok());
+        let missing = check(&[remote[0]]).unwrap_err();
+        assert_eq!(missing[0].variable, "FERROTRACE_HTTP_ENDPOINT");
+        assert!(
+            !format!("{:?}", check(&allowed).unwrap()).contains("\"k\""),
+            "the key never shows in Debug output"
+        );
+    }
+
+    #[test]
+    fn urls_and_loopback() {
+        let u = parse_http_url("HTTP://user@[::1]:4318/v1/traces?x#y").unwrap();
+        assert_eq!(
+            (u.scheme.as_str(), u.host.as_str(), u.path.as_str()),
+            ("http", "::1", "/v1/traces")
+        );
+        assert!(
+            is_loopback_host(&u.host)
+                && is_loopback_host("127.0.0.2")
+                && is_loopback_host("localhost")
+        );
+        assert!(!is_loopback_host("10.0.0.1") && !is_loopback_host("example.com"));
+        assert!(parse_http_url("ftp://x").is_none() && parse_http_url("http://").is_none());
+    }
+
+    #[test]
+    fn lenient_parse_falls_back_safely() {
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[
+                ("FERROTRACE_SAMPLE_RATE", "x"),
+                ("FERROTRACE_REDACT_VALUES", "("),
+            ]),
+        )
+        .unwrap();
+        let (c, errs) = Config::parse_lenient(&raw);
+        assert_eq!(errs.len(), 2);
+        assert!(c.enabled);
+        assert_eq!(c.sample_rate, 1.0);
+        assert!(c.redact_values.is_empty());
+        let raw = resolve(&BTreeMap::new(), &env(&[("FERROTRACE_EXCLUDE", "[")])).unwrap();
+        let (c, errs) = Config::parse_lenient(&raw);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            !c.enabled,
+            "a bad exclude must disable tracing, not trace everything"
+        );
+    }
+
+    #[test]
+    fn export_equivalence_ignores_hook_settings() {
+        let a = Config::defaults();
+        let mut b = a.clone();
+        b.include = Some("x".into());
+        b.capture = Capture::All;
+        assert!(a.export_equivalent(&b));
+        b.output = "other.jsonl".into();
+        assert!(!a.export_equivalent(&b));
+    }
+
+    #[test]
     fn unknown_names_get_a_suggestion() {
-        let unknown = unknown_env_vars(&env(&[("FERROTRACE_SAMPLERATE", "1"), ("FERROTRACE_OUTPUT", "x")]));
-        assert_eq!(unknown, vec![("FERROTRACE_SAMPLERATE".to_string(), Some("FERROTRACE_SAMPLE_RATE"))]);
+        let unknown = unknown_env_vars(&env(&[
+            ("FERROTRACE_SAMPLERATE", "1"),
+            ("FERROTRACE_OUTPUT", "x"),
+        ]));
+        assert_eq!(
+            unknown,
+            vec![(
+                "FERROTRACE_SAMPLERATE".to_string(),
+                Some("FERROTRACE_SAMPLE_RATE")
+            )]
+        );
         let e = resolve(&env(&[("OUTPT", "x")]), &BTreeMap::new()).unwrap_err();
         assert!(e.rule.contains("\"output\""), "{e}");
     }

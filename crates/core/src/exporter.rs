@@ -36,9 +36,17 @@ pub trait Exporter: Send {
     /// Short name used in errors and stats (`jsonl`, `chrome`, ...).
     fn name(&self) -> &'static str;
     /// Exports finished span records. Returns the bytes written, if the exporter counts them.
-    fn export_spans(&mut self, spans: &[SpanRecord], ctx: &ExportContext) -> Result<u64, ExportError>;
+    fn export_spans(
+        &mut self,
+        spans: &[SpanRecord],
+        ctx: &ExportContext,
+    ) -> Result<u64, ExportError>;
     /// Exports a session start (`end_ns` is None) or end.
-    fn export_session(&mut self, session: &SessionRecord, ctx: &ExportContext) -> Result<u64, ExportError>;
+    fn export_session(
+        &mut self,
+        session: &SessionRecord,
+        ctx: &ExportContext,
+    ) -> Result<u64, ExportError>;
     /// Pushes buffered output to its destination.
     fn flush(&mut self) -> Result<(), ExportError>;
     /// Writes the final record with the counters and closes the destination.

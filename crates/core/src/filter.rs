@@ -34,7 +34,11 @@ impl Filter {
             include: compile(&spec.include)?,
             exclude: compile(&spec.exclude)?,
             exclude_files: compile(&spec.exclude_files)?,
-            default_prefixes: spec.default_prefixes.into_iter().filter(|p| !p.is_empty()).collect(),
+            default_prefixes: spec
+                .default_prefixes
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect(),
             exclude_defaults: spec.exclude_defaults,
             only_under: spec.only_under,
         })
@@ -48,7 +52,10 @@ impl Filter {
             || file.starts_with("<frozen")
             || file.contains("/site-packages/")
             || file.contains("/dist-packages/")
-            || self.default_prefixes.iter().any(|p| file.starts_with(p.as_str()))
+            || self
+                .default_prefixes
+                .iter()
+                .any(|p| file.starts_with(p.as_str()))
     }
 
     /// Whether calls to this function are recorded.
@@ -99,9 +106,17 @@ mod tests {
         let f = filter(None, None, true);
         assert!(f.decide("app", "main", "/src/app.py"));
         assert!(!f.decide("json", "dumps", "/usr/lib/python3.11/json/__init__.py"));
-        assert!(!f.decide("requests", "get", "/venv/lib/python3.11/site-packages/requests/api.py"));
+        assert!(!f.decide(
+            "requests",
+            "get",
+            "/venv/lib/python3.11/site-packages/requests/api.py"
+        ));
         assert!(!f.decide("ferrotrace.cli", "main", "/src/ferrotrace/cli.py"));
-        assert!(!f.decide("importlib._bootstrap", "_load", "<frozen importlib._bootstrap>"));
+        assert!(!f.decide(
+            "importlib._bootstrap",
+            "_load",
+            "<frozen importlib._bootstrap>"
+        ));
         let all = filter(None, None, false);
         assert!(all.decide("json", "dumps", "/usr/lib/python3.11/json/__init__.py"));
     }

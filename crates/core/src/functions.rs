@@ -45,12 +45,36 @@ impl FunctionTable {
     /// The identity behind `id`.
     pub fn get(&self, id: u32) -> Option<Arc<FunctionInfo>> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        id.checked_sub(1).and_then(|i| inner.by_id.get(i as usize).cloned())
+        id.checked_sub(1)
+            .and_then(|i| inner.by_id.get(i as usize).cloned())
+    }
+
+    /// An independent copy with the same ids (a forked child must not share the parent's
+    /// lock, which another thread may have held at fork time).
+    pub fn copy(&self) -> FunctionTable {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let by_id: Vec<Arc<FunctionInfo>> = inner
+            .by_id
+            .iter()
+            .map(|f| Arc::new((**f).clone()))
+            .collect();
+        let ids = by_id
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Arc::clone(f), i as u32 + 1))
+            .collect();
+        FunctionTable {
+            inner: RwLock::new(Inner { by_id, ids }),
+        }
     }
 
     /// Number of distinct functions interned so far.
     pub fn len(&self) -> usize {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).by_id.len()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .len()
     }
 
     /// True when nothing has been interned.
@@ -66,7 +90,12 @@ mod tests {
     #[test]
     fn interns_once() {
         let t = FunctionTable::default();
-        let f = FunctionInfo { module: "m".into(), qualname: "f".into(), file: "m.py".into(), line: 3 };
+        let f = FunctionInfo {
+            module: "m".into(),
+            qualname: "f".into(),
+            file: "m.py".into(),
+            line: 3,
+        };
         let a = t.intern(f.clone());
         let b = t.intern(f.clone());
         assert_eq!(a, b);

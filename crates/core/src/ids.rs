@@ -74,7 +74,8 @@ pub fn random_u64() -> u64 {
         if STATE_PID.with(|p| p.get()) != pid {
             STATE_PID.with(|p| p.set(pid));
             let n = THREAD_SEEDS.fetch_add(1, Ordering::Relaxed);
-            state.set(os_entropy() ^ (u64::from(pid) << 32) ^ n.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+            state
+                .set(os_entropy() ^ (u64::from(pid) << 32) ^ n.wrapping_mul(0xD6E8_FEB8_6659_FD93));
         }
         loop {
             let v = splitmix64(state);

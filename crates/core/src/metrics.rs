@@ -32,6 +32,22 @@ pub struct Counters {
     pub decisions: AtomicU64,
     /// Batches handed to the export thread.
     pub batches: AtomicU64,
+    /// Span records a network exporter delivered (a 2xx, including replays from the spool).
+    pub network_delivered: AtomicU64,
+    /// HTTP requests of the network exporters that were retried.
+    pub network_retries: AtomicU64,
+    /// Batches a network exporter could not deliver after its retries (then spooled).
+    pub network_failures: AtomicU64,
+    /// Span records a server rejected in an OTLP `partial_success` response.
+    pub partial_success_rejected: AtomicU64,
+    /// Span records a server refused as malformed (400, 413, 415, 422): not retried, not spooled.
+    pub network_rejected: AtomicU64,
+    /// Span records written to the spool.
+    pub spooled: AtomicU64,
+    /// Span records replayed from the spool and delivered.
+    pub spool_replayed: AtomicU64,
+    /// Span records lost by the network exporters: beyond the spool cap, or no spool to write to.
+    pub spool_dropped: AtomicU64,
 }
 
 /// A plain snapshot of [`Counters`].
@@ -51,6 +67,14 @@ pub struct Snapshot {
     pub invalid_traceparent: u64,
     pub decisions: u64,
     pub batches: u64,
+    pub network_delivered: u64,
+    pub network_retries: u64,
+    pub network_failures: u64,
+    pub partial_success_rejected: u64,
+    pub network_rejected: u64,
+    pub spooled: u64,
+    pub spool_replayed: u64,
+    pub spool_dropped: u64,
 }
 
 impl Snapshot {
@@ -77,6 +101,14 @@ impl Snapshot {
             ("invalid_traceparent", self.invalid_traceparent),
             ("decisions", self.decisions),
             ("batches", self.batches),
+            ("network_delivered", self.network_delivered),
+            ("network_retries", self.network_retries),
+            ("network_failures", self.network_failures),
+            ("partial_success_rejected", self.partial_success_rejected),
+            ("network_rejected", self.network_rejected),
+            ("spooled", self.spooled),
+            ("spool_replayed", self.spool_replayed),
+            ("spool_dropped", self.spool_dropped),
         ]
     }
 }
@@ -106,6 +138,14 @@ impl Counters {
             invalid_traceparent: r(&self.invalid_traceparent),
             decisions: r(&self.decisions),
             batches: r(&self.batches),
+            network_delivered: r(&self.network_delivered),
+            network_retries: r(&self.network_retries),
+            network_failures: r(&self.network_failures),
+            partial_success_rejected: r(&self.partial_success_rejected),
+            network_rejected: r(&self.network_rejected),
+            spooled: r(&self.spooled),
+            spool_replayed: r(&self.spool_replayed),
+            spool_dropped: r(&self.spool_dropped),
         }
     }
 }

@@ -97,7 +97,9 @@ impl Pipeline {
 
     /// An empty buffer for a thread, reused from exported batches when one is available.
     pub fn take_buffer(&self) -> SpanBatch {
-        self.pool_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.batch_size))
+        self.pool_rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.batch_size))
     }
 
     /// Hands a full (or final) batch to the export thread without blocking.
@@ -110,13 +112,19 @@ impl Pipeline {
         match self.data_tx.try_send(batch) {
             Ok(()) => Counters::add(&self.counters.batches, 1),
             Err(TrySendError::Full(_)) => Counters::add(&self.counters.dropped_queue_full, n),
-            Err(TrySendError::Disconnected(_)) => Counters::add(&self.counters.dropped_after_shutdown, n),
+            Err(TrySendError::Disconnected(_)) => {
+                Counters::add(&self.counters.dropped_after_shutdown, n)
+            }
         }
     }
 
     /// Queues a session start or end record without blocking.
     pub fn submit_session(&self, session: SessionRecord) {
-        if self.control_tx.try_send(Control::Session(Box::new(session))).is_err() {
+        if self
+            .control_tx
+            .try_send(Control::Session(Box::new(session)))
+            .is_err()
+        {
             Counters::add(&self.counters.dropped_sessions, 1);
         }
     }
@@ -136,7 +144,8 @@ impl Pipeline {
 
     /// The functions with the largest inclusive time seen so far.
     pub fn top_functions(&self, n: usize, timeout: Duration) -> Vec<(u32, FunctionTotals)> {
-        self.request(|tx| Control::Top(n, tx), timeout).unwrap_or_default()
+        self.request(|tx| Control::Top(n, tx), timeout)
+            .unwrap_or_default()
     }
 
     /// Exports everything queued, writes the final records and stops the thread, waiting at
@@ -291,11 +300,19 @@ mod tests {
         fn name(&self) -> &'static str {
             "counting"
         }
-        fn export_spans(&mut self, spans: &[SpanRecord], _: &ExportContext) -> Result<u64, ExportError> {
+        fn export_spans(
+            &mut self,
+            spans: &[SpanRecord],
+            _: &ExportContext,
+        ) -> Result<u64, ExportError> {
             self.0.lock().unwrap().0 += spans.len() as u64;
             Ok(0)
         }
-        fn export_session(&mut self, _: &SessionRecord, _: &ExportContext) -> Result<u64, ExportError> {
+        fn export_session(
+            &mut self,
+            _: &SessionRecord,
+            _: &ExportContext,
+        ) -> Result<u64, ExportError> {
             Ok(0)
         }
         fn flush(&mut self) -> Result<(), ExportError> {
@@ -309,14 +326,24 @@ mod tests {
 
     fn start(max_queue: usize, delay_ms: u64) -> (Pipeline, Arc<Mutex<(u64, bool)>>) {
         let seen = Arc::new(Mutex::new((0, false)));
-        let ctx = ExportContext { functions: Default::default(), pid: 1, meta: MetaInfo::default() };
+        let ctx = ExportContext {
+            functions: Default::default(),
+            pid: 1,
+            meta: MetaInfo::default(),
+        };
         let opts = PipelineOptions {
             batch_size: 10,
             max_queue,
             flush_interval: Duration::from_millis(50),
             debug_export_delay: Duration::from_millis(delay_ms),
         };
-        let p = Pipeline::start(opts, vec![Box::new(Counting(Arc::clone(&seen)))], ctx, Arc::default()).unwrap();
+        let p = Pipeline::start(
+            opts,
+            vec![Box::new(Counting(Arc::clone(&seen)))],
+            ctx,
+            Arc::default(),
+        )
+        .unwrap();
         (p, seen)
     }
 

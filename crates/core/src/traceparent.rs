@@ -19,7 +19,8 @@ pub struct TraceParent {
 pub struct InvalidTraceParent(pub &'static str);
 
 fn lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Parses a header value per W3C Trace Context level 1.
@@ -32,30 +33,48 @@ pub fn parse(header: &str) -> Result<TraceParent, InvalidTraceParent> {
     if parts.len() < 4 {
         return Err(InvalidTraceParent("needs version-traceid-parentid-flags"));
     }
-    let (version, trace, parent, flags) = (parts[0], parts[1], parts[2], &parts[3][..parts[3].len().min(2)]);
+    let (version, trace, parent, flags) = (
+        parts[0],
+        parts[1],
+        parts[2],
+        &parts[3][..parts[3].len().min(2)],
+    );
     if version.len() != 2 || !lower_hex(version) {
-        return Err(InvalidTraceParent("version must be 2 lower-case hex digits"));
+        return Err(InvalidTraceParent(
+            "version must be 2 lower-case hex digits",
+        ));
     }
     if version == "ff" {
         return Err(InvalidTraceParent("version ff is forbidden"));
     }
     if version == "00" && (parts.len() != 4 || header.len() != 55) {
-        return Err(InvalidTraceParent("version 00 has exactly 4 fields and 55 characters"));
+        return Err(InvalidTraceParent(
+            "version 00 has exactly 4 fields and 55 characters",
+        ));
     }
-    if version != "00" && parts[3].len() > 2 && !parts[3][2..].starts_with('-') && parts.len() == 4 {
+    if version != "00" && parts[3].len() > 2 && !parts[3][2..].starts_with('-') && parts.len() == 4
+    {
         return Err(InvalidTraceParent("unexpected characters after flags"));
     }
     if trace.len() != 32 || !lower_hex(trace) {
-        return Err(InvalidTraceParent("trace-id must be 32 lower-case hex digits"));
+        return Err(InvalidTraceParent(
+            "trace-id must be 32 lower-case hex digits",
+        ));
     }
     if parent.len() != 16 || !lower_hex(parent) {
-        return Err(InvalidTraceParent("parent-id must be 16 lower-case hex digits"));
+        return Err(InvalidTraceParent(
+            "parent-id must be 16 lower-case hex digits",
+        ));
     }
     if flags.len() != 2 || !lower_hex(flags) {
-        return Err(InvalidTraceParent("trace-flags must be 2 lower-case hex digits"));
+        return Err(InvalidTraceParent(
+            "trace-flags must be 2 lower-case hex digits",
+        ));
     }
-    let trace_id = u128::from_str_radix(trace, 16).map_err(|_| InvalidTraceParent("bad trace-id"))?;
-    let parent_id = u64::from_str_radix(parent, 16).map_err(|_| InvalidTraceParent("bad parent-id"))?;
+    let trace_id =
+        u128::from_str_radix(trace, 16).map_err(|_| InvalidTraceParent("bad trace-id"))?;
+    let parent_id =
+        u64::from_str_radix(parent, 16).map_err(|_| InvalidTraceParent("bad parent-id"))?;
     let flags = u8::from_str_radix(flags, 16).map_err(|_| InvalidTraceParent("bad flags"))?;
     if trace_id == 0 {
         return Err(InvalidTraceParent("trace-id of all zeros is invalid"));
@@ -72,7 +91,12 @@ pub fn parse(header: &str) -> Result<TraceParent, InvalidTraceParent> {
 
 /// Formats a version-00 `traceparent` for outgoing calls.
 pub fn format(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
-    format!("00-{:032x}-{:016x}-{:02x}", trace_id.0, span_id, u8::from(sampled))
+    format!(
+        "00-{:032x}-{:016x}-{:02x}",
+        trace_id.0,
+        span_id,
+        u8::from(sampled)
+    )
 }
 
 #[cfg(test)]
@@ -109,7 +133,8 @@ mod tests {
 
     #[test]
     fn future_versions_may_extend() {
-        let tp = parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-what-the-future").unwrap();
+        let tp = parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-what-the-future")
+            .unwrap();
         assert!(!tp.sampled);
     }
 }

@@ -1,0 +1,30 @@
+//! `ferrotrace._native`: the CPython hook, per-thread recorders, sessions and the functions
+//! the Python package calls. This is the only crate that touches the CPython C API.
+
+mod api;
+mod code_info;
+mod exception;
+mod gil_cell;
+mod hook;
+mod profiler_slot;
+mod recorder;
+mod runtime;
+mod session;
+mod task;
+
+use pyo3::prelude::*;
+
+/// The extension module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    ferrotrace_core::clock::init();
+    // SAFETY: module initialisation runs with the GIL held.
+    let var = unsafe {
+        code_info::init();
+        Bound::from_owned_ptr_or_err(m.py(), session::init_context_var())?
+    };
+    m.add("SESSION_VAR", var)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<session::Session>()?;
+    api::register(m)
+}

@@ -1,0 +1,451 @@
+//! The functions `ferrotrace._native` exposes to the Python package.
+
+use crate::hook;
+use crate::recorder;
+use crate::runtime::{self, Environment, HookState};
+use crate::session::{self, Session};
+use ferrotrace_core::clock;
+use ferrotrace_core::config::{self, Config, ConfigError};
+use ferrotrace_core::functions::FunctionTable;
+use ferrotrace_core::metrics::Counters;
+use ferrotrace_core::sampling::trace_id_ratio_sampled;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Adds every function to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(set_environment, m)?)?;
+    m.add_function(wrap_pyfunction!(configure, m)?)?;
+    m.add_function(wrap_pyfunction!(config_report, m)?)?;
+    m.add_function(wrap_pyfunction!(session_start, m)?)?;
+    m.add_function(wrap_pyfunction!(session_end, m)?)?;
+    m.add_function(wrap_pyfunction!(current_session, m)?)?;
+    m.add_function(wrap_pyfunction!(thread_bootstrap, m)?)?;
+    m.add_function(wrap_pyfunction!(flush, m)?)?;
+    m.add_function(wrap_pyfunction!(shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(stats, m)?)?;
+    m.add_function(wrap_pyfunction!(top_functions, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork_child, m)?)?;
+    m.add_function(wrap_pyfunction!(hook_installed, m)?)?;
+    m.add_function(wrap_pyfunction!(per_process_output, m)?)?;
+    m.add_function(wrap_pyfunction!(is_configured, m)?)?;
+    m.add_function(wrap_pyfunction!(on_unwind, m)?)?;
+    Ok(())
+}
+
+fn state() -> PyResult<&'static HookState> {
+    runtime::state().ok_or_else(|| {
+        PyRuntimeError::new_err("ferrotrace is not configured: call ferrotrace.configure() first")
+    })
+}
+
+/// Records the interpreter facts the filters need: the standard library and site-packages
+/// prefixes, the working directory and the Python version.
+#[pyfunction]
+fn set_environment(default_prefixes: Vec<String>, cwd: String, python_version: String) {
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe {
+        runtime::set_environment(Environment {
+            default_prefixes,
+            cwd,
+            python_version,
+        })
+    }
+}
+
+fn messages(errors: &[ConfigError]) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
+}
+
+fn unknown_warnings(env: &BTreeMap<String, String>) -> Vec<String> {
+    config::unknown_env_vars(env)
+        .into_iter()
+        .map(|(name, close)| match close {
+            Some(c) => format!("{name} is not a ferrotrace setting; did you mean {c}?"),
+            None => format!("{name} is not a ferrotrace setting"),
+        })
+        .collect()
+}
+
+/// Validates and applies a configuration. Strict mode raises ValueError listing every
+/// invalid setting; lenient mode (`ferrotrace.auto`) applies the safe fallbacks and returns
+/// the problems as warnings. Unknown `FERROTRACE_*` variables are always warnings.
+#[pyfunction]
+fn configure(
+    py: Python<'_>,
+    args: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
+    lenient: bool,
+) -> PyResult<Vec<String>> {
+    let args: BTreeMap<String, String> = args
+        .into_iter()
+        .map(|(k, v)| (k.to_uppercase(), v))
+        .collect();
+    let raw = config::resolve(&args, &env).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let (cfg, errors) = Config::parse_lenient(&raw);
+    if !errors.is_empty() && !lenient {
+        return Err(PyValueError::new_err(messages(&errors).join("\n")));
+    }
+    let mut warnings = messages(&errors);
+    if !errors.is_empty() && !cfg.enabled {
+        warnings.push("tracing is disabled because a filter setting is invalid".to_string());
+    }
+    warnings.extend(unknown_warnings(&env));
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe { apply(py, cfg)? };
+    Ok(warnings)
+}
+
+/// Publishes `cfg`, keeping the running pipeline when it would export the same way.
+unsafe fn apply(py: Python<'_>, cfg: Config) -> PyResult<()> {
+    let previous = runtime::state();
+    let reuse = previous
+        .filter(|p| p.recording.load(Ordering::Relaxed) && p.config.export_equivalent(&cfg));
+    if let (Some(prev), None) = (previous, reuse) {
+        if prev.recording.swap(false, Ordering::Relaxed) {
+            recorder::for_each(prev, |rec| rec.submit(prev));
+            let timeout = Duration::from_millis(prev.config.shutdown_timeout_ms);
+            let pipeline = Arc::clone(&prev.pipeline);
+            py.allow_threads(move || pipeline.shutdown(timeout));
+        }
+    }
+    let functions = previous.map_or_else(
+        || Arc::new(FunctionTable::default()),
+        |p| Arc::clone(&p.functions),
+    );
+    runtime::publish(cfg, functions, reuse).map_err(PyValueError::new_err)?;
+    Ok(())
+}
+
+/// True once `configure` has succeeded in this process.
+#[pyfunction]
+fn is_configured() -> bool {
+    runtime::state().is_some()
+}
+
+/// The effective value of every setting and where it came from, for `ferrotrace config`:
+/// a list of (name, variable, value, source, rule, error-or-None), plus warnings.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn config_report(
+    args: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
+) -> PyResult<(
+    Vec<(String, String, String, String, String, Option<String>)>,
+    Vec<String>,
+)> {
+    let args: BTreeMap<String, String> = args
+        .into_iter()
+        .map(|(k, v)| (k.to_uppercase(), v))
+        .collect();
+    let raw = config::resolve(&args, &env).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let (_, errors) = Config::parse_lenient(&raw);
+    let rows = config::SETTINGS
+        .iter()
+        .map(|s| {
+            let r = &raw[s.name];
+            let error = errors
+                .iter()
+                .find(|e| e.variable == r.origin || e.variable == s.env)
+                .map(ToString::to_string);
+            let origin = match r.source {
+                config::Source::Default => "default".to_string(),
+                _ => format!("{} ({})", r.source.as_str(), r.origin),
+            };
+            (
+                s.name.to_lowercase(),
+                s.env.to_string(),
+                r.value.clone(),
+                origin,
+                s.rule.to_string(),
+                error,
+            )
+        })
+        .collect();
+    Ok((rows, unknown_warnings(&env)))
+}
+
+/// Starts a session nested in the current one (or continuing `traceparent`), samples it,
+/// records its start and installs the hook on this thread when it is sampled.
+#[pyfunction]
+#[pyo3(signature = (tag, attrs, traceparent=None, process_wide=false))]
+fn session_start(
+    py: Python<'_>,
+    tag: String,
+    attrs: Vec<(String, String)>,
+    traceparent: Option<String>,
+    process_wide: bool,
+) -> PyResult<Py<Session>> {
+    let state = state()?;
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe {
+        let rec = recorder::current(state)
+            .ok_or_else(|| PyRuntimeError::new_err("no recorder for this thread"))?;
+        let parent = if process_wide {
+            None
+        } else {
+            session::current(py)
+        };
+        let parent_span = parent.as_ref().map(|p| {
+            let p = p.get();
+            match rec.stack.last() {
+                Some(top) if top.session_key == p.info.key => top.span_id,
+                _ => p.info.span_id,
+            }
+        });
+        let parent_ref = parent.as_ref().map(|p| p.get()).zip(parent_span);
+        let (lineage, invalid) = session::lineage(
+            traceparent.as_deref(),
+            parent_ref,
+            state.config.honor_parent_sampled,
+        );
+        if invalid {
+            Counters::add(&state.counters.invalid_traceparent, 1);
+        }
+        let enabled = state.config.enabled && state.recording.load(Ordering::Relaxed);
+        let sampled = enabled
+            && lineage.inherited_sampled.unwrap_or_else(|| {
+                trace_id_ratio_sampled(lineage.trace_id, state.config.sample_rate)
+            });
+        let s = session::new_session(lineage, sampled, tag, attrs, rec.thread_id, process_wide);
+        if sampled {
+            Counters::add(&state.counters.sessions_started, 1);
+            state.pipeline.submit_session(s.record.clone());
+            hook::retain_on_current_thread(rec);
+            s.hooked_thread.store(rec.thread_id, Ordering::Relaxed);
+        } else if enabled {
+            Counters::add(&state.counters.sessions_unsampled, 1);
+        }
+        let s = Bound::new(py, s)?;
+        if process_wide {
+            session::set_process_session(Some(&s));
+        }
+        Ok(s.unbind())
+    }
+}
+
+/// Ends a session: its calls still open on this thread are written as unfinished, its end
+/// is recorded and, if it was the last session on this thread, the previous profiler is put
+/// back.
+#[pyfunction]
+fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
+    let s = session.get();
+    if s.ended.swap(true, Ordering::Relaxed) {
+        return Ok(());
+    }
+    let state = state()?;
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe {
+        let Some(rec) = recorder::current(state) else {
+            return Ok(());
+        };
+        if s.info.sampled && state.recording.load(Ordering::Relaxed) {
+            let key = s.info.key;
+            if s.process_wide {
+                recorder::for_each(state, |r| {
+                    r.close_unfinished(state, |f| f.session_key == key)
+                });
+            } else {
+                rec.close_unfinished(state, |f| f.session_key == key);
+            }
+            let mut record = s.record.clone();
+            record.end_ns = Some(clock::now_ns());
+            state.pipeline.submit_session(record);
+            Counters::add(&state.counters.sessions_ended, 1);
+        }
+        if s.hooked_thread.load(Ordering::Relaxed) == rec.thread_id {
+            hook::release_on_current_thread(rec);
+        }
+        if s.process_wide && session::process_session(py).is_some_and(|p| p.is(session)) {
+            session::set_process_session(None);
+        }
+    }
+    Ok(())
+}
+
+/// The session in effect in this context (task, thread, or the process-wide one).
+#[pyfunction]
+fn current_session(py: Python<'_>) -> Option<Bound<'_, Session>> {
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe { session::current(py) }
+}
+
+/// `threading.setprofile` target while a process-wide session runs: on a new thread's
+/// first event it replaces itself with the native hook.
+#[pyfunction]
+#[pyo3(signature = (*_args))]
+fn thread_bootstrap(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
+    let Some(state) = runtime::state() else {
+        return;
+    };
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe {
+        if state.recording.load(Ordering::Relaxed) && session::process_session(py).is_some() {
+            hook::ensure_on_current_thread(state);
+        } else {
+            pyo3::ffi::PyEval_SetProfile(None, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Hands every thread's buffered records to the export thread and waits up to `timeout`
+/// seconds for all of them to be exported. Returns False if the deadline passed first.
+#[pyfunction]
+fn flush(py: Python<'_>, timeout: f64) -> bool {
+    let Some(state) = runtime::state() else {
+        return true;
+    };
+    // SAFETY: pyfunctions run with the GIL held; the closure runs no Python code.
+    unsafe { recorder::for_each(state, |rec| rec.submit(state)) };
+    let pipeline = Arc::clone(&state.pipeline);
+    py.allow_threads(move || pipeline.flush(Duration::from_secs_f64(timeout.max(0.0))))
+}
+
+/// Stops recording, ends the process-wide session, writes open calls as unfinished, exports
+/// everything queued and the final `meta` record, waiting at most `timeout` seconds.
+#[pyfunction]
+fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<bool> {
+    let Some(state) = runtime::state() else {
+        return Ok(true);
+    };
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe {
+        if let Some(ps) = session::process_session(py) {
+            session_end(py, &ps)?;
+        }
+        if !state.recording.swap(false, Ordering::Relaxed) {
+            return Ok(true);
+        }
+        recorder::for_each(state, |rec| {
+            rec.close_unfinished(state, |_| true);
+            rec.submit(state);
+        });
+        if hook::installed_here() {
+            if let Some(rec) = recorder::existing() {
+                rec.hook_refs = 1;
+                hook::release_on_current_thread(rec);
+            }
+        }
+    }
+    let pipeline = Arc::clone(&state.pipeline);
+    Ok(py.allow_threads(move || pipeline.shutdown(Duration::from_secs_f64(timeout.max(0.0)))))
+}
+
+/// The counters: recorded, exported, dropped (total and by reason), export errors, bytes
+/// written, sessions, decisions, functions, and the output path.
+#[pyfunction]
+fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    if let Some(state) = runtime::state() {
+        for (name, value) in state.counters.snapshot().fields() {
+            d.set_item(name, value)?;
+        }
+        d.set_item("functions", state.functions.len())?;
+        d.set_item("output", &state.output)?;
+        d.set_item("recording", state.recording.load(Ordering::Relaxed))?;
+        d.set_item("shutdown_timeout_ms", state.config.shutdown_timeout_ms)?;
+    }
+    Ok(d)
+}
+
+/// The `n` functions with the most inclusive time exported so far:
+/// (module, qualname, calls, total_ns, self_ns).
+#[pyfunction]
+fn top_functions(py: Python<'_>, n: usize) -> Vec<(String, String, u64, u64, u64)> {
+    let Some(state) = runtime::state() else {
+        return Vec::new();
+    };
+    let pipeline = Arc::clone(&state.pipeline);
+    let top = py.allow_threads(move || pipeline.top_functions(n, Duration::from_secs(5)));
+    top.into_iter()
+        .filter_map(|(id, t)| {
+            state.functions.get(id).map(|f| {
+                (
+                    f.module.clone(),
+                    f.qualname.clone(),
+                    t.calls,
+                    t.total_ns,
+                    t.self_ns,
+                )
+            })
+        })
+        .collect()
+}
+
+/// In a forked child: a fresh export thread and output (`.PID` added to the file name), no
+/// copy of the parent's queued records, new span ids for calls still open, and a child
+/// session under the parent's process-wide session.
+#[pyfunction]
+fn after_fork_child(py: Python<'_>) -> PyResult<()> {
+    let Some(prev) = runtime::state() else {
+        return Ok(());
+    };
+    if !prev.recording.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let pid = std::process::id();
+    let mut cfg = prev.config.clone();
+    cfg.output = runtime::per_process_output(&cfg.output, pid);
+    // SAFETY: pyfunctions run with the GIL held; right after fork only this thread exists.
+    unsafe {
+        recorder::forget_other_threads();
+        let state = runtime::publish(cfg, Arc::new(prev.functions.copy()), None)
+            .map_err(PyRuntimeError::new_err)?;
+        if let Some(rec) = recorder::existing() {
+            rec.rebirth_after_fork(state);
+        }
+        if let Some(parent) = session::process_session(py) {
+            let p = parent.get();
+            let lineage = session::Lineage {
+                trace_id: p.info.trace_id,
+                parent_span_id: p.info.span_id,
+                remote_parent: false,
+                inherited_sampled: Some(p.info.sampled),
+            };
+            let child = session::new_session(
+                lineage,
+                p.info.sampled,
+                p.record.tag.clone(),
+                p.record.attrs.clone(),
+                p.record.thread_id,
+                true,
+            );
+            child
+                .hooked_thread
+                .store(p.hooked_thread.load(Ordering::Relaxed), Ordering::Relaxed);
+            p.ended.store(true, Ordering::Relaxed);
+            if child.info.sampled {
+                Counters::add(&state.counters.sessions_started, 1);
+                state.pipeline.submit_session(child.record.clone());
+            }
+            session::set_process_session(Some(&Bound::new(py, child)?));
+        }
+    }
+    Ok(())
+}
+
+/// True when ferrotrace's hook is the calling thread's profile function.
+#[pyfunction]
+fn hook_installed() -> bool {
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe { hook::installed_here() }
+}
+
+/// The output path a process other than the first one writes to.
+#[pyfunction]
+fn per_process_output(template: &str, pid: u32) -> String {
+    runtime::per_process_output(template, pid)
+}
+
+/// `sys.monitoring` `PY_UNWIND` callback (registered on CPython 3.12+): lets the hook see
+/// the exception leaving a recorded frame.
+#[pyfunction]
+fn on_unwind(_code: &Bound<'_, PyAny>, _offset: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) {
+    // SAFETY: pyfunctions run with the GIL held; `exc` is alive for the call.
+    unsafe { hook::on_unwind(exc.as_ptr()) }
+}

@@ -1,0 +1,274 @@
+//! Per-code-object decisions, taken on first sight and cached in the code object's
+//! `co_extra` slot: whether calls are recorded and the interned function id.
+//!
+//! The cached word is `func_id << 32 | generation << 8 | recorded << 1 | 1`. It is a plain
+//! integer, not a pointer, so nothing needs freeing when the code object dies, and a new
+//! configuration (a new generation) makes every cached decision stale at once.
+
+use crate::runtime::HookState;
+use ferrotrace_core::functions::FunctionInfo;
+use ferrotrace_core::metrics::Counters;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+#[cfg(not(Py_3_11))]
+use pyo3::types::{PyString, PyTuple, PyType};
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+static EXTRA_INDEX: AtomicIsize = AtomicIsize::new(-1);
+
+// The code-extra API: `_Py*` names up to 3.11, `PyUnstable_*` from 3.12 (where the old
+// names are only macros, so no symbol exists under them).
+#[cfg(not(Py_3_12))]
+extern "C" {
+    #[link_name = "_PyEval_RequestCodeExtraIndex"]
+    fn request_extra_index(free: ffi::freefunc) -> std::os::raw::c_int;
+    #[link_name = "_PyCode_GetExtra"]
+    fn code_get_extra(
+        code: *mut ffi::PyObject,
+        index: ffi::Py_ssize_t,
+        extra: *mut *mut c_void,
+    ) -> std::os::raw::c_int;
+    #[link_name = "_PyCode_SetExtra"]
+    fn code_set_extra(
+        code: *mut ffi::PyObject,
+        index: ffi::Py_ssize_t,
+        extra: *mut c_void,
+    ) -> std::os::raw::c_int;
+}
+#[cfg(Py_3_12)]
+extern "C" {
+    #[link_name = "PyUnstable_Eval_RequestCodeExtraIndex"]
+    fn request_extra_index(free: ffi::freefunc) -> std::os::raw::c_int;
+    #[link_name = "PyUnstable_Code_GetExtra"]
+    fn code_get_extra(
+        code: *mut ffi::PyObject,
+        index: ffi::Py_ssize_t,
+        extra: *mut *mut c_void,
+    ) -> std::os::raw::c_int;
+    #[link_name = "PyUnstable_Code_SetExtra"]
+    fn code_set_extra(
+        code: *mut ffi::PyObject,
+        index: ffi::Py_ssize_t,
+        extra: *mut c_void,
+    ) -> std::os::raw::c_int;
+}
+
+/// What the hook needs to know about a code object.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeEntry {
+    pub func_id: u32,
+    pub recorded: bool,
+}
+
+/// Nothing to free: the slot holds an integer.
+unsafe extern "C" fn free_nothing(_: *mut c_void) {}
+
+/// Reserves the `co_extra` slot. Called once at module import.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn init() {
+    if EXTRA_INDEX.load(Ordering::Relaxed) < 0 {
+        let idx = request_extra_index(free_nothing);
+        EXTRA_INDEX.store(idx as isize, Ordering::Relaxed);
+    }
+}
+
+fn encode(entry: CodeEntry, generation: u32) -> usize {
+    ((entry.func_id as usize) << 32)
+        | (((generation & 0xFF_FFFF) as usize) << 8)
+        | (usize::from(entry.recorded) << 1)
+        | 1
+}
+
+/// The cached entry for `code` under `generation`, or None when it must be decided.
+///
+/// # Safety
+/// The GIL is held and `code` is a live code object.
+#[inline(always)]
+pub unsafe fn cached(code: *mut ffi::PyObject, generation: u32) -> Option<CodeEntry> {
+    let idx = EXTRA_INDEX.load(Ordering::Relaxed);
+    let mut extra: *mut c_void = std::ptr::null_mut();
+    if idx < 0 || code_get_extra(code, idx as ffi::Py_ssize_t, &mut extra) != 0 {
+        return None;
+    }
+    let word = extra as usize;
+    if word & 1 == 0 || ((word >> 8) & 0xFF_FFFF) as u32 != generation & 0xFF_FFFF {
+        return None;
+    }
+    Some(CodeEntry {
+        func_id: (word >> 32) as u32,
+        recorded: word & 2 != 0,
+    })
+}
+
+/// Decides on a code object seen for the first time under this state, and caches it.
+///
+/// # Safety
+/// The GIL is held; `frame` is the live frame running `code`. Runs Python API calls (no
+/// user code): attribute reads on the code, frame and class dictionaries.
+pub unsafe fn decide(
+    py: Python<'_>,
+    frame: *mut ffi::PyFrameObject,
+    code: *mut ffi::PyObject,
+    state: &HookState,
+) -> CodeEntry {
+    let info = identity(py, frame, code);
+    let recorded = state
+        .filter
+        .decide(&info.module, &info.qualname, &info.file)
+        && ferrotrace_core::sampling::function_sampled(
+            &info.module,
+            &info.qualname,
+            state.config.function_sample_rate,
+        );
+    let entry = CodeEntry {
+        func_id: state.functions.intern(info),
+        recorded,
+    };
+    Counters::add(&state.counters.decisions, 1);
+    let idx = EXTRA_INDEX.load(Ordering::Relaxed);
+    if idx >= 0
+        && code_set_extra(
+            code,
+            idx as ffi::Py_ssize_t,
+            encode(entry, state.generation) as *mut c_void,
+        ) != 0
+    {
+        ffi::PyErr_Clear();
+    }
+    entry
+}
+
+fn str_attr(obj: &Bound<'_, PyAny>, name: &str) -> String {
+    obj.getattr(name)
+        .and_then(|v| v.extract::<String>())
+        .unwrap_or_default()
+}
+
+/// Module, qualified name, file and first line of the function running in `frame`.
+unsafe fn identity(
+    py: Python<'_>,
+    frame: *mut ffi::PyFrameObject,
+    code: *mut ffi::PyObject,
+) -> FunctionInfo {
+    let code_obj = Bound::from_borrowed_ptr(py, code);
+    let frame_obj = Bound::from_borrowed_ptr(py, frame as *mut ffi::PyObject);
+    let globals = frame_obj.getattr("f_globals").ok();
+    let module = globals
+        .as_ref()
+        .and_then(|g| {
+            g.downcast::<PyDict>()
+                .ok()
+                .and_then(|d| d.get_item("__name__").ok().flatten())
+        })
+        .and_then(|n| n.extract::<String>().ok())
+        .unwrap_or_default();
+    let info = FunctionInfo {
+        module,
+        qualname: qualname(&code_obj, frame, globals.as_ref()),
+        file: str_attr(&code_obj, "co_filename"),
+        line: code_obj
+            .getattr("co_firstlineno")
+            .and_then(|v| v.extract())
+            .unwrap_or(0),
+    };
+    ffi::PyErr_Clear();
+    info
+}
+
+#[cfg(Py_3_11)]
+unsafe fn qualname(
+    code: &Bound<'_, PyAny>,
+    _frame: *mut ffi::PyFrameObject,
+    _globals: Option<&Bound<'_, PyAny>>,
+) -> String {
+    str_attr(code, "co_qualname")
+}
+
+/// CPython 3.10 has no `co_qualname`: find the function object that owns this code (in the
+/// class of the first argument when it is `self`/`cls`, else in the module globals) and use
+/// its `__qualname__`; fall back to `co_name`. Only dictionaries are read, no user code runs.
+#[cfg(not(Py_3_11))]
+unsafe fn qualname(
+    code: &Bound<'_, PyAny>,
+    frame: *mut ffi::PyFrameObject,
+    globals: Option<&Bound<'_, PyAny>>,
+) -> String {
+    let name = str_attr(code, "co_name");
+    let first_arg = code
+        .getattr("co_varnames")
+        .ok()
+        .and_then(|v| v.downcast_into::<PyTuple>().ok())
+        .filter(|_| {
+            code.getattr("co_argcount")
+                .and_then(|c| c.extract::<usize>())
+                .unwrap_or(0)
+                > 0
+        })
+        .and_then(|v| v.get_item(0).ok())
+        .and_then(|v| v.extract::<String>().ok());
+    if matches!(first_arg.as_deref(), Some("self") | Some("cls")) {
+        // SAFETY: at a call event the first fast local holds the first argument (or null).
+        let obj = (*frame).f_localsplus[0];
+        if !obj.is_null() {
+            let obj = Bound::from_borrowed_ptr(code.py(), obj);
+            let cls = match obj.downcast::<PyType>() {
+                Ok(t) if first_arg.as_deref() == Some("cls") => t.clone(),
+                _ => obj.get_type(),
+            };
+            if let Some(q) = owner_in_class(&cls, &name, code) {
+                return q;
+            }
+        }
+    }
+    globals
+        .and_then(|g| {
+            g.downcast::<PyDict>()
+                .ok()
+                .and_then(|d| d.get_item(&name).ok().flatten())
+        })
+        .and_then(|f| function_qualname(&f, code))
+        .unwrap_or(name)
+}
+
+#[cfg(not(Py_3_11))]
+fn owner_in_class(cls: &Bound<'_, PyType>, name: &str, code: &Bound<'_, PyAny>) -> Option<String> {
+    let mro = cls
+        .getattr("__mro__")
+        .ok()?
+        .downcast_into::<PyTuple>()
+        .ok()?;
+    for klass in mro.iter() {
+        let dict = klass.getattr("__dict__").ok()?;
+        if let Ok(Some(v)) = dict
+            .call_method1("get", (name,))
+            .map(|v| (!v.is_none()).then_some(v))
+        {
+            let func = v.getattr("__func__").unwrap_or(v);
+            if let Some(q) = function_qualname(&func, code) {
+                return Some(q);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(not(Py_3_11))]
+fn function_qualname(func: &Bound<'_, PyAny>, code: &Bound<'_, PyAny>) -> Option<String> {
+    // SAFETY: PyFunction_Check only reads the type pointer.
+    if unsafe { ffi::PyFunction_Check(func.as_ptr()) } == 0 {
+        return None;
+    }
+    let own = func.getattr("__code__").ok()?;
+    if !own.is(code) {
+        return None;
+    }
+    func.getattr("__qualname__")
+        .ok()?
+        .downcast_into::<PyString>()
+        .ok()
+        .map(|s| s.to_string())
+}

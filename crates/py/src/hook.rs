@@ -1,0 +1,197 @@
+//! The `setprofile` backend: a C profile function installed with `PyEval_SetProfile`.
+//!
+//! Steady state per call: one thread-local load, one `co_extra` read, one context-variable
+//! read compared by pointer, a clock read and a push onto a preallocated stack. Per return:
+//! a frame-pointer comparison with the top of the stack, a clock read and a push into the
+//! preallocated buffer. No regex, string formatting, hashing, allocation or attribute
+//! lookup happens after a code object has been seen once.
+
+use crate::code_info;
+use crate::exception;
+use crate::profiler_slot;
+use crate::recorder::{self, ThreadRecorder};
+use crate::runtime::{self, HookState};
+use crate::session;
+use crate::task;
+use ferrotrace_core::clock;
+use ferrotrace_core::event::FLAG_EXCEPTION;
+use pyo3::ffi;
+use pyo3::Python;
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+/// The profile function. Never raises and never lets a panic cross into CPython.
+///
+/// # Safety
+/// Called by CPython with the GIL held and a live frame.
+pub unsafe extern "C" fn profile_hook(
+    _obj: *mut ffi::PyObject,
+    frame: *mut ffi::PyFrameObject,
+    what: c_int,
+    arg: *mut ffi::PyObject,
+) -> c_int {
+    if what == ffi::PyTrace_CALL {
+        let _ = catch_unwind(AssertUnwindSafe(|| on_call(frame)));
+    } else if what == ffi::PyTrace_RETURN {
+        let _ = catch_unwind(AssertUnwindSafe(|| on_return(frame, arg)));
+    } else if what == ffi::PyTrace_C_CALL {
+        let _ = catch_unwind(AssertUnwindSafe(|| resolve_pending_exceptions()));
+    }
+    0
+}
+
+/// CPython < 3.12 hides the exception leaving a frame from profile functions. The first
+/// event after it stops propagating usually runs inside the `except`/`with` block that
+/// caught it: if the exception being handled there passed through the frames that exited,
+/// their spans get its type and message.
+#[inline(always)]
+unsafe fn resolve_pending_exceptions() {
+    let Some(rec) = recorder::existing() else {
+        return;
+    };
+    if rec.pending_exceptions.is_empty() {
+        return;
+    }
+    let max = runtime::state().map_or(256, |s| s.config.max_str);
+    rec.resolve_pending_exceptions(|frame| {
+        let exc = exception::handled_through(frame);
+        if exc.is_null() {
+            return None;
+        }
+        let info = exception::describe(exc, max);
+        ffi::Py_DECREF(exc);
+        Some(info)
+    });
+}
+
+/// `sys.monitoring` `PY_UNWIND` callback (3.12+). CPython calls tools from the highest id
+/// down, so the legacy profiler (tool 6) has already recorded the frame's return: mark that
+/// span with the exception leaving the frame.
+///
+/// # Safety
+/// The GIL is held; `exc` is the exception being raised.
+pub unsafe fn on_unwind(exc: *mut ffi::PyObject) {
+    let Some(rec) = recorder::existing() else {
+        return;
+    };
+    let max = runtime::state().map_or(256, |s| s.config.max_str);
+    rec.mark_unwound(ffi::PyEval_GetFrame(), || exception::describe(exc, max));
+}
+
+#[inline(always)]
+unsafe fn on_call(frame: *mut ffi::PyFrameObject) {
+    resolve_pending_exceptions();
+    let Some(state) = runtime::state() else {
+        return;
+    };
+    if !state.recording.load(Ordering::Relaxed) {
+        return;
+    }
+    let py = Python::assume_gil_acquired();
+    let code = ffi::PyFrame_GetCode(frame) as *mut ffi::PyObject;
+    let entry = match code_info::cached(code, state.generation) {
+        Some(e) => e,
+        None => code_info::decide(py, frame, code, state),
+    };
+    ffi::Py_DECREF(code);
+    if !entry.recorded {
+        return;
+    }
+    let Some(rec) = recorder::current(state) else {
+        return;
+    };
+    let Some(session) = session::current_info(py, rec) else {
+        return;
+    };
+    if !session.sampled {
+        return;
+    }
+    let max_depth = state.config.max_depth;
+    if max_depth != 0 && rec.stack.len() as u32 >= max_depth {
+        return;
+    }
+    let (parent, task_id) = match rec.stack.last() {
+        Some(top) if top.session_key == session.key => (top.span_id, top.task_id),
+        _ => (session.span_id, task::current_task_id()),
+    };
+    let flags = rec.enter_function(entry.func_id);
+    rec.push(
+        frame,
+        entry.func_id,
+        session.trace_id,
+        parent,
+        session.key,
+        task_id,
+        flags,
+        None,
+    );
+}
+
+#[inline(always)]
+unsafe fn on_return(frame: *mut ffi::PyFrameObject, arg: *mut ffi::PyObject) {
+    let Some(rec) = recorder::existing() else {
+        return;
+    };
+    if !arg.is_null() {
+        resolve_pending_exceptions();
+    }
+    match rec.stack.last() {
+        Some(top) if top.frame == frame => {}
+        _ => return,
+    }
+    let end = clock::now_ns();
+    let Some(state) = runtime::state() else {
+        return;
+    };
+    if arg.is_null() {
+        rec.pop(state, end, FLAG_EXCEPTION, None);
+    } else {
+        rec.pop(state, end, 0, None);
+    }
+}
+
+/// Installs the hook on the calling thread for one more session.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
+    if rec.hook_refs == 0 && !profiler_slot::is_installed(profile_hook) {
+        rec.saved_profiler = profiler_slot::save();
+        ffi::PyEval_SetProfile(Some(profile_hook), std::ptr::null_mut());
+    }
+    rec.hook_refs += 1;
+}
+
+/// Releases one session's claim on the calling thread's hook; the last one restores the
+/// profiler that was there before (if the hook is still ours).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
+    rec.hook_refs = rec.hook_refs.saturating_sub(1);
+    if rec.hook_refs == 0 && profiler_slot::is_installed(profile_hook) {
+        profiler_slot::restore(rec.saved_profiler.take());
+    }
+}
+
+/// Installs the hook on the calling thread if it is not there (threads started while a
+/// process-wide session runs).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn ensure_on_current_thread(state: &HookState) {
+    if let Some(rec) = recorder::current(state) {
+        if rec.hook_refs == 0 {
+            retain_on_current_thread(rec);
+        }
+    }
+}
+
+/// True when the calling thread's profile function is ferrotrace's hook.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn installed_here() -> bool {
+    profiler_slot::is_installed(profile_hook)
+}

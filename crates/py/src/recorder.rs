@@ -1,0 +1,378 @@
+//! The per-thread recorder: the stack of open recorded calls and the buffer of finished
+//! span records that is handed to the pipeline in one send when full.
+//!
+//! Each thread owns its recorder through a thread-local pointer. Recorders are also listed
+//! in a registry so `flush` and `shutdown` can drain every thread's buffer; both run with
+//! the GIL held, and the hook only touches a recorder with the GIL held, so the GIL is the
+//! lock. A recorder is never freed while its thread may still use it: the thread-local's
+//! destructor only marks it orphaned, and orphans are reaped later under the GIL.
+
+use crate::gil_cell::GilCell;
+use crate::profiler_slot::SavedProfiler;
+use crate::runtime::HookState;
+use crate::session::SessionCache;
+use ferrotrace_core::clock;
+use ferrotrace_core::event::{
+    ExceptionInfo, SpanBatch, SpanDetail, SpanRecord, FLAG_EXCEPTION, FLAG_RECURSIVE,
+    FLAG_UNFINISHED,
+};
+use ferrotrace_core::ids::{new_span_id, TraceId};
+use pyo3::ffi;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A recorded call that has not returned yet.
+pub struct OpenFrame {
+    /// Identifies the activation: its return event carries the same frame object.
+    pub frame: *mut ffi::PyFrameObject,
+    pub trace_id: TraceId,
+    pub span_id: u64,
+    pub parent_span_id: u64,
+    pub session_key: u64,
+    pub start_ns: u64,
+    /// Time spent in recorded children, for self time.
+    pub child_ns: u64,
+    pub task_id: u64,
+    pub func_id: u32,
+    /// Recorded ancestors on this thread.
+    pub depth: u32,
+    pub flags: u32,
+    pub detail: Option<Box<SpanDetail>>,
+}
+
+/// One thread's recording state.
+pub struct ThreadRecorder {
+    pub thread_id: u64,
+    pub stack: Vec<OpenFrame>,
+    buffer: SpanBatch,
+    buffer_started_ns: u64,
+    /// Open calls per function id on this thread, to flag recursion.
+    active: Vec<u32>,
+    pub session_cache: SessionCache,
+    /// Sessions on this thread that need the hook installed.
+    pub hook_refs: u32,
+    /// What to restore when the last session on this thread ends.
+    pub saved_profiler: Option<SavedProfiler>,
+    /// Spans in `buffer` that ended by an exception whose type is not known yet, with the
+    /// frame it left (CPython < 3.12 hides the exception from profile functions).
+    pub pending_exceptions: Vec<(usize, *mut ffi::PyFrameObject)>,
+    /// The frame of the span recorded last and its place in `buffer`: on 3.12+ the
+    /// `PY_UNWIND` callback runs right after that frame's profile return and marks it.
+    last_recorded: Option<(*mut ffi::PyFrameObject, usize)>,
+    orphaned: AtomicBool,
+}
+
+extern "C" {
+    fn PyThread_get_thread_ident() -> std::os::raw::c_ulong;
+}
+
+struct Slot(Cell<*mut ThreadRecorder>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let p = self.0.get();
+        if !p.is_null() {
+            // SAFETY: recorders are freed only by `reap`, which skips those not yet orphaned,
+            // so `p` is alive; setting an atomic flag needs no GIL.
+            unsafe { (*p).orphaned.store(true, Ordering::Release) };
+        }
+    }
+}
+
+thread_local! {
+    static SLOT: Slot = const { Slot(Cell::new(std::ptr::null_mut())) };
+}
+
+static REGISTRY: GilCell<Vec<*mut ThreadRecorder>> = GilCell::new(Vec::new());
+
+/// The calling thread's recorder, if it has one.
+#[inline(always)]
+pub fn existing() -> Option<&'static mut ThreadRecorder> {
+    // SAFETY: the pointer is either null or a live recorder owned by this thread.
+    SLOT.try_with(|s| unsafe { s.0.get().as_mut() })
+        .ok()
+        .flatten()
+}
+
+/// The calling thread's recorder, created on first use.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> {
+    if let Some(r) = existing() {
+        return Some(r);
+    }
+    reap(state);
+    let rec = Box::into_raw(Box::new(ThreadRecorder {
+        thread_id: PyThread_get_thread_ident() as u64,
+        stack: Vec::with_capacity(64),
+        buffer: state.pipeline.take_buffer(),
+        buffer_started_ns: 0,
+        active: Vec::new(),
+        session_cache: SessionCache::default(),
+        hook_refs: 0,
+        saved_profiler: None,
+        pending_exceptions: Vec::new(),
+        last_recorded: None,
+        orphaned: AtomicBool::new(false),
+    }));
+    if SLOT.try_with(|s| s.0.set(rec)).is_err() {
+        drop(Box::from_raw(rec));
+        return None;
+    }
+    REGISTRY.get().push(rec);
+    rec.as_mut()
+}
+
+/// Submits the buffers of threads that have exited and frees their recorders.
+unsafe fn reap(state: &HookState) {
+    REGISTRY.get().retain(|&p| {
+        if (*p).orphaned.load(Ordering::Acquire) {
+            let mut rec = Box::from_raw(p);
+            rec.submit(state);
+            rec.session_cache.clear();
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// Runs `f` on every live recorder (after reaping exited threads).
+///
+/// # Safety
+/// The GIL is held, and `f` runs no Python code.
+pub unsafe fn for_each(state: &HookState, mut f: impl FnMut(&mut ThreadRecorder)) {
+    reap(state);
+    for &p in REGISTRY.get().iter() {
+        f(&mut *p);
+    }
+}
+
+/// In a forked child only the forking thread exists: forget the other recorders (their
+/// memory is a copy of the parent's and is leaked rather than touched).
+///
+/// # Safety
+/// The GIL is held, in the child right after fork.
+pub unsafe fn forget_other_threads() {
+    let me = existing().map_or(std::ptr::null_mut(), |r| r as *mut ThreadRecorder);
+    REGISTRY.get().retain(|&p| p == me);
+}
+
+impl ThreadRecorder {
+    /// Marks a call of `func_id` open; returns `FLAG_RECURSIVE` when one already was.
+    #[inline(always)]
+    pub fn enter_function(&mut self, func_id: u32) -> u32 {
+        let i = func_id as usize;
+        if i >= self.active.len() {
+            self.active.resize(i + 64, 0);
+        }
+        let n = self.active[i];
+        self.active[i] = n + 1;
+        if n > 0 {
+            FLAG_RECURSIVE
+        } else {
+            0
+        }
+    }
+
+    /// Pushes a new open call.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        frame: *mut ffi::PyFrameObject,
+        func_id: u32,
+        trace_id: TraceId,
+        parent_span_id: u64,
+        session_key: u64,
+        task_id: u64,
+        flags: u32,
+        detail: Option<Box<SpanDetail>>,
+    ) {
+        self.stack.push(OpenFrame {
+            frame,
+            trace_id,
+            span_id: new_span_id(),
+            parent_span_id,
+            session_key,
+            start_ns: clock::now_ns(),
+            child_ns: 0,
+            task_id,
+            func_id,
+            depth: self.stack.len() as u32,
+            flags,
+            detail,
+        });
+    }
+
+    /// Closes the top call, whose frame is returning, and records its span.
+    #[inline(always)]
+    pub fn pop(
+        &mut self,
+        state: &HookState,
+        end_ns: u64,
+        extra_flags: u32,
+        detail: Option<Box<SpanDetail>>,
+    ) {
+        let Some(mut f) = self.stack.pop() else {
+            return;
+        };
+        let duration = end_ns.saturating_sub(f.start_ns);
+        if let Some(parent) = self.stack.last_mut() {
+            parent.child_ns += duration;
+        }
+        if let Some(n) = self.active.get_mut(f.func_id as usize) {
+            *n = n.saturating_sub(1);
+        }
+        if duration < state.min_duration_ns {
+            return;
+        }
+        let detail = match (f.detail.take(), detail) {
+            (Some(mut a), Some(b)) => {
+                a.return_json = b.return_json.or(a.return_json);
+                a.exception = b.exception.or(a.exception);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        if cfg!(not(Py_3_12)) && extra_flags & FLAG_EXCEPTION != 0 {
+            self.pending_exceptions.push((self.buffer.len(), f.frame));
+        }
+        self.last_recorded = Some((f.frame, self.buffer.len()));
+        self.record(
+            state,
+            span_of(&f, self.thread_id, duration, f.flags | extra_flags, detail),
+            end_ns,
+        );
+    }
+
+    /// Marks the span just recorded for `frame` as ended by `exception` (3.12+).
+    pub fn mark_unwound(
+        &mut self,
+        frame: *mut ffi::PyFrameObject,
+        exception: impl FnOnce() -> ExceptionInfo,
+    ) {
+        if let Some((f, i)) = self.last_recorded.take() {
+            if f == frame {
+                if let Some(span) = self.buffer.get_mut(i) {
+                    span.flags |= FLAG_EXCEPTION;
+                    span.detail.get_or_insert_with(Default::default).exception = Some(exception());
+                }
+            }
+        }
+    }
+
+    /// Gives the spans awaiting an exception type the type of `exc` when it is the exception
+    /// that left their frames; called with the exception being handled, if any.
+    pub fn resolve_pending_exceptions(
+        &mut self,
+        found: impl Fn(*mut ffi::PyFrameObject) -> Option<ExceptionInfo>,
+    ) {
+        let pending = std::mem::take(&mut self.pending_exceptions);
+        let Some(&(_, innermost)) = pending.first() else {
+            return;
+        };
+        let Some(info) = found(innermost) else { return };
+        for (i, _) in pending {
+            if let Some(span) = self.buffer.get_mut(i) {
+                span.detail.get_or_insert_with(Default::default).exception = Some(info.clone());
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn record(&mut self, state: &HookState, span: SpanRecord, now_ns: u64) {
+        if self.buffer.is_empty() {
+            self.buffer_started_ns = now_ns;
+        }
+        self.buffer.push(span);
+        if self.buffer.len() >= state.pipeline.batch_size()
+            || now_ns.saturating_sub(self.buffer_started_ns) > state.flush_interval_ns
+        {
+            self.submit(state);
+        }
+    }
+
+    /// Hands the buffer to the pipeline.
+    pub fn submit(&mut self, state: &HookState) {
+        self.pending_exceptions.clear();
+        self.last_recorded = None;
+        if !self.buffer.is_empty() {
+            let full = std::mem::replace(&mut self.buffer, state.pipeline.take_buffer());
+            state.pipeline.submit(full);
+        }
+    }
+
+    /// Records every open call that `pred` selects as unfinished and removes it from the stack.
+    pub fn close_unfinished(&mut self, state: &HookState, pred: impl Fn(&OpenFrame) -> bool) {
+        let now = clock::now_ns();
+        let mut kept = Vec::with_capacity(self.stack.len());
+        for mut f in std::mem::take(&mut self.stack) {
+            if pred(&f) {
+                let detail = f.detail.take();
+                self.record(
+                    state,
+                    span_of(
+                        &f,
+                        self.thread_id,
+                        now.saturating_sub(f.start_ns),
+                        f.flags | FLAG_UNFINISHED,
+                        detail,
+                    ),
+                    now,
+                );
+            } else {
+                kept.push(f);
+            }
+        }
+        self.stack = kept;
+        self.active.iter_mut().for_each(|n| *n = 0);
+        for f in &self.stack {
+            if let Some(n) = self.active.get_mut(f.func_id as usize) {
+                *n += 1;
+            }
+        }
+    }
+
+    /// Drops buffered records and gives open calls fresh span ids: used in a forked child,
+    /// whose copies of the parent's records and ids belong to the parent.
+    pub fn rebirth_after_fork(&mut self, state: &HookState) {
+        self.buffer = state.pipeline.take_buffer();
+        let mut previous: Option<(u64, u64)> = None;
+        for f in &mut self.stack {
+            let new_id = new_span_id();
+            if let Some((old, new)) = previous {
+                if f.parent_span_id == old {
+                    f.parent_span_id = new;
+                }
+            }
+            previous = Some((f.span_id, new_id));
+            f.span_id = new_id;
+        }
+        self.session_cache.clear();
+    }
+}
+
+fn span_of(
+    f: &OpenFrame,
+    thread_id: u64,
+    duration: u64,
+    flags: u32,
+    detail: Option<Box<SpanDetail>>,
+) -> SpanRecord {
+    SpanRecord {
+        trace_id: f.trace_id,
+        span_id: f.span_id,
+        parent_span_id: f.parent_span_id,
+        start_ns: f.start_ns,
+        duration_ns: duration,
+        self_ns: duration.saturating_sub(f.child_ns),
+        thread_id,
+        task_id: f.task_id,
+        func_id: f.func_id,
+        depth: f.depth,
+        flags,
+        detail,
+    }
+}

@@ -1,0 +1,297 @@
+//! Sessions: one trace (or a child span of the enclosing session) whose calls are recorded.
+//!
+//! The current session lives in a `contextvars.ContextVar`, so each thread and each asyncio
+//! task sees its own; a process-wide session (from `ferrotrace run` or `ferrotrace.auto`)
+//! applies wherever the variable is unset. The hook reads the variable on every recorded
+//! call and compares the object with the one it saw last on this thread, so the common case
+//! is one C call and a pointer comparison.
+
+use crate::gil_cell::GilCell;
+use crate::recorder::ThreadRecorder;
+use ferrotrace_core::clock;
+use ferrotrace_core::event::SessionRecord;
+use ferrotrace_core::ids::{new_span_id, new_trace_id, span_hex, TraceId};
+use ferrotrace_core::traceparent;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// What the hook needs from a session, copied out of the Python object.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionInfo {
+    /// Unique per session in this process.
+    pub key: u64,
+    pub trace_id: TraceId,
+    pub span_id: u64,
+    pub sampled: bool,
+}
+
+/// The last session object the hook saw on a thread (a strong reference, so its address
+/// cannot be reused by another object while cached).
+pub struct SessionCache {
+    obj: *mut ffi::PyObject,
+    info: SessionInfo,
+}
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        SessionCache {
+            obj: std::ptr::null_mut(),
+            info: SessionInfo::default(),
+        }
+    }
+}
+
+impl SessionCache {
+    /// Drops the cached reference.
+    pub fn clear(&mut self) {
+        let old = std::mem::replace(&mut self.obj, std::ptr::null_mut());
+        // SAFETY: callers hold the GIL; `old` is null or a reference this cache owns.
+        unsafe { ffi::Py_XDECREF(old) };
+    }
+}
+
+/// A session as Python sees it (`ferrotrace._native.Session`).
+#[pyclass(frozen, module = "ferrotrace._native", name = "Session")]
+pub struct Session {
+    pub info: SessionInfo,
+    pub record: SessionRecord,
+    /// The thread whose hook this session installed (0 when it installed none).
+    pub hooked_thread: AtomicU64,
+    pub ended: AtomicBool,
+    pub process_wide: bool,
+}
+
+#[pymethods]
+impl Session {
+    /// The W3C trace id, 32 lower-case hex digits.
+    #[getter]
+    fn trace_id(&self) -> String {
+        self.info.trace_id.to_hex()
+    }
+    /// The session's root span id, 16 hex digits.
+    #[getter]
+    fn span_id(&self) -> String {
+        span_hex(self.info.span_id)
+    }
+    /// The parent span id, or None for a new trace.
+    #[getter]
+    fn parent_span_id(&self) -> Option<String> {
+        (self.record.parent_span_id != 0).then(|| span_hex(self.record.parent_span_id))
+    }
+    /// A `traceparent` header for outgoing calls made inside this session.
+    #[getter]
+    fn traceparent(&self) -> String {
+        traceparent::format(self.info.trace_id, self.info.span_id, self.info.sampled)
+    }
+    /// Whether this session is recorded.
+    #[getter]
+    fn sampled(&self) -> bool {
+        self.info.sampled
+    }
+    /// The tag given at start.
+    #[getter]
+    fn tag(&self) -> &str {
+        &self.record.tag
+    }
+    /// The string attributes given at start.
+    #[getter]
+    fn attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.record.attrs {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+    /// True once the session has ended.
+    #[getter]
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "<ferrotrace Session {:?} trace_id={} sampled={}>",
+            self.record.tag,
+            self.info.trace_id.to_hex(),
+            self.info.sampled
+        )
+    }
+}
+
+static SESSION_VAR: GilCell<*mut ffi::PyObject> = GilCell::new(std::ptr::null_mut());
+static PROCESS_SESSION: GilCell<*mut ffi::PyObject> = GilCell::new(std::ptr::null_mut());
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// Creates the context variable. Called once at module import; returns it (a new reference).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn init_context_var() -> *mut ffi::PyObject {
+    let var = SESSION_VAR.get();
+    if var.is_null() {
+        *var = ffi::PyContextVar_New(c"ferrotrace_session".as_ptr(), std::ptr::null_mut());
+    }
+    ffi::Py_XINCREF(*var);
+    *var
+}
+
+/// The session object in effect here: the context variable's value, else the process-wide
+/// session. A new reference, or None.
+///
+/// # Safety
+/// The GIL is held.
+unsafe fn current_object() -> Option<*mut ffi::PyObject> {
+    let mut value = std::ptr::null_mut();
+    if ffi::PyContextVar_Get(*SESSION_VAR.get(), std::ptr::null_mut(), &mut value) < 0 {
+        ffi::PyErr_Clear();
+        return None;
+    }
+    if value.is_null() {
+        value = *PROCESS_SESSION.get();
+        ffi::Py_XINCREF(value);
+    }
+    (!value.is_null()).then_some(value)
+}
+
+/// The current session as the hook needs it, cached per thread.
+///
+/// # Safety
+/// The GIL is held.
+#[inline(always)]
+pub unsafe fn current_info(py: Python<'_>, rec: &mut ThreadRecorder) -> Option<SessionInfo> {
+    let obj = current_object()?;
+    let cache = &mut rec.session_cache;
+    if obj == cache.obj {
+        ffi::Py_DECREF(obj);
+        return Some(cache.info);
+    }
+    let info = Bound::from_owned_ptr(py, obj)
+        .downcast::<Session>()
+        .ok()
+        .map(|s| s.get().info);
+    if let Some(info) = info {
+        ffi::Py_INCREF(obj);
+        let old = std::mem::replace(&mut cache.obj, obj);
+        cache.info = info;
+        ffi::Py_XDECREF(old);
+    }
+    info
+}
+
+/// The current session object, for nesting a new one under it.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn current(py: Python<'_>) -> Option<Bound<'_, Session>> {
+    let obj = current_object()?;
+    Bound::from_owned_ptr(py, obj)
+        .downcast_into::<Session>()
+        .ok()
+}
+
+/// Sets (or clears) the process-wide session.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn set_process_session(session: Option<&Bound<'_, Session>>) {
+    let slot = PROCESS_SESSION.get();
+    let old = std::mem::replace(
+        slot,
+        session.map_or(std::ptr::null_mut(), |s| s.clone().into_ptr()),
+    );
+    ffi::Py_XDECREF(old);
+}
+
+/// The process-wide session, if one is running.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn process_session(py: Python<'_>) -> Option<Bound<'_, Session>> {
+    let p = *PROCESS_SESSION.get();
+    (!p.is_null())
+        .then(|| Bound::from_borrowed_ptr(py, p))
+        .and_then(|b| b.downcast_into::<Session>().ok())
+}
+
+/// How a new session relates to what came before it.
+pub struct Lineage {
+    pub trace_id: TraceId,
+    pub parent_span_id: u64,
+    pub remote_parent: bool,
+    /// The sampling decision inherited from a parent, if one is honoured.
+    pub inherited_sampled: Option<bool>,
+}
+
+/// Builds the lineage from an incoming `traceparent` (if valid) or the enclosing session.
+/// Returns whether a header was given but invalid.
+pub fn lineage(
+    header: Option<&str>,
+    parent: Option<(&Session, u64)>,
+    honor_parent: bool,
+) -> (Lineage, bool) {
+    if let Some(h) = header {
+        if let Ok(tp) = traceparent::parse(h) {
+            return (
+                Lineage {
+                    trace_id: tp.trace_id,
+                    parent_span_id: tp.parent_id,
+                    remote_parent: true,
+                    inherited_sampled: honor_parent.then_some(tp.sampled),
+                },
+                false,
+            );
+        }
+    }
+    let invalid = header.is_some();
+    let lineage = match parent {
+        Some((p, parent_span)) => Lineage {
+            trace_id: p.info.trace_id,
+            parent_span_id: parent_span,
+            remote_parent: false,
+            inherited_sampled: honor_parent.then_some(p.info.sampled),
+        },
+        None => Lineage {
+            trace_id: new_trace_id(),
+            parent_span_id: 0,
+            remote_parent: false,
+            inherited_sampled: None,
+        },
+    };
+    (lineage, invalid)
+}
+
+/// A new session object (not yet started).
+pub fn new_session(
+    lineage: Lineage,
+    sampled: bool,
+    tag: String,
+    attrs: Vec<(String, String)>,
+    thread_id: u64,
+    process_wide: bool,
+) -> Session {
+    let info = SessionInfo {
+        key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+        trace_id: lineage.trace_id,
+        span_id: new_span_id(),
+        sampled,
+    };
+    Session {
+        info,
+        record: SessionRecord {
+            trace_id: info.trace_id,
+            span_id: info.span_id,
+            parent_span_id: lineage.parent_span_id,
+            remote_parent: lineage.remote_parent,
+            tag,
+            attrs,
+            sampled,
+            thread_id,
+            start_ns: clock::now_ns(),
+            end_ns: None,
+        },
+        hooked_thread: AtomicU64::new(0),
+        ended: AtomicBool::new(false),
+        process_wide,
+    }
+}

@@ -1,0 +1,450 @@
+//! The `chrome` exporter: Trace Event Format JSON that Perfetto UI, chrome://tracing and
+//! speedscope open.
+//!
+//! The file is one JSON array written incrementally: `[`, then one event per line, each
+//! followed by `,`. The format allows the closing `]` (and a trailing comma) to be missing,
+//! so a process killed mid-run still leaves a loadable file; every event reaches the file
+//! whole, because it is rendered first and handed to the buffered writer in one call. A
+//! clean shutdown ends the array with a process-scoped `ferrotrace meta` instant event that
+//! carries the counters, and `]`.
+//!
+//! Timestamps are microseconds (with a fractional part) on the process's monotonic clock,
+//! so nanosecond durations survive the parsers' doubles. Each call is a complete event
+//! (`"ph":"X"`) on its thread's track; a session is an instant event at its start and a
+//! complete event on its thread when it ends.
+
+use crate::json::{push_str, write_str, write_u64};
+use crate::output::{create_private, expand_path, CountingWriter};
+use ferrotrace_core::clock::now_ns;
+use ferrotrace_core::event::{SessionRecord, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED};
+use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
+use ferrotrace_core::ids::span_hex;
+use ferrotrace_core::metrics::Snapshot;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Thread ids above this are mapped to compact track ids (Linux thread ids stay below it).
+const MAX_NATIVE_TID: u64 = i32::MAX as u64;
+/// First compact track id handed to a thread id too large for the viewers' 32-bit tids.
+const FIRST_COMPACT_TID: u64 = 1_000_000_000;
+
+/// Writes a Trace Event Format JSON array to a file created with mode 0600.
+pub struct ChromeExporter {
+    out: CountingWriter,
+    path: PathBuf,
+    pid: u32,
+    /// Pre-rendered `"name":"module.qualname","cat":"python"` per function id.
+    names: Vec<Option<String>>,
+    /// Pre-rendered `"module":…,"file":…,"line":…` per function id.
+    locations: Vec<Option<String>>,
+    /// Thread id → track id, for threads whose name event was written.
+    tracks: HashMap<u64, u64>,
+    next_compact_tid: u64,
+    /// One event rendered here, then written in one call.
+    scratch: Vec<u8>,
+}
+
+/// Appends `ns` as microseconds with three decimals.
+fn push_micros(out: &mut Vec<u8>, ns: u64) {
+    let _ = write!(out, "{}.{:03}", ns / 1000, ns % 1000);
+}
+
+impl ChromeExporter {
+    /// Creates the output file (`{pid}` expanded) and writes the array opening and the
+    /// process name.
+    pub fn create(template: &str, pid: u32, service_name: &str) -> std::io::Result<ChromeExporter> {
+        let path = expand_path(template, pid);
+        let file = create_private(&path)?;
+        let mut e = ChromeExporter {
+            out: CountingWriter::new(file),
+            path,
+            pid,
+            names: Vec::new(),
+            locations: Vec::new(),
+            tracks: HashMap::new(),
+            next_compact_tid: FIRST_COMPACT_TID,
+            scratch: Vec::with_capacity(1024),
+        };
+        let label = if service_name.is_empty() {
+            format!("python (pid {pid})")
+        } else {
+            format!("{service_name} (pid {pid})")
+        };
+        let mut head = format!("[\n{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":{pid},\"tid\":0,\"args\":{{\"name\":");
+        push_str(&mut head, &label);
+        head.push_str("}},\n");
+        e.out.write_all(head.as_bytes())?;
+        e.out.flush()?;
+        Ok(e)
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &PathBuf {
+        &self.path
+    }
+
+    /// The track id of `thread_id`, writing its `thread_name` event on first sight.
+    fn track(&mut self, thread_id: u64) -> u64 {
+        if let Some(&t) = self.tracks.get(&thread_id) {
+            return t;
+        }
+        let tid = if thread_id <= MAX_NATIVE_TID {
+            thread_id
+        } else {
+            self.next_compact_tid += 1;
+            self.next_compact_tid - 1
+        };
+        self.tracks.insert(thread_id, tid);
+        let _ = writeln!(
+            self.scratch,
+            "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{},\"tid\":{tid},\"args\":{{\"name\":\"thread {thread_id}\"}}}},",
+            self.pid
+        );
+        tid
+    }
+
+    fn cached(
+        cache: &mut Vec<Option<String>>,
+        func_id: u32,
+        render: impl FnOnce() -> String,
+    ) -> &str {
+        let i = func_id as usize;
+        if cache.len() <= i {
+            cache.resize(i + 1, None);
+        }
+        cache[i].get_or_insert_with(render)
+    }
+
+    fn render_span(&mut self, s: &SpanRecord, ctx: &ExportContext) {
+        let tid = self.track(s.thread_id);
+        let info = ctx.functions.get(s.func_id);
+        let name = Self::cached(&mut self.names, s.func_id, || {
+            let mut n = String::from("\"name\":");
+            match &info {
+                Some(f) if f.module.is_empty() => push_str(&mut n, &f.qualname),
+                Some(f) => push_str(&mut n, &format!("{}.{}", f.module, f.qualname)),
+                None => n.push_str("\"<unknown>\""),
+            }
+            n.push_str(",\"cat\":\"python\"");
+            n
+        });
+        let w = &mut self.scratch;
+        w.push(b'{');
+        w.extend_from_slice(name.as_bytes());
+        w.extend_from_slice(b",\"ph\":\"X\",\"ts\":");
+        push_micros(w, s.start_ns);
+        w.extend_from_slice(b",\"dur\":");
+        push_micros(w, s.duration_ns);
+        let _ = write!(w, ",\"pid\":{},\"tid\":{tid},\"args\":{{", self.pid);
+        let location = Self::cached(&mut self.locations, s.func_id, || {
+            let mut l = String::from("\"module\":");
+            match &info {
+                Some(f) => {
+                    push_str(&mut l, &f.module);
+                    l.push_str(",\"file\":");
+                    push_str(&mut l, &f.file);
+                    l.push_str(&format!(",\"line\":{}", f.line));
+                }
+                None => l.push_str("\"\",\"file\":\"\",\"line\":0"),
+            }
+            l
+        });
+        let w = &mut self.scratch;
+        w.extend_from_slice(location.as_bytes());
+        let _ = write!(
+            w,
+            ",\"span_id\":\"{}\",\"trace_id\":\"{:032x}\"",
+            span_hex(s.span_id),
+            s.trace_id.0
+        );
+        if s.flags & FLAG_UNFINISHED != 0 {
+            w.extend_from_slice(b",\"unfinished\":true");
+        }
+        match &s.detail {
+            Some(d) => {
+                if let Some(args) = &d.args_json {
+                    w.extend_from_slice(b",\"args\":");
+                    w.extend_from_slice(args.as_bytes());
+                }
+                if let Some(ret) = &d.return_json {
+                    w.extend_from_slice(b",\"return\":");
+                    w.extend_from_slice(ret.as_bytes());
+                }
+                if let Some(e) = &d.exception {
+                    w.extend_from_slice(b",\"exception\":{\"type\":");
+                    let _ = write_str(w, &e.type_name);
+                    w.extend_from_slice(b",\"message\":");
+                    let _ = write_str(w, &e.message);
+                    w.push(b'}');
+                }
+            }
+            None if s.flags & FLAG_EXCEPTION != 0 => {
+                w.extend_from_slice(b",\"exception\":{\"type\":\"\",\"message\":\"\"}");
+            }
+            None => {}
+        }
+        w.extend_from_slice(b"}},\n");
+    }
+
+    fn render_session(&mut self, s: &SessionRecord) {
+        let tid = self.track(s.thread_id);
+        let w = &mut self.scratch;
+        let tag = if s.tag.is_empty() {
+            "session"
+        } else {
+            s.tag.as_str()
+        };
+        w.extend_from_slice(b"{\"name\":");
+        let _ = write_str(w, &format!("session {tag}"));
+        w.extend_from_slice(b",\"cat\":\"session\",");
+        match s.end_ns {
+            Some(end) => {
+                w.extend_from_slice(b"\"ph\":\"X\",\"ts\":");
+                push_micros(w, s.start_ns);
+                w.extend_from_slice(b",\"dur\":");
+                push_micros(w, end.saturating_sub(s.start_ns));
+            }
+            None => {
+                w.extend_from_slice(b"\"ph\":\"i\",\"s\":\"t\",\"ts\":");
+                push_micros(w, s.start_ns);
+            }
+        }
+        let _ = write!(
+            w,
+            ",\"pid\":{},\"tid\":{tid},\"args\":{{\"trace_id\":\"{:032x}\",\"span_id\":\"{}\",\"sampled\":{}",
+            self.pid,
+            s.trace_id.0,
+            span_hex(s.span_id),
+            s.sampled
+        );
+        if s.parent_span_id != 0 {
+            let _ = write!(w, ",\"parent_span_id\":\"{}\"", span_hex(s.parent_span_id));
+        }
+        w.extend_from_slice(b",\"attrs\":{");
+        for (i, (k, v)) in s.attrs.iter().enumerate() {
+            if i > 0 {
+                w.push(b',');
+            }
+            let _ = write_str(w, k);
+            w.push(b':');
+            let _ = write_str(w, v);
+        }
+        w.extend_from_slice(b"}}},\n");
+    }
+
+    /// Hands the rendered events to the writer in one call and clears the scratch buffer.
+    fn emit(&mut self) -> std::io::Result<()> {
+        let r = self.out.write_all(&self.scratch);
+        self.scratch.clear();
+        r
+    }
+}
+
+impl Exporter for ChromeExporter {
+    fn name(&self) -> &'static str {
+        "chrome"
+    }
+
+    fn export_spans(
+        &mut self,
+        spans: &[SpanRecord],
+        ctx: &ExportContext,
+    ) -> Result<u64, ExportError> {
+        for s in spans {
+            self.render_span(s, ctx);
+            self.emit()?;
+        }
+        Ok(self.out.take_written())
+    }
+
+    fn export_session(
+        &mut self,
+        session: &SessionRecord,
+        _ctx: &ExportContext,
+    ) -> Result<u64, ExportError> {
+        self.render_session(session);
+        self.emit()?;
+        Ok(self.out.take_written())
+    }
+
+    fn flush(&mut self) -> Result<(), ExportError> {
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn shutdown(&mut self, counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError> {
+        let w = &mut self.scratch;
+        w.extend_from_slice(b"{\"name\":\"ferrotrace meta\",\"cat\":\"ferrotrace\",\"ph\":\"i\",\"s\":\"p\",\"ts\":");
+        push_micros(w, now_ns());
+        let _ = write!(
+            w,
+            ",\"pid\":{},\"tid\":0,\"args\":{{\"agent_version\":",
+            self.pid
+        );
+        let _ = write_str(w, &ctx.meta.agent_version);
+        w.extend_from_slice(b",\"python_version\":");
+        let _ = write_str(w, &ctx.meta.python_version);
+        w.extend_from_slice(b",\"config_digest\":");
+        let _ = write_str(w, &ctx.meta.config_digest);
+        w.extend_from_slice(b",\"service_name\":");
+        let _ = write_str(w, &ctx.meta.service_name);
+        for (name, value) in counters.fields() {
+            let _ = write!(w, ",\"{name}\":");
+            let _ = write_u64(w, value);
+        }
+        w.extend_from_slice(b"}}\n]\n");
+        self.emit()?;
+        self.out.flush()?;
+        Ok(self.out.take_written())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrotrace_core::event::{ExceptionInfo, SpanDetail};
+    use ferrotrace_core::exporter::MetaInfo;
+    use ferrotrace_core::functions::{FunctionInfo, FunctionTable};
+    use ferrotrace_core::ids::TraceId;
+    use serde_json::Value;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    fn setup(name: &str) -> (PathBuf, ExportContext, u32) {
+        let dir = std::env::temp_dir().join(format!("ft-chrome-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let functions = Arc::new(FunctionTable::default());
+        let f = functions.intern(FunctionInfo {
+            module: "app".into(),
+            qualname: "C.run".into(),
+            file: "/app.py".into(),
+            line: 3,
+        });
+        let ctx = ExportContext {
+            functions,
+            pid: 42,
+            meta: MetaInfo {
+                agent_version: "0.1".into(),
+                ..Default::default()
+            },
+        };
+        (dir, ctx, f)
+    }
+
+    fn write_trace(e: &mut ChromeExporter, ctx: &ExportContext, f: u32) {
+        let session = SessionRecord {
+            trace_id: TraceId(9),
+            span_id: 100,
+            tag: "job".into(),
+            thread_id: 7,
+            start_ns: 1_000,
+            ..Default::default()
+        };
+        e.export_session(&session, ctx).unwrap();
+        let spans: Vec<SpanRecord> = [(7u64, 0u32), (8, 0), (u64::MAX - 1, FLAG_EXCEPTION)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(thread_id, flags))| SpanRecord {
+                trace_id: TraceId(9),
+                span_id: 200 + i as u64,
+                parent_span_id: 100,
+                start_ns: 1_500,
+                duration_ns: 2_250,
+                thread_id,
+                func_id: f,
+                flags,
+                detail: (flags != 0).then(|| {
+                    Box::new(SpanDetail {
+                        args_json: Some("{\"x\":1}".into()),
+                        exception: Some(ExceptionInfo {
+                            type_name: "ValueError".into(),
+                            message: "bad \"x\"".into(),
+                        }),
+                        ..Default::default()
+                    })
+                }),
+                ..Default::default()
+            })
+            .collect();
+        e.export_spans(&spans, ctx).unwrap();
+        e.export_session(
+            &SessionRecord {
+                end_ns: Some(9_000),
+                ..session
+            },
+            ctx,
+        )
+        .unwrap();
+    }
+
+    fn events(v: &Value) -> &Vec<Value> {
+        v.as_array().unwrap()
+    }
+
+    #[test]
+    fn clean_shutdown_writes_a_closed_array() {
+        let (dir, ctx, f) = setup("clean");
+        let mut e =
+            ChromeExporter::create(dir.join("t-{pid}.json").to_str().unwrap(), 42, "svc").unwrap();
+        write_trace(&mut e, &ctx, f);
+        e.shutdown(
+            &Snapshot {
+                recorded: 3,
+                exported: 3,
+                ..Default::default()
+            },
+            &ctx,
+        )
+        .unwrap();
+        let path = dir.join("t-42.json");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let evs = events(&v);
+        assert_eq!(evs[0]["name"], "process_name");
+        assert_eq!(evs[0]["args"]["name"], "svc (pid 42)");
+        let threads: Vec<&Value> = evs.iter().filter(|e| e["name"] == "thread_name").collect();
+        assert_eq!(threads.len(), 3);
+        let calls: Vec<&Value> = evs
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["cat"] == "python")
+            .collect();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[0]["name"], "app.C.run");
+        assert_eq!(calls[0]["ts"].as_f64().unwrap(), 1.5);
+        assert_eq!(calls[0]["dur"].as_f64().unwrap(), 2.25);
+        assert_eq!(calls[0]["tid"], 7);
+        assert_eq!(calls[1]["tid"], 8);
+        assert_eq!(calls[2]["tid"].as_u64().unwrap(), FIRST_COMPACT_TID);
+        assert_eq!(calls[0]["args"]["line"], 3);
+        assert_eq!(calls[2]["args"]["exception"]["message"], "bad \"x\"");
+        assert_eq!(calls[2]["args"]["args"]["x"], 1);
+        let sessions: Vec<&Value> = evs.iter().filter(|e| e["cat"] == "session").collect();
+        assert_eq!(sessions.len(), 2);
+        assert_eq!(sessions[0]["ph"], "i");
+        assert_eq!(sessions[1]["ph"], "X");
+        assert_eq!(sessions[1]["dur"].as_f64().unwrap(), 8.0);
+        let meta = evs.last().unwrap();
+        assert_eq!(meta["name"], "ferrotrace meta");
+        assert_eq!(meta["args"]["recorded"], 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn killed_process_leaves_a_loadable_prefix() {
+        let (dir, ctx, f) = setup("killed");
+        let mut e = ChromeExporter::create(dir.join("t.json").to_str().unwrap(), 42, "").unwrap();
+        write_trace(&mut e, &ctx, f);
+        e.flush().unwrap();
+        std::mem::forget(e);
+        let text = std::fs::read_to_string(dir.join("t.json")).unwrap();
+        assert!(text.ends_with(",\n"), "every event is followed by a comma");
+        let closed = format!("{}]", text.strip_suffix(",\n").unwrap());
+        let v: Value = serde_json::from_str(&closed).unwrap();
+        assert_eq!(events(&v).iter().filter(|e| e["ph"] == "X").count(), 4);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,214 @@
+//! The `http` exporter: the `jsonl` exporter's lines, batched, gzip-compressed and POSTed
+//! to `FERROTRACE_HTTP_ENDPOINT` with `FERROTRACE_API_KEY` as a bearer token, delivered by
+//! its own sender thread with the same retries and spool as `otlp`.
+//!
+//! The configuration refuses a key over plain http to a non-loopback host unless
+//! `FERROTRACE_ALLOW_INSECURE=1` (see [`ferrotrace_core::config`]).
+
+use crate::delivery::{gzip, Delivery, DeliveryOptions, Endpoint};
+use crate::factory::NetworkOptions;
+use crate::jsonl::JsonlRenderer;
+use crate::spool::Payload;
+use ferrotrace_core::config::Config;
+use ferrotrace_core::event::{SessionRecord, SpanRecord};
+use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
+use ferrotrace_core::metrics::Snapshot;
+use std::time::{Duration, Instant};
+
+/// Lines per request at most.
+pub const MAX_LINES_PER_REQUEST: u64 = 4096;
+/// Uncompressed bytes per request at most (one more line may exceed it).
+pub const MAX_BYTES_PER_REQUEST: usize = 4 << 20;
+
+/// Batches JSON lines and hands them to its sender thread.
+pub struct HttpExporter {
+    renderer: JsonlRenderer,
+    body: Vec<u8>,
+    /// Span lines in `body` (session and meta lines are not counted as spans).
+    spans: u64,
+    lines: u64,
+    since: Option<Instant>,
+    max_age: Duration,
+    delivery: Delivery,
+}
+
+/// The ingest API has no partial success: a 2xx accepts everything.
+fn nothing_rejected(_body: &[u8], _content_type: &str) -> u64 {
+    0
+}
+
+impl HttpExporter {
+    /// Starts the exporter for process `pid` and its sender thread.
+    pub fn new(config: &Config, pid: u32, net: &NetworkOptions) -> std::io::Result<HttpExporter> {
+        let mut headers = Vec::new();
+        if !config.api_key.0.is_empty() {
+            headers.push((
+                "Authorization".to_string(),
+                format!("Bearer {}", config.api_key.0),
+            ));
+        }
+        let endpoint = Endpoint {
+            url: config.http_endpoint.clone(),
+            headers,
+            timeout: Duration::from_millis(config.otlp_timeout_ms),
+        };
+        let spool = net.spool("http", &endpoint.url)?;
+        let delivery = Delivery::start(
+            DeliveryOptions {
+                name: "http",
+                endpoint,
+                retry: net.retry.clone(),
+                max_queue: net.max_queue,
+                spool,
+                parse_response: nothing_rejected,
+                shutdown: net.shutdown.clone(),
+            },
+            net.counters.clone(),
+        )?;
+        Ok(HttpExporter {
+            renderer: JsonlRenderer::new(pid),
+            body: Vec::with_capacity(64 * 1024),
+            spans: 0,
+            lines: 0,
+            since: None,
+            max_age: net.max_age,
+            delivery,
+        })
+    }
+
+    fn added(&mut self, lines: u64, spans: u64) {
+        self.since.get_or_insert_with(Instant::now);
+        self.lines += lines;
+        self.spans += spans;
+        let old = self.since.is_some_and(|t| t.elapsed() >= self.max_age);
+        if old || self.lines >= MAX_LINES_PER_REQUEST || self.body.len() >= MAX_BYTES_PER_REQUEST {
+            self.send_pending();
+        }
+    }
+
+    fn send_pending(&mut self) {
+        self.since = None;
+        if self.lines > 0 {
+            let p = Payload {
+                body: gzip(&self.body),
+                content_type: "application/x-ndjson".into(),
+                gzip: true,
+                spans: self.spans,
+            };
+            self.body.clear();
+            self.lines = 0;
+            self.spans = 0;
+            self.delivery.enqueue(p);
+        }
+    }
+}
+
+impl Exporter for HttpExporter {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn export_spans(
+        &mut self,
+        spans: &[SpanRecord],
+        ctx: &ExportContext,
+    ) -> Result<u64, ExportError> {
+        for s in spans {
+            self.renderer.span(s, ctx, &mut self.body);
+        }
+        let n = spans.len() as u64;
+        self.added(n, n);
+        Ok(0)
+    }
+
+    fn export_session(
+        &mut self,
+        session: &SessionRecord,
+        _ctx: &ExportContext,
+    ) -> Result<u64, ExportError> {
+        self.renderer.session(session, &mut self.body);
+        self.added(1, 0);
+        Ok(0)
+    }
+
+    fn flush(&mut self) -> Result<(), ExportError> {
+        self.send_pending();
+        Ok(())
+    }
+
+    fn shutdown(&mut self, counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError> {
+        self.renderer.meta(counters, ctx, &mut self.body);
+        self.lines += 1;
+        self.send_pending();
+        self.delivery.shutdown();
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testserver::TestServer;
+    use ferrotrace_core::exporter::MetaInfo;
+    use ferrotrace_core::functions::{FunctionInfo, FunctionTable};
+    use ferrotrace_core::ids::TraceId;
+    use ferrotrace_core::metrics::Counters;
+    use std::io::Read;
+    use std::sync::Arc;
+
+    #[test]
+    fn posts_gzipped_jsonl_with_the_bearer_key() {
+        let server = TestServer::start(vec![]);
+        let mut config = Config::defaults();
+        config.exporters = vec!["http".into()];
+        config.http_endpoint = server.url("/ingest");
+        config.api_key.0 = "sekrit".into();
+        config.spool_max_mb = 0;
+        let counters = Arc::new(Counters::default());
+        let mut e = HttpExporter::new(
+            &config,
+            9,
+            &NetworkOptions::from_config(&config, Arc::clone(&counters)),
+        )
+        .unwrap();
+        let functions = Arc::new(FunctionTable::default());
+        let f = functions.intern(FunctionInfo {
+            module: "m".into(),
+            qualname: "f".into(),
+            file: "/m.py".into(),
+            line: 1,
+        });
+        let ctx = ExportContext {
+            functions,
+            pid: 9,
+            meta: MetaInfo::default(),
+        };
+        let spans: Vec<SpanRecord> = (1..=3)
+            .map(|i| SpanRecord {
+                trace_id: TraceId(5),
+                span_id: i,
+                func_id: f,
+                ..Default::default()
+            })
+            .collect();
+        e.export_spans(&spans, &ctx).unwrap();
+        e.shutdown(&Snapshot::default(), &ctx).unwrap();
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].path, "/ingest");
+        assert_eq!(reqs[0].header("authorization"), Some("Bearer sekrit"));
+        assert_eq!(reqs[0].header("content-encoding"), Some("gzip"));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&reqs[0].body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[2]["span_id"], "0000000000000003");
+        assert_eq!(lines[3]["type"], "meta");
+        assert_eq!(counters.snapshot().network_delivered, 3);
+    }
+}

@@ -1,0 +1,252 @@
+//! The OTLP mapping: ferrotrace records to `opentelemetry-proto` messages.
+//!
+//! A session is a span named after its tag (INTERNAL, parent = the enclosing session or the
+//! remote caller); a call is an INTERNAL span named `module.qualname` with OpenTelemetry's
+//! `code.*` attributes; an exception is an `exception` span event and an ERROR status.
+
+use ferrotrace_core::clock::to_unix_ns;
+use ferrotrace_core::event::{SessionRecord, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED};
+use ferrotrace_core::functions::FunctionTable;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+/// W3C "sampled" trace flag.
+const FLAG_SAMPLED: u32 = 0x01;
+/// `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`: whether the parent is remote is known.
+const HAS_IS_REMOTE: u32 = 0x100;
+/// `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`: the parent is remote.
+const IS_REMOTE: u32 = 0x200;
+
+/// A string attribute.
+pub fn kv_str(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        key_strindex: 0,
+    }
+}
+
+/// An integer attribute.
+pub fn kv_int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        key_strindex: 0,
+    }
+}
+
+fn kv_bool(key: &str, value: bool) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::BoolValue(value)),
+        }),
+        key_strindex: 0,
+    }
+}
+
+/// The OTLP resource: `service.name` (the configured name, else a `service.name` resource
+/// attribute, else `unknown_service:python`), the resource attributes, and the SDK facts.
+pub fn resource(service_name: &str, attributes: &[(String, String)], pid: u32) -> Resource {
+    let from_attrs = attributes
+        .iter()
+        .find(|(k, _)| k == "service.name")
+        .map(|(_, v)| v.as_str());
+    let service = Some(service_name)
+        .filter(|s| !s.is_empty())
+        .or(from_attrs)
+        .unwrap_or("unknown_service:python");
+    let mut attrs = vec![kv_str("service.name", service)];
+    let fixed = [
+        "service.name",
+        "telemetry.sdk.name",
+        "telemetry.sdk.language",
+        "telemetry.sdk.version",
+        "process.pid",
+    ];
+    attrs.extend(
+        attributes
+            .iter()
+            .filter(|(k, _)| !fixed.contains(&k.as_str()))
+            .map(|(k, v)| kv_str(k, v)),
+    );
+    attrs.push(kv_str("telemetry.sdk.name", "ferrotrace"));
+    attrs.push(kv_str("telemetry.sdk.language", "python"));
+    attrs.push(kv_str("telemetry.sdk.version", env!("CARGO_PKG_VERSION")));
+    attrs.push(kv_int("process.pid", i64::from(pid)));
+    Resource {
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+/// Converts records to OTLP spans, caching each function's name and code attributes.
+pub struct Encoder {
+    resource: Resource,
+    scope: InstrumentationScope,
+    /// Per function id: span name and `code.*` attributes.
+    functions: Vec<Option<(String, Vec<KeyValue>)>>,
+}
+
+impl Encoder {
+    /// An encoder for spans of this resource.
+    pub fn new(resource: Resource) -> Encoder {
+        let scope = InstrumentationScope {
+            name: "ferrotrace".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        Encoder {
+            resource,
+            scope,
+            functions: Vec::new(),
+        }
+    }
+
+    fn function(&mut self, func_id: u32, table: &FunctionTable) -> &(String, Vec<KeyValue>) {
+        let i = func_id as usize;
+        if self.functions.len() <= i {
+            self.functions.resize(i + 1, None);
+        }
+        self.functions[i].get_or_insert_with(|| match table.get(func_id) {
+            Some(f) => {
+                let name = if f.module.is_empty() {
+                    f.qualname.clone()
+                } else {
+                    format!("{}.{}", f.module, f.qualname)
+                };
+                let attrs = vec![
+                    kv_str("code.function.name", &f.qualname),
+                    kv_str("code.namespace", &f.module),
+                    kv_str("code.file.path", &f.file),
+                    kv_int("code.line.number", i64::from(f.line)),
+                ];
+                (name, attrs)
+            }
+            None => ("<unknown>".to_string(), Vec::new()),
+        })
+    }
+
+    /// Converts one call record.
+    pub fn span(&mut self, s: &SpanRecord, table: &FunctionTable) -> Span {
+        let (name, code) = self.function(s.func_id, table);
+        let mut attributes = Vec::with_capacity(code.len() + 4);
+        attributes.extend_from_slice(code);
+        let name = name.clone();
+        attributes.push(kv_int("thread.id", s.thread_id as i64));
+        if s.task_id != 0 {
+            attributes.push(kv_int("ferrotrace.task_id", s.task_id as i64));
+        }
+        if s.flags & FLAG_UNFINISHED != 0 {
+            attributes.push(kv_bool("ferrotrace.unfinished", true));
+        }
+        let start = to_unix_ns(s.start_ns);
+        let end = start.saturating_add(s.duration_ns);
+        let mut events = Vec::new();
+        let mut status = None;
+        if let Some(d) = &s.detail {
+            if let Some(a) = &d.args_json {
+                attributes.push(kv_str("ferrotrace.args", a));
+            }
+            if let Some(r) = &d.return_json {
+                attributes.push(kv_str("ferrotrace.return", r));
+            }
+            if let Some(e) = &d.exception {
+                events.push(Event {
+                    time_unix_nano: end,
+                    name: "exception".into(),
+                    attributes: vec![
+                        kv_str("exception.type", &e.type_name),
+                        kv_str("exception.message", &e.message),
+                    ],
+                    dropped_attributes_count: 0,
+                });
+                let message = if e.message.is_empty() {
+                    e.type_name.clone()
+                } else {
+                    format!("{}: {}", e.type_name, e.message)
+                };
+                status = Some(Status {
+                    message,
+                    code: StatusCode::Error as i32,
+                });
+            }
+        }
+        if status.is_none() && s.flags & FLAG_EXCEPTION != 0 {
+            status = Some(Status {
+                message: String::new(),
+                code: StatusCode::Error as i32,
+            });
+        }
+        Span {
+            trace_id: s.trace_id.to_bytes().to_vec(),
+            span_id: s.span_id.to_be_bytes().to_vec(),
+            parent_span_id: parent(s.parent_span_id),
+            flags: FLAG_SAMPLED | HAS_IS_REMOTE,
+            name,
+            kind: SpanKind::Internal as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            attributes,
+            events,
+            status,
+            ..Default::default()
+        }
+    }
+
+    /// Converts an ended session (its root span).
+    pub fn session(&self, s: &SessionRecord) -> Span {
+        let mut attributes: Vec<KeyValue> = s.attrs.iter().map(|(k, v)| kv_str(k, v)).collect();
+        attributes.push(kv_int("thread.id", s.thread_id as i64));
+        attributes.push(kv_str("ferrotrace.session", &s.tag));
+        let start = to_unix_ns(s.start_ns);
+        let remote = if s.remote_parent { IS_REMOTE } else { 0 };
+        Span {
+            trace_id: s.trace_id.to_bytes().to_vec(),
+            span_id: s.span_id.to_be_bytes().to_vec(),
+            parent_span_id: parent(s.parent_span_id),
+            flags: (u32::from(s.sampled) * FLAG_SAMPLED) | HAS_IS_REMOTE | remote,
+            name: if s.tag.is_empty() {
+                "session".into()
+            } else {
+                s.tag.clone()
+            },
+            kind: SpanKind::Internal as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: to_unix_ns(s.end_ns.unwrap_or(s.start_ns)),
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    /// Wraps spans in a request with this encoder's resource and scope.
+    pub fn request(&self, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(self.resource.clone()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(self.scope.clone()),
+                    spans,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+}
+
+fn parent(id: u64) -> Vec<u8> {
+    if id == 0 {
+        Vec::new()
+    } else {
+        id.to_be_bytes().to_vec()
+    }
+}
