@@ -25,15 +25,25 @@ class Runner:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
 
-    def run(self, code: str, *, env: dict[str, str] | None = None, args: list[str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        code: str,
+        *,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess:
         script = self.tmp / "prog.py"
         script.write_text(textwrap.dedent(code))
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE")}
         full_env.update(env or {})
         return subprocess.run(
             [sys.executable, *(args or []), str(script)],
-            cwd=self.tmp, env=full_env, capture_output=True, text=True, timeout=timeout,
+            cwd=self.tmp,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def trace(self, code: str, **kw) -> list[dict]:

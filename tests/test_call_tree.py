@@ -40,16 +40,23 @@ def test_call_tree_counts_links_and_durations(runner):
     got = spans(records)
     counts = Counter(s["qualname"] for s in got)
     assert counts == {
-        "main": 1, "fact": 6, "Parser.parse": 1, "Parser.token": 3,
-        "Checker.check": 3, "Checker.normalise": 3,
+        "main": 1,
+        "fact": 6,
+        "Parser.parse": 1,
+        "Parser.token": 3,
+        "Checker.check": 3,
+        "Checker.normalise": 3,
     }
     session = next(r for r in records if r["type"] == "session_start")
     by_id = {s["span_id"]: s for s in got}
     assert len(by_id) == len(got), "span ids are unique"
     assert all(s["trace_id"] == session["trace_id"] for s in got)
     expected_parent = {
-        "main": None, "Parser.parse": "main", "Parser.token": "Parser.parse",
-        "Checker.check": "Parser.token", "Checker.normalise": "Checker.check",
+        "main": None,
+        "Parser.parse": "main",
+        "Parser.token": "Parser.parse",
+        "Checker.check": "Parser.token",
+        "Checker.normalise": "Checker.check",
     }
     for s in got:
         parent = by_id.get(s["parent_span_id"])

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import read_trace, spans
 
 SCRIPT = """
@@ -25,10 +24,15 @@ main(sys.argv)
 def test_run_preserves_stdout_and_exit_code(tmp_path, mode, code):
     script = tmp_path / "app.py"
     script.write_text(SCRIPT)
-    plain = subprocess.run([sys.executable, str(script), "world", mode], capture_output=True, text=True,
-                           cwd=tmp_path)
-    traced = subprocess.run([sys.executable, "-m", "ferrotrace", "run", str(script), "world", mode],
-                            capture_output=True, text=True, cwd=tmp_path)
+    plain = subprocess.run(
+        [sys.executable, str(script), "world", mode], capture_output=True, text=True, cwd=tmp_path
+    )
+    traced = subprocess.run(
+        [sys.executable, "-m", "ferrotrace", "run", str(script), "world", mode],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert plain.returncode == traced.returncode == code
     assert traced.stdout == plain.stdout == "hello world\n"
     assert traced.stderr.startswith(plain.stderr), traced.stderr
@@ -46,12 +50,20 @@ def test_run_preserves_stdout_and_exit_code(tmp_path, mode, code):
 
 def test_run_module_and_bad_setting(tmp_path):
     (tmp_path / "pkgmod.py").write_text("def f():\n    return 2\nprint(f())\n")
-    traced = subprocess.run([sys.executable, "-m", "ferrotrace", "run", "-m", "pkgmod"],
-                            capture_output=True, text=True, cwd=tmp_path)
+    traced = subprocess.run(
+        [sys.executable, "-m", "ferrotrace", "run", "-m", "pkgmod"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert traced.returncode == 0 and traced.stdout == "2\n"
     assert any(s["qualname"] == "f" for s in spans(read_trace(tmp_path / "ferrotrace.jsonl")))
-    bad = subprocess.run([sys.executable, "-m", "ferrotrace", "run", "pkgmod.py"],
-                         capture_output=True, text=True, cwd=tmp_path,
-                         env={"FERROTRACE_SAMPLE_RATE": "2", "PATH": "/usr/bin:/bin"})
+    bad = subprocess.run(
+        [sys.executable, "-m", "ferrotrace", "run", "pkgmod.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"FERROTRACE_SAMPLE_RATE": "2", "PATH": "/usr/bin:/bin"},
+    )
     assert bad.returncode == 2
     assert "FERROTRACE_SAMPLE_RATE" in bad.stderr and "'2'" in bad.stderr or '"2"' in bad.stderr

@@ -29,7 +29,8 @@ print("done")
 
 def test_slow_exporter_never_blocks_and_every_span_is_counted(runner):
     start = time.monotonic()
-    proc = runner.run("""
+    proc = runner.run(
+        """
 import json, time, ferrotrace
 ferrotrace.configure(output="trace.jsonl", batch_size=10, max_queue=20, debug_export_delay_ms=100)
 def f(i):
@@ -42,7 +43,9 @@ elapsed = time.monotonic() - t0
 ferrotrace.flush(30)
 st = ferrotrace.stats()
 json.dump({"elapsed": elapsed, "stats": st}, open("result.json", "w"))
-""", timeout=120)
+""",
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     import json
 

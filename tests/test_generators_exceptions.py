@@ -96,7 +96,8 @@ def test_exception_marks_the_three_frames_it_leaves(runner):
 def test_exception_swallowed_without_a_call_is_still_flagged(runner):
     """`except: pass` gives no event inside the handler: the spans are still marked as
     failed (the type is exact on 3.12+, where sys.monitoring reports it)."""
-    got = spans(runner.trace("""
+    got = spans(
+        runner.trace("""
 import ferrotrace
 ferrotrace.configure(output="trace.jsonl")
 def boom():
@@ -108,7 +109,8 @@ def quiet():
         pass
 with ferrotrace.session("q"):
     quiet()
-"""))
+""")
+    )
     boom = next(s for s in got if s["qualname"] == "boom")
     assert "exception" in boom
     if sys.version_info >= (3, 12):

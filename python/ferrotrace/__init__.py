@@ -1,10 +1,10 @@
 """ferrotrace: function-level tracing for CPython with a native Rust core.
 
-    import ferrotrace
-    ferrotrace.configure(include=r"^myapp\\.", output="trace.jsonl")
-    with ferrotrace.session("checkout", attrs={"tier": "gold"}) as s:
-        ...
-    ferrotrace.flush(timeout=5.0)
+import ferrotrace
+ferrotrace.configure(include=r"^myapp\\.", output="trace.jsonl")
+with ferrotrace.session("checkout", attrs={"tier": "gold"}) as s:
+    ...
+ferrotrace.flush(timeout=5.0)
 """
 
 from __future__ import annotations

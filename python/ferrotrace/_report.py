@@ -29,7 +29,6 @@ def main(path: str, top: int) -> int:
         return 2
     spans = [r for r in records if r.get("type") == "span"]
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    open_calls: dict[tuple[str, str], int] = {}
     by_id = {s["span_id"]: s for s in spans}
     for s in spans:
         name = f"{s['module']}.{s['qualname']}" if s["module"] else s["qualname"]
@@ -38,7 +37,6 @@ def main(path: str, top: int) -> int:
         t[2] += s.get("self_ns", 0)
         if not _inside_same_function(s, by_id):
             t[1] += s["duration_ns"]
-        open_calls[(s["trace_id"], s["span_id"])] = 1
     sessions = [r for r in records if r.get("type") == "session_start"]
     metas = [r for r in records if r.get("type") == "meta"]
     print(f"{path}: {len(spans)} spans, {len(sessions)} sessions")

@@ -34,6 +34,7 @@ def default_prefixes() -> list[str]:
         found.add(site.getusersitepackages())
     except AttributeError:  # pragma: no cover - virtualenv's legacy site module
         pass
+    found.add(os.path.dirname(os.path.abspath(__file__)))  # ferrotrace itself and its bootstrap
     return sorted(os.path.join(os.path.realpath(p), "") for p in found if p)
 
 

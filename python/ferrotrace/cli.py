@@ -96,7 +96,7 @@ def _config() -> int:
     rows, warnings = _native.config_report({}, _settings.environment())
     width = max(len(r[0]) for r in rows)
     bad = 0
-    for name, _env, value, source, rule, error in rows:
+    for name, _env, value, source, _rule, error in rows:
         print(f"{name:<{width}}  {value!r:<28} {source}")
         if error:
             bad += 1
