@@ -304,31 +304,24 @@ impl Exporter for ChromeExporter {
 mod tests {
     use super::*;
     use ferrotrace_core::event::{ExceptionInfo, SpanDetail};
-    use ferrotrace_core::exporter::MetaInfo;
-    use ferrotrace_core::functions::{FunctionInfo, FunctionTable};
+
+    use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;
     use serde_json::Value;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::Arc;
 
     fn setup(name: &str) -> (PathBuf, ExportContext, u32) {
         let dir = std::env::temp_dir().join(format!("ft-chrome-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let functions = Arc::new(FunctionTable::default());
-        let f = functions.intern(FunctionInfo {
-            module: "app".into(),
-            qualname: "C.run".into(),
-            file: "/app.py".into(),
-            line: 3,
-        });
-        let ctx = ExportContext {
-            functions,
-            pid: 42,
-            meta: MetaInfo {
-                agent_version: "0.1".into(),
-                ..Default::default()
+        let (ctx, f) = crate::testsupport::context_with(
+            42,
+            FunctionInfo {
+                module: "app".into(),
+                qualname: "C.run".into(),
+                file: "/app.py".into(),
+                line: 3,
             },
-        };
+        );
         (dir, ctx, f)
     }
 

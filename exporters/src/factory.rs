@@ -1,7 +1,9 @@
 //! Builds the exporters named by the configuration.
 
 use crate::chrome::ChromeExporter;
-use crate::delivery::{RetryPolicy, ShutdownBudget};
+use crate::delivery::{
+    Delivery, DeliveryOptions, Endpoint, ResponseParser, RetryPolicy, ShutdownBudget,
+};
 use crate::http::HttpExporter;
 use crate::jsonl::JsonlExporter;
 use crate::otlp::OtlpExporter;
@@ -53,6 +55,29 @@ impl NetworkOptions {
             max_queue: MAX_QUEUED_REQUESTS,
             max_age: Duration::from_millis(config.flush_interval_ms),
         }
+    }
+
+    /// Starts the sender thread of network exporter `name`, with its spool and the shared
+    /// retry policy, queue bound and shutdown budget.
+    pub fn start_delivery(
+        &self,
+        name: &'static str,
+        endpoint: Endpoint,
+        parse_response: ResponseParser,
+    ) -> std::io::Result<Delivery> {
+        let spool = self.spool(name, &endpoint.url)?;
+        Delivery::start(
+            DeliveryOptions {
+                name,
+                endpoint,
+                retry: self.retry.clone(),
+                max_queue: self.max_queue,
+                spool,
+                parse_response,
+                shutdown: self.shutdown.clone(),
+            },
+            self.counters.clone(),
+        )
     }
 
     /// Opens the spool of `exporter` sending to `url`. A default spool root that cannot be

@@ -5,7 +5,7 @@
 //! The configuration refuses a key over plain http to a non-loopback host unless
 //! `FERROTRACE_ALLOW_INSECURE=1` (see [`ferrotrace_core::config`]).
 
-use crate::delivery::{gzip, Delivery, DeliveryOptions, Endpoint};
+use crate::delivery::{gzip, Delivery, Endpoint};
 use crate::factory::NetworkOptions;
 use crate::jsonl::JsonlRenderer;
 use crate::spool::Payload;
@@ -52,19 +52,7 @@ impl HttpExporter {
             headers,
             timeout: Duration::from_millis(config.otlp_timeout_ms),
         };
-        let spool = net.spool("http", &endpoint.url)?;
-        let delivery = Delivery::start(
-            DeliveryOptions {
-                name: "http",
-                endpoint,
-                retry: net.retry.clone(),
-                max_queue: net.max_queue,
-                spool,
-                parse_response: nothing_rejected,
-                shutdown: net.shutdown.clone(),
-            },
-            net.counters.clone(),
-        )?;
+        let delivery = net.start_delivery("http", endpoint, nothing_rejected)?;
         Ok(HttpExporter {
             renderer: JsonlRenderer::new(pid),
             body: Vec::with_capacity(64 * 1024),
@@ -149,8 +137,8 @@ impl Exporter for HttpExporter {
 mod tests {
     use super::*;
     use crate::testserver::TestServer;
-    use ferrotrace_core::exporter::MetaInfo;
-    use ferrotrace_core::functions::{FunctionInfo, FunctionTable};
+
+    use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;
     use ferrotrace_core::metrics::Counters;
     use std::io::Read;
@@ -171,18 +159,15 @@ mod tests {
             &NetworkOptions::from_config(&config, Arc::clone(&counters)),
         )
         .unwrap();
-        let functions = Arc::new(FunctionTable::default());
-        let f = functions.intern(FunctionInfo {
-            module: "m".into(),
-            qualname: "f".into(),
-            file: "/m.py".into(),
-            line: 1,
-        });
-        let ctx = ExportContext {
-            functions,
-            pid: 9,
-            meta: MetaInfo::default(),
-        };
+        let (ctx, f) = crate::testsupport::context_with(
+            9,
+            FunctionInfo {
+                module: "m".into(),
+                qualname: "f".into(),
+                file: "/m.py".into(),
+                line: 1,
+            },
+        );
         let spans: Vec<SpanRecord> = (1..=3)
             .map(|i| SpanRecord {
                 trace_id: TraceId(5),

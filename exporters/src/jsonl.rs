@@ -251,32 +251,25 @@ impl Exporter for JsonlExporter {
 mod tests {
     use super::*;
     use ferrotrace_core::event::{ExceptionInfo, SpanDetail};
-    use ferrotrace_core::exporter::MetaInfo;
-    use ferrotrace_core::functions::{FunctionInfo, FunctionTable};
+
+    use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::Arc;
 
     #[test]
     fn writes_valid_schema_v1_lines() {
         let dir = std::env::temp_dir().join(format!("ft-jsonl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let template = dir.join("t-{pid}.jsonl");
-        let functions = Arc::new(FunctionTable::default());
-        let f = functions.intern(FunctionInfo {
-            module: "m".into(),
-            qualname: "C.f\"q".into(),
-            file: "/m.py".into(),
-            line: 9,
-        });
-        let ctx = ExportContext {
-            functions,
-            pid: 42,
-            meta: MetaInfo {
-                agent_version: "0.1".into(),
-                ..Default::default()
+        let (ctx, f) = crate::testsupport::context_with(
+            42,
+            FunctionInfo {
+                module: "m".into(),
+                qualname: "C.f\"q".into(),
+                file: "/m.py".into(),
+                line: 9,
             },
-        };
+        );
         let mut e = JsonlExporter::create(template.to_str().unwrap(), 42).unwrap();
         let span = SpanRecord {
             trace_id: TraceId(7),

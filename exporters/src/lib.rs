@@ -12,6 +12,8 @@ pub mod output;
 pub mod spool;
 #[cfg(test)]
 mod testserver;
+#[cfg(test)]
+mod testsupport;
 
 pub use chrome::ChromeExporter;
 pub use factory::{build_exporters, build_exporters_with_counters};

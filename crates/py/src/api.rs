@@ -62,6 +62,18 @@ fn messages(errors: &[ConfigError]) -> Vec<String> {
     errors.iter().map(ToString::to_string).collect()
 }
 
+/// Resolves `configure()`-style arguments (any case) over the environment and defaults.
+fn resolve(
+    args: BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+) -> PyResult<BTreeMap<&'static str, config::RawValue>> {
+    let args: BTreeMap<String, String> = args
+        .into_iter()
+        .map(|(k, v)| (k.to_uppercase(), v))
+        .collect();
+    config::resolve(&args, env).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 fn unknown_warnings(env: &BTreeMap<String, String>) -> Vec<String> {
     config::unknown_env_vars(env)
         .into_iter()
@@ -82,11 +94,7 @@ fn configure(
     env: BTreeMap<String, String>,
     lenient: bool,
 ) -> PyResult<Vec<String>> {
-    let args: BTreeMap<String, String> = args
-        .into_iter()
-        .map(|(k, v)| (k.to_uppercase(), v))
-        .collect();
-    let raw = config::resolve(&args, &env).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let raw = resolve(args, &env)?;
     let (cfg, errors) = Config::parse_lenient(&raw);
     if !errors.is_empty() && !lenient {
         return Err(PyValueError::new_err(messages(&errors).join("\n")));
@@ -139,11 +147,7 @@ fn config_report(
     Vec<(String, String, String, String, String, Option<String>)>,
     Vec<String>,
 )> {
-    let args: BTreeMap<String, String> = args
-        .into_iter()
-        .map(|(k, v)| (k.to_uppercase(), v))
-        .collect();
-    let raw = config::resolve(&args, &env).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let raw = resolve(args, &env)?;
     let (_, errors) = Config::parse_lenient(&raw);
     let rows = config::SETTINGS
         .iter()
@@ -325,11 +329,8 @@ fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<bool> {
             rec.close_unfinished(state, |_| true);
             rec.submit(state);
         });
-        if hook::installed_here() {
-            if let Some(rec) = recorder::existing() {
-                rec.hook_refs = 1;
-                hook::release_on_current_thread(rec);
-            }
+        if let Some(rec) = recorder::existing() {
+            hook::remove_from_current_thread(rec);
         }
     }
     let pipeline = Arc::clone(&state.pipeline);

@@ -175,6 +175,16 @@ pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
     }
 }
 
+/// Drops every session's claim on the calling thread's hook and restores the previous
+/// profiler if the hook is ours (at shutdown).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn remove_from_current_thread(rec: &mut ThreadRecorder) {
+    rec.hook_refs = 1;
+    release_on_current_thread(rec);
+}
+
 /// Installs the hook on the calling thread if it is not there (threads started while a
 /// process-wide session runs).
 ///

@@ -3,7 +3,7 @@
 
 pub mod encode;
 
-use crate::delivery::{gzip, Delivery, DeliveryOptions, Endpoint};
+use crate::delivery::{gzip, Delivery, Endpoint};
 use crate::factory::NetworkOptions;
 use crate::spool::Payload;
 use encode::Encoder;
@@ -95,19 +95,7 @@ impl OtlpExporter {
             headers: config.otlp_headers.clone(),
             timeout: Duration::from_millis(config.otlp_timeout_ms),
         };
-        let spool = net.spool("otlp", &endpoint.url)?;
-        let delivery = Delivery::start(
-            DeliveryOptions {
-                name: "otlp",
-                endpoint,
-                retry: net.retry.clone(),
-                max_queue: net.max_queue,
-                spool,
-                parse_response: rejected_spans,
-                shutdown: net.shutdown.clone(),
-            },
-            net.counters.clone(),
-        )?;
+        let delivery = net.start_delivery("otlp", endpoint, rejected_spans)?;
         Ok(OtlpExporter {
             encoder: Encoder::new(encode::resource(
                 &config.service_name,
@@ -215,8 +203,8 @@ mod tests {
     use super::*;
     use crate::testserver::{Reply, TestServer};
     use ferrotrace_core::event::{ExceptionInfo, SpanDetail, FLAG_EXCEPTION};
-    use ferrotrace_core::exporter::MetaInfo;
-    use ferrotrace_core::functions::{FunctionInfo, FunctionTable};
+
+    use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;
     use ferrotrace_core::metrics::Counters;
     use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -239,18 +227,15 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let net = NetworkOptions::from_config(&config, Arc::clone(&counters));
         let mut e = OtlpExporter::new(&config, 7, &net).unwrap();
-        let functions = Arc::new(FunctionTable::default());
-        let f = functions.intern(FunctionInfo {
-            module: "shop.cart".into(),
-            qualname: "Cart.total".into(),
-            file: "/app/shop/cart.py".into(),
-            line: 12,
-        });
-        let ctx = ExportContext {
-            functions,
-            pid: 7,
-            meta: MetaInfo::default(),
-        };
+        let (ctx, f) = crate::testsupport::context_with(
+            7,
+            FunctionInfo {
+                module: "shop.cart".into(),
+                qualname: "Cart.total".into(),
+                file: "/app/shop/cart.py".into(),
+                line: 12,
+            },
+        );
         let session = SessionRecord {
             trace_id: TRACE,
             span_id: 0x10,
