@@ -1,6 +1,5 @@
 """Threads and asyncio tasks each keep their own session."""
 
-import sys
 from collections import Counter, defaultdict
 
 from conftest import spans
@@ -79,6 +78,5 @@ def test_threads_and_tasks_keep_their_sessions(runner):
         assert per_trace[tid]["task_body"] == 5
         assert per_trace[tid]["step"] == 10, "each step suspends once: 2 segments"
         assert per_trace[tid]["leaf"] == 5
-    if sys.version_info >= (3, 11):  # known bug: task_id is 0 on 3.10 (see issue notes)
-        task_ids = {s["task_id"] for s in got if s["qualname"] == "task_body"}
-        assert len(task_ids) == 50 and 0 not in task_ids
+    task_ids = {s["task_id"] for s in got if s["qualname"] == "task_body"}
+    assert len(task_ids) == 50 and 0 not in task_ids

@@ -10,8 +10,14 @@ extern "C" {
     fn PyImport_GetModule(name: *mut ffi::PyObject) -> *mut ffi::PyObject;
 }
 
-/// `_asyncio._get_running_loop` and `_asyncio.current_task`, once `_asyncio` is imported.
+/// `_asyncio._get_running_loop`, and `_asyncio.current_task` (3.12+) or, before 3.12, the
+/// `_asyncio._current_tasks` dict (loop -> task), once `_asyncio` is imported.
 static FUNCTIONS: GilCell<Option<(*mut ffi::PyObject, *mut ffi::PyObject)>> = GilCell::new(None);
+
+#[cfg(Py_3_12)]
+const CURRENT_TASK: &std::ffi::CStr = c"current_task";
+#[cfg(not(Py_3_12))]
+const CURRENT_TASK: &std::ffi::CStr = c"_current_tasks";
 
 unsafe fn functions() -> Option<(*mut ffi::PyObject, *mut ffi::PyObject)> {
     let slot = FUNCTIONS.get();
@@ -24,7 +30,7 @@ unsafe fn functions() -> Option<(*mut ffi::PyObject, *mut ffi::PyObject)> {
             return None;
         }
         let get_loop = ffi::PyObject_GetAttrString(module, c"_get_running_loop".as_ptr());
-        let current = ffi::PyObject_GetAttrString(module, c"current_task".as_ptr());
+        let current = ffi::PyObject_GetAttrString(module, CURRENT_TASK.as_ptr());
         ffi::Py_DECREF(module);
         if get_loop.is_null() || current.is_null() {
             ffi::Py_XDECREF(get_loop);
@@ -54,7 +60,7 @@ pub unsafe fn current_task_id() -> u64 {
         ffi::Py_DECREF(running);
         return 0;
     }
-    let task = ffi::PyObject_CallOneArg(current, running);
+    let task = current_task(current, running);
     ffi::Py_DECREF(running);
     if task.is_null() {
         ffi::PyErr_Clear();
@@ -67,4 +73,34 @@ pub unsafe fn current_task_id() -> u64 {
     };
     ffi::Py_DECREF(task);
     id
+}
+
+/// The task running on `running_loop` (a new reference, None, or null on error).
+#[cfg(Py_3_12)]
+unsafe fn current_task(
+    current_task: *mut ffi::PyObject,
+    running_loop: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    ffi::PyObject_CallOneArg(current_task, running_loop)
+}
+
+/// The task running on `running_loop` (a new reference, None, or null on error).
+#[cfg(not(Py_3_12))]
+unsafe fn current_task(
+    current_tasks: *mut ffi::PyObject,
+    running_loop: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    if ffi::PyDict_Check(current_tasks) == 0 {
+        return std::ptr::null_mut();
+    }
+    let task = ffi::PyDict_GetItemWithError(current_tasks, running_loop);
+    if task.is_null() {
+        if ffi::PyErr_Occurred().is_null() {
+            ffi::Py_IncRef(ffi::Py_None());
+            return ffi::Py_None();
+        }
+        return std::ptr::null_mut();
+    }
+    ffi::Py_IncRef(task);
+    task
 }
