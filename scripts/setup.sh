@@ -19,7 +19,7 @@ ver=$("$py" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}"
 venv=".venv-$ver"
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$venv/bin/python" -m pip install -q "maturin>=1.5,<2" pytest ruff
+"$venv/bin/python" -m pip install -q "maturin>=1.5,<2" ruff -r tests/requirements.txt
 (
   # shellcheck disable=SC1091
   source "$venv/bin/activate"
