@@ -1,13 +1,16 @@
 //! W3C trace and span identifiers, generated without locks.
 //!
-//! Each thread keeps its own splitmix64 state, seeded from the OS entropy source mixed with
-//! the process id and a per-thread counter, so ids from forked children and from threads
-//! never collide in practice and generating one costs a few arithmetic operations.
+//! Each thread (and each recorder) keeps its own splitmix64 state, seeded from the OS
+//! entropy source mixed with the process id and a per-thread counter, so ids from forked
+//! children and from threads never collide in practice and generating one costs a few
+//! arithmetic operations.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
+use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 
 /// A 16-byte W3C trace id; zero is invalid.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -34,10 +37,22 @@ pub fn span_hex(id: SpanId) -> String {
 }
 
 static THREAD_SEEDS: AtomicU64 = AtomicU64::new(0);
+/// Bumped in the child of every `fork()`: a generator seeded under an older epoch reseeds.
+static FORK_EPOCH: AtomicU64 = AtomicU64::new(1);
+static REGISTER_AT_FORK: Once = Once::new();
 
-thread_local! {
-    static STATE: Cell<u64> = const { Cell::new(0) };
-    static STATE_PID: Cell<u32> = const { Cell::new(0) };
+extern "C" {
+    /// POSIX: registers handlers run around `fork()` (libc, always linked).
+    fn pthread_atfork(
+        prepare: Option<extern "C" fn()>,
+        parent: Option<extern "C" fn()>,
+        child: Option<extern "C" fn()>,
+    ) -> c_int;
+}
+
+/// The `pthread_atfork` child handler: marks every generator as needing a reseed.
+extern "C" fn bump_fork_epoch() {
+    FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
 }
 
 fn os_entropy() -> u64 {
@@ -54,36 +69,67 @@ fn os_entropy() -> u64 {
     t ^ (&buf as *const _ as u64)
 }
 
-fn splitmix64(state: &Cell<u64>) -> u64 {
-    let s = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-    state.set(s);
-    let mut z = s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// A splitmix64 generator of random non-zero ids, for one thread.
+///
+/// It is reseeded from OS entropy on first use and after every `fork()` (detected by an
+/// epoch counter a `pthread_atfork` child handler bumps, so no system call per id), so a
+/// forked child never repeats the ids its parent goes on to generate.
+#[derive(Debug, Default)]
+pub struct IdGenerator {
+    state: u64,
+    epoch: u64,
 }
 
-/// A random, non-zero 64-bit value from this thread's generator.
-///
-/// The generator is reseeded when the process id changes, so a forked child never repeats
-/// the ids its parent goes on to generate.
-#[inline]
-pub fn random_u64() -> u64 {
-    STATE.with(|state| {
-        let pid = std::process::id();
-        if STATE_PID.with(|p| p.get()) != pid {
-            STATE_PID.with(|p| p.set(pid));
-            let n = THREAD_SEEDS.fetch_add(1, Ordering::Relaxed);
-            state
-                .set(os_entropy() ^ (u64::from(pid) << 32) ^ n.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+impl IdGenerator {
+    /// A generator that seeds itself on first use.
+    pub const fn new() -> Self {
+        IdGenerator { state: 0, epoch: 0 }
+    }
+
+    /// The next random, non-zero 64-bit value.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        let epoch = FORK_EPOCH.load(Ordering::Relaxed);
+        if self.epoch != epoch {
+            self.reseed(epoch);
         }
         loop {
-            let v = splitmix64(state);
-            if v != 0 {
-                return v;
+            self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            if z != 0 {
+                return z;
             }
         }
-    })
+    }
+
+    /// Seeds from OS entropy, the pid and a per-process counter; registers the fork
+    /// handler on first use.
+    #[cold]
+    fn reseed(&mut self, epoch: u64) {
+        REGISTER_AT_FORK.call_once(|| {
+            // SAFETY: registers a handler that only increments an atomic, which is
+            // async-signal-safe and valid in a forked child.
+            unsafe { pthread_atfork(None, None, Some(bump_fork_epoch)) };
+        });
+        let n = THREAD_SEEDS.fetch_add(1, Ordering::Relaxed);
+        self.state = os_entropy()
+            ^ (u64::from(std::process::id()) << 32)
+            ^ n.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        self.epoch = FORK_EPOCH.load(Ordering::Relaxed).max(epoch);
+    }
+}
+
+thread_local! {
+    static GENERATOR: RefCell<IdGenerator> = const { RefCell::new(IdGenerator::new()) };
+}
+
+/// A random, non-zero 64-bit value from this thread's generator (see [`IdGenerator`]).
+#[inline]
+pub fn random_u64() -> u64 {
+    GENERATOR.with(|g| g.borrow_mut().next_u64())
 }
 
 /// A new random span id.
@@ -111,6 +157,17 @@ mod tests {
             assert!(seen.insert(id));
         }
         assert_ne!(new_trace_id(), new_trace_id());
+    }
+
+    #[test]
+    fn a_forked_child_reseeds() {
+        let mut g = IdGenerator::new();
+        let first = g.next_u64();
+        let before = g.state;
+        bump_fork_epoch();
+        let after_fork = g.next_u64();
+        assert_ne!(first, after_fork);
+        assert_ne!(g.state, before.wrapping_add(0x9E37_79B9_7F4A_7C15));
     }
 
     #[test]
