@@ -12,6 +12,14 @@ from pathlib import Path
 import pytest
 
 
+# The backend every traced program runs on (FERROTRACE_TEST_BACKEND=setprofile|monitoring);
+# unset means the default (`auto`). CI runs the suite once per backend on CPython 3.12+.
+# Programs started by tests inherit it as FERROTRACE_BACKEND.
+TEST_BACKEND = os.environ.pop("FERROTRACE_TEST_BACKEND", "")
+if TEST_BACKEND:
+    os.environ["FERROTRACE_BACKEND"] = TEST_BACKEND
+
+
 def read_trace(path: Path) -> list[dict]:
     """Every record of a JSONL trace; each line must parse."""
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -36,6 +44,8 @@ class Runner:
         script = self.tmp / "prog.py"
         script.write_text(textwrap.dedent(code))
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE")}
+        if TEST_BACKEND:
+            full_env["FERROTRACE_BACKEND"] = TEST_BACKEND
         full_env.update(env or {})
         return subprocess.run(
             [sys.executable, *(args or []), str(script)],

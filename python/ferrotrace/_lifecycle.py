@@ -49,14 +49,19 @@ def _register_process_hooks() -> None:
 
 
 def _register_unwind_callback() -> None:
-    """On CPython 3.12+, the legacy profile hook cannot see exceptions: a PY_UNWIND
-    callback on a free sys.monitoring tool id (never PROFILER_ID) shows them to it."""
+    """On CPython 3.12+, ferrotrace takes a free sys.monitoring tool id (never PROFILER_ID,
+    so cProfile and others keep theirs). The monitoring backend registers its callbacks
+    there; under the setprofile backend, which cannot see exceptions, a PY_UNWIND callback
+    shows them to the profile hook."""
     monitoring = getattr(sys, "monitoring", None)
     if monitoring is None:
         return
     for tool in (3, 4):
         if monitoring.get_tool(tool) is None:
             monitoring.use_tool_id(tool, "ferrotrace")
+            if _native.backend_name() == "monitoring":
+                _native.monitoring_install(tool)
+                return
             monitoring.register_callback(tool, monitoring.events.PY_UNWIND, _native.on_unwind)
             monitoring.set_events(tool, monitoring.get_events(tool) | monitoring.events.PY_UNWIND)
             return
@@ -72,7 +77,7 @@ def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _
         os.environ.get("TRACEPARENT"),
         True,
     )
-    if session.sampled:
+    if session.sampled and _native.backend_name() == "setprofile":
         _previous_thread_profile = getattr(threading, "_profile_hook", None)
         threading.setprofile(_native.thread_bootstrap)
     return session

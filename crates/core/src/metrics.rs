@@ -30,6 +30,9 @@ pub struct Counters {
     pub invalid_traceparent: AtomicU64,
     /// Per-code-object decisions taken (include/exclude, identity): one per code object.
     pub decisions: AtomicU64,
+    /// Event locations the monitoring backend switched off with `DISABLE` (code that is never
+    /// recorded): after that CPython no longer calls ferrotrace there.
+    pub disabled_locations: AtomicU64,
     /// Batches handed to the export thread.
     pub batches: AtomicU64,
     /// Span records a network exporter delivered (a 2xx, including replays from the spool).
@@ -66,6 +69,7 @@ pub struct Snapshot {
     pub sessions_unsampled: u64,
     pub invalid_traceparent: u64,
     pub decisions: u64,
+    pub disabled_locations: u64,
     pub batches: u64,
     pub network_delivered: u64,
     pub network_retries: u64,
@@ -100,6 +104,7 @@ impl Snapshot {
             ("sessions_unsampled", self.sessions_unsampled),
             ("invalid_traceparent", self.invalid_traceparent),
             ("decisions", self.decisions),
+            ("disabled_locations", self.disabled_locations),
             ("batches", self.batches),
             ("network_delivered", self.network_delivered),
             ("network_retries", self.network_retries),
@@ -137,6 +142,7 @@ impl Counters {
             sessions_unsampled: r(&self.sessions_unsampled),
             invalid_traceparent: r(&self.invalid_traceparent),
             decisions: r(&self.decisions),
+            disabled_locations: r(&self.disabled_locations),
             batches: r(&self.batches),
             network_delivered: r(&self.network_delivered),
             network_retries: r(&self.network_retries),

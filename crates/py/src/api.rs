@@ -1,11 +1,12 @@
 //! The functions `ferrotrace._native` exposes to the Python package.
 
-use crate::hook;
+use crate::backend;
+use crate::monitoring;
 use crate::recorder;
 use crate::runtime::{self, Environment, HookState};
 use crate::session::{self, Session};
 use ferrotrace_core::clock;
-use ferrotrace_core::config::{self, Config, ConfigError};
+use ferrotrace_core::config::{self, Backend, Config, ConfigError};
 use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::sampling::trace_id_ratio_sampled;
@@ -35,6 +36,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(per_process_output, m)?)?;
     m.add_function(wrap_pyfunction!(is_configured, m)?)?;
     m.add_function(wrap_pyfunction!(on_unwind, m)?)?;
+    m.add_function(wrap_pyfunction!(backend_name, m)?)?;
+    m.add_function(wrap_pyfunction!(monitoring_install, m)?)?;
     Ok(())
 }
 
@@ -95,17 +98,32 @@ fn configure(
     lenient: bool,
 ) -> PyResult<Vec<String>> {
     let raw = resolve(args, &env)?;
-    let (cfg, errors) = Config::parse_lenient(&raw);
-    if !errors.is_empty() && !lenient {
-        return Err(PyValueError::new_err(messages(&errors).join("\n")));
+    let (mut cfg, errors) = Config::parse_lenient(&raw);
+    let mut problems = messages(&errors);
+    match backend::resolve(cfg.backend) {
+        Ok(b) => cfg.backend = b,
+        Err(e) => {
+            problems.push(e);
+            cfg.backend = Backend::SetProfile;
+        }
     }
-    let mut warnings = messages(&errors);
+    if !problems.is_empty() && !lenient {
+        return Err(PyValueError::new_err(problems.join("\n")));
+    }
+    let mut warnings = problems;
     if !errors.is_empty() && !cfg.enabled {
         warnings.push("tracing is disabled because a filter setting is invalid".to_string());
     }
     warnings.extend(unknown_warnings(&env));
     // SAFETY: pyfunctions run with the GIL held.
-    unsafe { apply(py, cfg)? };
+    unsafe {
+        if let Some(w) = backend::choose(cfg.backend) {
+            warnings.push(w);
+            cfg.backend = backend::current();
+        }
+        apply(py, cfg)?;
+        backend::reconfigured();
+    }
     Ok(warnings)
 }
 
@@ -197,7 +215,7 @@ fn session_start(
         };
         let parent_span = parent.as_ref().map(|p| {
             let p = p.get();
-            match rec.stack.last() {
+            match rec.innermost_recorded() {
                 Some(top) if top.session_key == p.info.key => top.span_id,
                 _ => p.info.span_id,
             }
@@ -220,7 +238,7 @@ fn session_start(
         if sampled {
             Counters::add(&state.counters.sessions_started, 1);
             state.pipeline.submit_session(s.record.clone());
-            hook::retain_on_current_thread(rec);
+            backend::retain_on_current_thread(rec);
             s.hooked_thread.store(rec.thread_id, Ordering::Relaxed);
         } else if enabled {
             Counters::add(&state.counters.sessions_unsampled, 1);
@@ -263,7 +281,7 @@ fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
             Counters::add(&state.counters.sessions_ended, 1);
         }
         if s.hooked_thread.load(Ordering::Relaxed) == rec.thread_id {
-            hook::release_on_current_thread(rec);
+            backend::release_on_current_thread(rec);
         }
         if s.process_wide && session::process_session(py).is_some_and(|p| p.is(session)) {
             session::set_process_session(None);
@@ -290,7 +308,7 @@ fn thread_bootstrap(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
     // SAFETY: pyfunctions run with the GIL held.
     unsafe {
         if state.recording.load(Ordering::Relaxed) && session::process_session(py).is_some() {
-            hook::ensure_on_current_thread(state);
+            backend::ensure_on_current_thread(state);
         } else {
             pyo3::ffi::PyEval_SetProfile(None, std::ptr::null_mut());
         }
@@ -330,7 +348,7 @@ fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<bool> {
             rec.submit(state);
         });
         if let Some(rec) = recorder::existing() {
-            hook::remove_from_current_thread(rec);
+            backend::remove_from_current_thread(rec);
         }
     }
     let pipeline = Arc::clone(&state.pipeline);
@@ -434,7 +452,7 @@ fn after_fork_child(py: Python<'_>) -> PyResult<()> {
 #[pyfunction]
 fn hook_installed() -> bool {
     // SAFETY: pyfunctions run with the GIL held.
-    unsafe { hook::installed_here() }
+    unsafe { backend::installed_here() }
 }
 
 /// The output path a process other than the first one writes to.
@@ -448,5 +466,19 @@ fn per_process_output(template: &str, pid: u32) -> String {
 #[pyfunction]
 fn on_unwind(_code: &Bound<'_, PyAny>, _offset: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) {
     // SAFETY: pyfunctions run with the GIL held; `exc` is alive for the call.
-    unsafe { hook::on_unwind(exc.as_ptr()) }
+    unsafe { crate::hook::on_unwind(exc.as_ptr()) }
+}
+
+/// The backend delivering calls: "monitoring" or "setprofile".
+#[pyfunction]
+fn backend_name() -> &'static str {
+    // SAFETY: pyfunctions run with the GIL held.
+    backend::name(unsafe { backend::current() })
+}
+
+/// Registers the monitoring backend's callbacks on the `sys.monitoring` tool id the caller
+/// claimed (CPython 3.12+).
+#[pyfunction]
+fn monitoring_install(py: Python<'_>, tool: i32) -> PyResult<()> {
+    monitoring::install(py, tool)
 }

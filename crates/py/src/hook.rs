@@ -6,13 +6,12 @@
 //! preallocated buffer. No regex, string formatting, hashing, allocation or attribute
 //! lookup happens after a code object has been seen once.
 
+use crate::calls;
 use crate::code_info;
 use crate::exception;
 use crate::profiler_slot;
 use crate::recorder::{self, ThreadRecorder};
 use crate::runtime::{self, HookState};
-use crate::session;
-use crate::task;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::FLAG_EXCEPTION;
 use pyo3::ffi;
@@ -55,7 +54,7 @@ unsafe fn resolve_pending_exceptions() {
     }
     let max = runtime::state().map_or(256, |s| s.config.max_str);
     rec.resolve_pending_exceptions(|frame| {
-        let exc = exception::handled_through(frame);
+        let exc = exception::handled_through(frame as *mut ffi::PyFrameObject);
         if exc.is_null() {
             return None;
         }
@@ -76,7 +75,9 @@ pub unsafe fn on_unwind(exc: *mut ffi::PyObject) {
         return;
     };
     let max = runtime::state().map_or(256, |s| s.config.max_str);
-    rec.mark_unwound(ffi::PyEval_GetFrame(), || exception::describe(exc, max));
+    rec.mark_unwound(ffi::PyEval_GetFrame() as *mut ffi::PyObject, || {
+        exception::describe(exc, max)
+    });
 }
 
 #[inline(always)]
@@ -101,30 +102,13 @@ unsafe fn on_call(frame: *mut ffi::PyFrameObject) {
     let Some(rec) = recorder::current(state) else {
         return;
     };
-    let Some(session) = session::current_info(py, rec) else {
-        return;
-    };
-    if !session.sampled {
-        return;
-    }
-    let max_depth = state.config.max_depth;
-    if max_depth != 0 && rec.stack.len() as u32 >= max_depth {
-        return;
-    }
-    let (parent, task_id) = match rec.stack.last() {
-        Some(top) if top.session_key == session.key => (top.span_id, top.task_id),
-        _ => (session.span_id, task::current_task_id()),
-    };
-    let flags = rec.enter_function(entry.func_id);
-    rec.push(
-        frame,
+    calls::enter(
+        py,
+        state,
+        rec,
+        frame as *mut ffi::PyObject,
         entry.func_id,
-        session.trace_id,
-        parent,
-        session.key,
-        task_id,
-        flags,
-        None,
+        false,
     );
 }
 
@@ -137,7 +121,7 @@ unsafe fn on_return(frame: *mut ffi::PyFrameObject, arg: *mut ffi::PyObject) {
         resolve_pending_exceptions();
     }
     match rec.stack.last() {
-        Some(top) if top.frame == frame => {}
+        Some(top) if top.activation == frame as *mut ffi::PyObject => {}
         _ => return,
     }
     let end = clock::now_ns();

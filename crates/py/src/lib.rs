@@ -2,10 +2,13 @@
 //! the Python package calls. This is the only crate that touches the CPython C API.
 
 mod api;
+mod backend;
+mod calls;
 mod code_info;
 mod exception;
 mod gil_cell;
 mod hook;
+mod monitoring;
 mod profiler_slot;
 mod recorder;
 mod runtime;

@@ -16,15 +16,22 @@ use ferrotrace_core::event::{
     ExceptionInfo, SpanBatch, SpanDetail, SpanRecord, FLAG_EXCEPTION, FLAG_RECURSIVE,
     FLAG_UNFINISHED,
 };
-use ferrotrace_core::ids::{new_span_id, TraceId};
+use ferrotrace_core::ids::{IdGenerator, TraceId};
 use pyo3::ffi;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Set on an [`OpenFrame`] that stands for a call of recorded code that was not recorded
+/// (no sampled session, too deep): the monitoring backend matches returns by code object,
+/// so such a call must still be on the stack for the calls around it to pair up. It is
+/// never written.
+pub const SKIPPED: u32 = 1 << 31;
+
 /// A recorded call that has not returned yet.
 pub struct OpenFrame {
-    /// Identifies the activation: its return event carries the same frame object.
-    pub frame: *mut ffi::PyFrameObject,
+    /// Identifies the activation its return event carries: the frame object (setprofile
+    /// backend) or the code object (monitoring backend).
+    pub activation: *mut ffi::PyObject,
     pub trace_id: TraceId,
     pub span_id: u64,
     pub parent_span_id: u64,
@@ -55,10 +62,13 @@ pub struct ThreadRecorder {
     pub saved_profiler: Option<SavedProfiler>,
     /// Spans in `buffer` that ended by an exception whose type is not known yet, with the
     /// frame it left (CPython < 3.12 hides the exception from profile functions).
-    pub pending_exceptions: Vec<(usize, *mut ffi::PyFrameObject)>,
+    pub pending_exceptions: Vec<(usize, *mut ffi::PyObject)>,
     /// The frame of the span recorded last and its place in `buffer`: on 3.12+ the
     /// `PY_UNWIND` callback runs right after that frame's profile return and marks it.
-    last_recorded: Option<(*mut ffi::PyFrameObject, usize)>,
+    last_recorded: Option<(*mut ffi::PyObject, usize)>,
+    /// Span ids for this thread's calls (one generator per recorder: no thread-local
+    /// lookup per call).
+    ids: IdGenerator,
     orphaned: AtomicBool,
 }
 
@@ -114,6 +124,7 @@ pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> 
         saved_profiler: None,
         pending_exceptions: Vec::new(),
         last_recorded: None,
+        ids: IdGenerator::new(),
         orphaned: AtomicBool::new(false),
     }));
     if SLOT.try_with(|s| s.0.set(rec)).is_err() {
@@ -181,7 +192,7 @@ impl ThreadRecorder {
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
-        frame: *mut ffi::PyFrameObject,
+        activation: *mut ffi::PyObject,
         func_id: u32,
         trace_id: TraceId,
         parent_span_id: u64,
@@ -191,19 +202,52 @@ impl ThreadRecorder {
         detail: Option<Box<SpanDetail>>,
     ) {
         self.stack.push(OpenFrame {
-            frame,
+            activation,
             trace_id,
-            span_id: new_span_id(),
+            span_id: self.ids.next_u64(),
             parent_span_id,
             session_key,
             start_ns: clock::now_ns(),
             child_ns: 0,
             task_id,
             func_id,
-            depth: self.stack.len() as u32,
+            depth: self.next_depth(),
             flags,
             detail,
         });
+    }
+
+    /// Pushes a call of recorded code that is not recorded (see [`SKIPPED`]).
+    #[inline(always)]
+    pub fn push_skipped(&mut self, activation: *mut ffi::PyObject, session_key: u64) {
+        self.stack.push(OpenFrame {
+            activation,
+            trace_id: TraceId::default(),
+            span_id: 0,
+            parent_span_id: 0,
+            session_key,
+            start_ns: 0,
+            child_ns: 0,
+            task_id: 0,
+            func_id: u32::MAX,
+            depth: self.next_depth(),
+            flags: SKIPPED,
+            detail: None,
+        });
+    }
+
+    /// How many recorded calls a call pushed now is nested in.
+    #[inline(always)]
+    pub fn next_depth(&self) -> u32 {
+        self.stack
+            .last()
+            .map_or(0, |t| t.depth + u32::from(t.flags & SKIPPED == 0))
+    }
+
+    /// The innermost call that is recorded (skipped calls are passed over).
+    #[inline(always)]
+    pub fn innermost_recorded(&self) -> Option<&OpenFrame> {
+        self.stack.iter().rev().find(|f| f.flags & SKIPPED == 0)
     }
 
     /// Closes the top call, whose frame is returning, and records its span.
@@ -218,8 +262,11 @@ impl ThreadRecorder {
         let Some(mut f) = self.stack.pop() else {
             return;
         };
+        if f.flags & SKIPPED != 0 {
+            return;
+        }
         let duration = end_ns.saturating_sub(f.start_ns);
-        if let Some(parent) = self.stack.last_mut() {
+        if let Some(parent) = self.stack.iter_mut().rev().find(|p| p.flags & SKIPPED == 0) {
             parent.child_ns += duration;
         }
         if let Some(n) = self.active.get_mut(f.func_id as usize) {
@@ -237,9 +284,10 @@ impl ThreadRecorder {
             (a, b) => a.or(b),
         };
         if cfg!(not(Py_3_12)) && extra_flags & FLAG_EXCEPTION != 0 {
-            self.pending_exceptions.push((self.buffer.len(), f.frame));
+            self.pending_exceptions
+                .push((self.buffer.len(), f.activation));
         }
-        self.last_recorded = Some((f.frame, self.buffer.len()));
+        self.last_recorded = Some((f.activation, self.buffer.len()));
         self.record(
             state,
             span_of(&f, self.thread_id, duration, f.flags | extra_flags, detail),
@@ -250,7 +298,7 @@ impl ThreadRecorder {
     /// Marks the span just recorded for `frame` as ended by `exception` (3.12+).
     pub fn mark_unwound(
         &mut self,
-        frame: *mut ffi::PyFrameObject,
+        frame: *mut ffi::PyObject,
         exception: impl FnOnce() -> ExceptionInfo,
     ) {
         if let Some((f, i)) = self.last_recorded.take() {
@@ -267,7 +315,7 @@ impl ThreadRecorder {
     /// that left their frames; called with the exception being handled, if any.
     pub fn resolve_pending_exceptions(
         &mut self,
-        found: impl Fn(*mut ffi::PyFrameObject) -> Option<ExceptionInfo>,
+        found: impl Fn(*mut ffi::PyObject) -> Option<ExceptionInfo>,
     ) {
         let pending = std::mem::take(&mut self.pending_exceptions);
         let Some(&(_, innermost)) = pending.first() else {
@@ -309,6 +357,9 @@ impl ThreadRecorder {
         let now = clock::now_ns();
         let mut kept = Vec::with_capacity(self.stack.len());
         for mut f in std::mem::take(&mut self.stack) {
+            if pred(&f) && f.flags & SKIPPED != 0 {
+                continue;
+            }
             if pred(&f) {
                 let detail = f.detail.take();
                 self.record(
@@ -340,8 +391,9 @@ impl ThreadRecorder {
     pub fn rebirth_after_fork(&mut self, state: &HookState) {
         self.buffer = state.pipeline.take_buffer();
         let mut previous: Option<(u64, u64)> = None;
-        for f in &mut self.stack {
-            let new_id = new_span_id();
+        self.ids = IdGenerator::new();
+        for f in self.stack.iter_mut().filter(|f| f.flags & SKIPPED == 0) {
+            let new_id = self.ids.next_u64();
             if let Some((old, new)) = previous {
                 if f.parent_span_id == old {
                     f.parent_span_id = new;

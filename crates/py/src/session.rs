@@ -122,6 +122,15 @@ impl Session {
 static SESSION_VAR: GilCell<*mut ffi::PyObject> = GilCell::new(std::ptr::null_mut());
 static PROCESS_SESSION: GilCell<*mut ffi::PyObject> = GilCell::new(std::ptr::null_mut());
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+/// Whether a sampled process-wide session runs (read by the monitoring backend on every
+/// event, without touching the session object).
+static PROCESS_WIDE_SAMPLED: AtomicBool = AtomicBool::new(false);
+
+/// True while a sampled process-wide session runs.
+#[inline(always)]
+pub fn process_wide_sampled() -> bool {
+    PROCESS_WIDE_SAMPLED.load(Ordering::Relaxed)
+}
 
 /// Creates the context variable. Called once at module import; returns it (a new reference).
 ///
@@ -196,6 +205,10 @@ pub unsafe fn current(py: Python<'_>) -> Option<Bound<'_, Session>> {
 /// The GIL is held.
 pub unsafe fn set_process_session(session: Option<&Bound<'_, Session>>) {
     let slot = PROCESS_SESSION.get();
+    PROCESS_WIDE_SAMPLED.store(
+        session.is_some_and(|s| s.get().info.sampled),
+        Ordering::Relaxed,
+    );
     let old = std::mem::replace(
         slot,
         session.map_or(std::ptr::null_mut(), |s| s.clone().into_ptr()),

@@ -1,0 +1,142 @@
+//! Which backend delivers calls to the recorder (`FERROTRACE_BACKEND`), and the per-thread
+//! claims sessions take on it.
+//!
+//! The backend is chosen by the first configuration of the process (`auto` is `monitoring`
+//! on CPython 3.12+, `setprofile` before) and stays for the life of the process: hooks
+//! installed under one cannot be handed to the other.
+
+use crate::gil_cell::GilCell;
+use crate::hook;
+use crate::monitoring;
+use crate::recorder::ThreadRecorder;
+use crate::runtime::HookState;
+use ferrotrace_core::config::Backend;
+
+static CHOSEN: GilCell<Option<Backend>> = GilCell::new(None);
+
+/// The backend `requested` resolves to on this interpreter, or why it cannot be used.
+pub fn resolve(requested: Backend) -> Result<Backend, String> {
+    match requested {
+        Backend::Auto if cfg!(Py_3_12) => Ok(Backend::Monitoring),
+        Backend::Auto => Ok(Backend::SetProfile),
+        Backend::Monitoring if !cfg!(Py_3_12) => Err(
+            "FERROTRACE_BACKEND='monitoring' is invalid: sys.monitoring needs CPython 3.12 or later"
+                .to_string(),
+        ),
+        other => Ok(other),
+    }
+}
+
+/// Fixes the backend on first use; later calls keep the first choice and say so when they
+/// asked for another one.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn choose(wanted: Backend) -> Option<String> {
+    let chosen = CHOSEN.get();
+    match *chosen {
+        None => {
+            *chosen = Some(wanted);
+            None
+        }
+        Some(b) if b == wanted => None,
+        Some(b) => Some(format!(
+            "FERROTRACE_BACKEND cannot change once tracing has started; staying on {}",
+            name(b)
+        )),
+    }
+}
+
+/// The backend in use (`setprofile` before any configuration).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn current() -> Backend {
+    CHOSEN.get().unwrap_or(Backend::SetProfile)
+}
+
+/// The backend's setting value.
+pub fn name(b: Backend) -> &'static str {
+    match b {
+        Backend::Monitoring => "monitoring",
+        _ => "setprofile",
+    }
+}
+
+/// True when the monitoring callbacks deliver events.
+///
+/// # Safety
+/// The GIL is held.
+unsafe fn monitoring_active() -> bool {
+    current() == Backend::Monitoring && monitoring::installed()
+}
+
+/// One more sampled session on the calling thread needs calls delivered.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
+    if monitoring_active() {
+        monitoring::retain(rec);
+    } else {
+        hook::retain_on_current_thread(rec);
+    }
+}
+
+/// A session on the calling thread ended.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
+    if monitoring_active() {
+        monitoring::release(rec);
+    } else {
+        hook::release_on_current_thread(rec);
+    }
+}
+
+/// Drops every claim of the calling thread (at shutdown); the monitoring backend turns its
+/// events off for the whole process.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn remove_from_current_thread(rec: &mut ThreadRecorder) {
+    if monitoring_active() {
+        monitoring::remove(rec);
+    } else {
+        hook::remove_from_current_thread(rec);
+    }
+}
+
+/// A thread started while a process-wide session runs: the setprofile backend installs its
+/// hook there (the monitoring backend already sees every thread).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn ensure_on_current_thread(state: &HookState) {
+    if !monitoring_active() {
+        hook::ensure_on_current_thread(state);
+    }
+}
+
+/// True when calls on the calling thread are delivered to ferrotrace.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn installed_here() -> bool {
+    if monitoring_active() {
+        monitoring::active_here()
+    } else {
+        hook::installed_here()
+    }
+}
+
+/// After a new configuration: code objects `DISABLE`d under the old one are decided again.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn reconfigured() {
+    if monitoring_active() {
+        monitoring::restart_events();
+    }
+}

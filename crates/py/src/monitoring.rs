@@ -1,0 +1,331 @@
+//! The `monitoring` backend (CPython 3.12+): C-level callbacks registered with
+//! `sys.monitoring` on ferrotrace's own tool id, so it coexists with cProfile, coverage and
+//! other tools.
+//!
+//! `PY_START`, `PY_RESUME` and `PY_THROW` open a call; `PY_RETURN`, `PY_YIELD` and
+//! `PY_UNWIND` close it, so generators and coroutines give one span per resumption and
+//! exceptions mark the frames they leave, as with `setprofile`. The callbacks are builtin
+//! functions with the `METH_FASTCALL` convention, which CPython calls without building an
+//! argument tuple. A code object that is filtered or function-sampled out answers `DISABLE`
+//! from its local events, after which CPython never calls ferrotrace for it again (until the
+//! configuration changes and `restart_events` runs).
+//!
+//! Events are per interpreter, not per thread: they are switched on while at least one
+//! sampled session holds a claim, and each callback first checks whether the calling thread
+//! wants events (it has a session, or a process-wide session runs). Returns are paired with
+//! calls by code object; a call of recorded code that is not recorded stays on the stack as
+//! skipped so that recursion still pairs correctly.
+
+use crate::calls;
+use crate::code_info::{self, CodeEntry};
+use crate::exception;
+use crate::gil_cell::GilCell;
+use crate::recorder::{self, ThreadRecorder, SKIPPED};
+use crate::runtime::{self, HookState};
+use crate::session;
+use ferrotrace_core::clock;
+use ferrotrace_core::event::{SpanDetail, FLAG_EXCEPTION};
+use ferrotrace_core::metrics::Counters;
+use pyo3::prelude::*;
+use pyo3::{ffi, Python};
+use std::os::raw::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The tool id ferrotrace registered on, or -1.
+static TOOL: AtomicI32 = AtomicI32::new(-1);
+
+/// `sys.monitoring.DISABLE`, `sys.monitoring` itself, and the event mask turned on while
+/// sessions hold claims.
+struct Handles {
+    disable: *mut ffi::PyObject,
+    module: *mut ffi::PyObject,
+    mask: u64,
+}
+
+static HANDLES: GilCell<Option<Handles>> = GilCell::new(None);
+
+/// Sampled sessions (across all threads) holding events on.
+static CLAIMS: GilCell<u32> = GilCell::new(0);
+
+type Callback = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *mut *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+) -> *mut ffi::PyObject;
+
+/// The callbacks and the `sys.monitoring.events` attribute each one serves.
+const CALLBACKS: [(&str, &std::ffi::CStr, Callback); 6] = [
+    ("PY_START", c"ferrotrace_py_start", py_start),
+    ("PY_RESUME", c"ferrotrace_py_resume", py_resume),
+    ("PY_THROW", c"ferrotrace_py_throw", py_throw),
+    ("PY_RETURN", c"ferrotrace_py_return", py_return),
+    ("PY_YIELD", c"ferrotrace_py_yield", py_return),
+    ("PY_UNWIND", c"ferrotrace_py_unwind", py_unwind),
+];
+
+/// Registers the callbacks on `tool` (already claimed with `use_tool_id`); events stay off
+/// until a session claims them.
+pub fn install(py: Python<'_>, tool: i32) -> PyResult<()> {
+    let module = py.import("sys")?.getattr("monitoring")?;
+    let events = module.getattr("events")?;
+    let mut mask = 0u64;
+    for (event, name, callback) in CALLBACKS {
+        let bit: u64 = events.getattr(event)?.extract()?;
+        mask |= bit;
+        let def = Box::leak(Box::new(ffi::PyMethodDef {
+            ml_name: name.as_ptr() as *const c_char,
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFast: callback,
+            },
+            ml_flags: ffi::METH_FASTCALL,
+            ml_doc: std::ptr::null(),
+        }));
+        // SAFETY: `def` is leaked, so it outlives the function object that points to it.
+        let func = unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyCFunction_New(def, std::ptr::null_mut()))?
+        };
+        module.call_method1("register_callback", (tool, bit, func))?;
+    }
+    let disable = module.getattr("DISABLE")?.unbind().into_ptr();
+    // SAFETY: the GIL is held (we have `py`).
+    unsafe {
+        *HANDLES.get() = Some(Handles {
+            disable,
+            module: module.unbind().into_ptr(),
+            mask,
+        });
+    }
+    TOOL.store(tool, Ordering::Release);
+    Ok(())
+}
+
+/// True once the callbacks are registered.
+pub fn installed() -> bool {
+    TOOL.load(Ordering::Acquire) >= 0
+}
+
+/// Turns the events on or off for ferrotrace's tool.
+///
+/// # Safety
+/// The GIL is held.
+unsafe fn set_events(on: bool) {
+    let Some(h) = HANDLES.get().as_ref() else {
+        return;
+    };
+    let tool = TOOL.load(Ordering::Acquire);
+    let mask = if on { h.mask } else { 0 };
+    let r = ffi::PyObject_CallMethod(h.module, c"set_events".as_ptr(), c"iK".as_ptr(), tool, mask);
+    if r.is_null() {
+        ffi::PyErr_Clear();
+    } else {
+        ffi::Py_DECREF(r);
+    }
+}
+
+/// Re-enables every event `DISABLE` switched off, so code objects are decided again under a
+/// new configuration.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn restart_events() {
+    let Some(h) = HANDLES.get().as_ref() else {
+        return;
+    };
+    let r = ffi::PyObject_CallMethod(h.module, c"restart_events".as_ptr(), std::ptr::null());
+    if r.is_null() {
+        ffi::PyErr_Clear();
+    } else {
+        ffi::Py_DECREF(r);
+    }
+}
+
+/// One more sampled session on this thread: the thread wants events, and events are on.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn retain(rec: &mut ThreadRecorder) {
+    rec.hook_refs += 1;
+    let claims = CLAIMS.get();
+    *claims += 1;
+    if *claims == 1 {
+        set_events(true);
+    }
+}
+
+/// A session on this thread ended; the last claim in the process turns events off.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn release(rec: &mut ThreadRecorder) {
+    if rec.hook_refs == 0 {
+        return;
+    }
+    rec.hook_refs -= 1;
+    let claims = CLAIMS.get();
+    *claims = claims.saturating_sub(1);
+    if *claims == 0 {
+        set_events(false);
+    }
+}
+
+/// Drops every claim and turns events off (at shutdown).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn remove(rec: &mut ThreadRecorder) {
+    rec.hook_refs = 0;
+    *CLAIMS.get() = 0;
+    set_events(false);
+}
+
+/// True when this thread receives ferrotrace's events.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn active_here() -> bool {
+    *CLAIMS.get() > 0
+        && (session::process_wide_sampled()
+            || recorder::existing().is_some_and(|r| r.hook_refs > 0))
+}
+
+/// The value a callback returns: `DISABLE` or None, as a new reference.
+#[inline(always)]
+unsafe fn answer(disable: bool) -> *mut ffi::PyObject {
+    let obj = match HANDLES.get().as_ref() {
+        Some(h) if disable => h.disable,
+        _ => ffi::Py_None(),
+    };
+    ffi::Py_INCREF(obj);
+    obj
+}
+
+/// `PY_START(code, offset)`.
+unsafe extern "C" fn py_start(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let disable =
+        nargs >= 1 && catch_unwind(AssertUnwindSafe(|| on_call(*args, true))).unwrap_or(false);
+    answer(disable)
+}
+
+/// `PY_RESUME(code, offset)`: a generator or coroutine continues.
+unsafe extern "C" fn py_resume(
+    slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    py_start(slf, args, nargs)
+}
+
+/// `PY_THROW(code, offset, exception)`: a generator resumed by `throw()`; not disableable.
+unsafe extern "C" fn py_throw(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    if nargs >= 1 {
+        let _ = catch_unwind(AssertUnwindSafe(|| on_call(*args, false)));
+    }
+    answer(false)
+}
+
+/// `PY_RETURN(code, offset, value)` and `PY_YIELD(code, offset, value)`.
+unsafe extern "C" fn py_return(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let disable = nargs >= 1
+        && catch_unwind(AssertUnwindSafe(|| on_return(*args, std::ptr::null_mut())))
+            .unwrap_or(false);
+    answer(disable)
+}
+
+/// `PY_UNWIND(code, offset, exception)`: the frame exits by an exception; not disableable.
+unsafe extern "C" fn py_unwind(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    if nargs >= 3 {
+        let _ = catch_unwind(AssertUnwindSafe(|| on_return(*args, *args.add(2))));
+    }
+    answer(false)
+}
+
+/// The decision for `code`, taken now if it has not been under this state.
+#[inline(always)]
+unsafe fn entry(py: Python<'_>, code: *mut ffi::PyObject, state: &HookState) -> CodeEntry {
+    match code_info::cached(code, state.generation) {
+        Some(e) => e,
+        None => code_info::decide(py, ffi::PyEval_GetFrame(), code, state),
+    }
+}
+
+/// The calling thread's recorder when it wants events.
+#[inline(always)]
+unsafe fn wanting_recorder(state: &HookState) -> Option<&'static mut ThreadRecorder> {
+    match recorder::existing() {
+        Some(rec) if rec.hook_refs > 0 || session::process_wide_sampled() => Some(rec),
+        Some(_) => None,
+        None if session::process_wide_sampled() => recorder::current(state),
+        None => None,
+    }
+}
+
+/// A call of `code` starts (or resumes). Returns whether to answer `DISABLE` (only when
+/// `local`, and only for code that is never recorded under this configuration).
+#[inline(always)]
+unsafe fn on_call(code: *mut ffi::PyObject, local: bool) -> bool {
+    let Some(state) = runtime::state() else {
+        return false;
+    };
+    if !state.recording.load(Ordering::Relaxed) {
+        return false;
+    }
+    let py = Python::assume_gil_acquired();
+    let entry = entry(py, code, state);
+    if !entry.recorded {
+        if local {
+            Counters::add(&state.counters.disabled_locations, 1);
+        }
+        return local;
+    }
+    if let Some(rec) = wanting_recorder(state) {
+        calls::enter(py, state, rec, code, entry.func_id, true);
+    }
+    false
+}
+
+/// A frame running `code` returns, yields (`exc` null) or unwinds with `exc`. Returns
+/// whether to answer `DISABLE`.
+#[inline(always)]
+unsafe fn on_return(code: *mut ffi::PyObject, exc: *mut ffi::PyObject) -> bool {
+    if let Some(rec) = recorder::existing() {
+        if rec.stack.last().is_some_and(|top| top.activation == code) {
+            let end = clock::now_ns();
+            let Some(state) = runtime::state() else {
+                return false;
+            };
+            if exc.is_null() || rec.stack.last().is_some_and(|t| t.flags & SKIPPED != 0) {
+                rec.pop(state, end, 0, None);
+            } else {
+                let info = exception::describe(exc, state.config.max_str);
+                let detail = SpanDetail {
+                    exception: Some(info),
+                    ..Default::default()
+                };
+                rec.pop(state, end, FLAG_EXCEPTION, Some(Box::new(detail)));
+            }
+            return false;
+        }
+    }
+    if !exc.is_null() {
+        return false;
+    }
+    runtime::state()
+        .is_some_and(|state| code_info::cached(code, state.generation).is_some_and(|e| !e.recorded))
+}

@@ -1,0 +1,189 @@
+"""The backend the suite runs on is the one asked for; `auto` picks sys.monitoring on 3.12+,
+which coexists with cProfile and stops calling ferrotrace for code it never records."""
+
+import sys
+
+import pytest
+from conftest import TEST_BACKEND, spans
+
+NEW = sys.version_info >= (3, 12)
+
+
+def expected_backend() -> str:
+    if TEST_BACKEND:
+        return TEST_BACKEND
+    return "monitoring" if NEW else "setprofile"
+
+
+def test_the_requested_backend_records_the_calls(runner):
+    records = runner.trace("""
+import ferrotrace
+from ferrotrace import _native
+ferrotrace.configure(output="trace.jsonl")
+def leaf():
+    return 1
+with ferrotrace.session("s"):
+    leaf()
+print(_native.backend_name())
+""")
+    assert [s["qualname"] for s in spans(records)] == ["leaf"]
+    proc = runner.run("import ferrotrace; ferrotrace.configure(); print(ferrotrace._native.backend_name())")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected_backend()
+
+
+def test_monitoring_backend_needs_3_12(runner):
+    proc = runner.run("""
+import ferrotrace
+try:
+    ferrotrace.configure(backend="monitoring")
+    print("configured", ferrotrace._native.backend_name())
+except ValueError as e:
+    print("error", e)
+""")
+    assert proc.returncode == 0, proc.stderr
+    if NEW:
+        assert proc.stdout.strip() == "configured monitoring"
+    else:
+        assert proc.stdout.startswith("error")
+        assert "FERROTRACE_BACKEND='monitoring'" in proc.stdout and "3.12" in proc.stdout
+
+
+@pytest.mark.skipif(not NEW, reason="sys.monitoring exists from CPython 3.12")
+def test_filtered_code_is_switched_off_after_its_first_call(runner):
+    """Excluded code answers DISABLE once per event location, however often it runs."""
+    proc = runner.run(
+        """
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl", exclude=r"::skipped$")
+def skipped():
+    return 1
+def kept():
+    return skipped()
+with ferrotrace.session("s"):
+    for _ in range(5000):
+        kept()
+ferrotrace.flush()
+st = ferrotrace.stats()
+print(st["recorded"], st["disabled_locations"], st["decisions"])
+""",
+        env={"FERROTRACE_BACKEND": "monitoring"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    recorded, disabled, decisions = map(int, proc.stdout.split())
+    assert recorded == 5000
+    # PY_START and the one PY_RETURN location of `skipped`, plus ferrotrace's own excluded
+    # frames (the session's __exit__): a handful, not one per call.
+    assert 2 <= disabled <= 10, disabled
+    assert decisions <= 5
+
+
+@pytest.mark.skipif(not NEW, reason="sys.monitoring exists from CPython 3.12")
+def test_monitoring_coexists_with_cprofile(runner):
+    records = runner.trace(
+        """
+import cProfile, pstats, ferrotrace
+ferrotrace.configure(output="trace.jsonl")
+def work():
+    return sum(range(10))
+prof = cProfile.Profile()
+prof.enable()
+with ferrotrace.session("s"):
+    work()
+prof.disable()
+names = {fn for (_, _, fn) in pstats.Stats(prof).stats}
+assert "work" in names, names
+""",
+        env={"FERROTRACE_BACKEND": "monitoring"},
+    )
+    assert [s["qualname"] for s in spans(records)] == ["work"]
+
+
+DIFFERENTIAL_PROGRAM = """
+import asyncio, threading, ferrotrace
+ferrotrace.configure(output="trace.jsonl", max_depth=40)
+
+def fact(n):
+    return 1 if n <= 1 else n * fact(n - 1)
+
+def gen(n):
+    for i in range(n):
+        yield fact(i)
+
+def delegating():
+    yield from gen(3)
+    return "done"
+
+class Fail(Exception):
+    pass
+
+def deep_raise(n):
+    if n == 0:
+        raise Fail("bottom")
+    return deep_raise(n - 1)
+
+def catches():
+    try:
+        deep_raise(3)
+    except Fail:
+        return "caught"
+
+def closes_early():
+    g = gen(10)
+    next(g)
+    g.close()
+
+def thrown_into():
+    g = gen(5)
+    next(g)
+    try:
+        g.throw(Fail("thrown"))
+    except Fail:
+        pass
+
+async def leaf(i):
+    await asyncio.sleep(0)
+    return fact(i)
+
+async def main():
+    return sum(await asyncio.gather(*(leaf(i) for i in range(3))))
+
+def worker():
+    with ferrotrace.session("worker"):
+        fact(4)
+
+with ferrotrace.session("main"):
+    fact(6)
+    list(delegating())
+    catches()
+    closes_early()
+    thrown_into()
+    asyncio.run(main())
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+"""
+
+
+def span_shape(records: list[dict]) -> list[tuple]:
+    """Each span as (qualname, parent qualname, depth, exception type), sorted."""
+    got = spans(records)
+    by_id = {s["span_id"]: s for s in got}
+    shape = []
+    for s in got:
+        parent = by_id.get(s.get("parent_span_id"))
+        exc = (s.get("exception") or {}).get("type")
+        shape.append((s["qualname"], parent["qualname"] if parent else None, s["depth"], exc))
+    return sorted(shape, key=repr)
+
+
+@pytest.mark.skipif(not NEW, reason="sys.monitoring exists from CPython 3.12")
+def test_both_backends_give_the_same_call_tree(runner):
+    """Recursion, generators (yield from, close, throw), exceptions, asyncio tasks and a
+    second thread come out identically from sys.monitoring and from setprofile."""
+    shapes = {}
+    for backend in ("setprofile", "monitoring"):
+        records = runner.trace(DIFFERENTIAL_PROGRAM, env={"FERROTRACE_BACKEND": backend})
+        shapes[backend] = span_shape(records)
+    assert len(shapes["monitoring"]) > 40
+    assert shapes["monitoring"] == shapes["setprofile"]
