@@ -34,8 +34,12 @@ pub unsafe extern "C" fn profile_hook(
         let _ = catch_unwind(AssertUnwindSafe(|| on_call(frame)));
     } else if what == ffi::PyTrace_RETURN {
         let _ = catch_unwind(AssertUnwindSafe(|| on_return(frame, arg)));
-    } else if what == ffi::PyTrace_C_CALL {
-        let _ = catch_unwind(AssertUnwindSafe(|| resolve_pending_exceptions()));
+    } else if what == ffi::PyTrace_C_CALL && recorder::any_pending_exceptions() {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(rec) = recorder::existing() {
+                resolve_pending_exceptions(rec);
+            }
+        }));
     }
     0
 }
@@ -45,11 +49,8 @@ pub unsafe extern "C" fn profile_hook(
 /// caught it: if the exception being handled there passed through the frames that exited,
 /// their spans get its type and message.
 #[inline(always)]
-unsafe fn resolve_pending_exceptions() {
-    let Some(rec) = recorder::existing() else {
-        return;
-    };
-    if rec.pending_exceptions.is_empty() {
+unsafe fn resolve_pending_exceptions(rec: &mut ThreadRecorder) {
+    if !rec.has_pending_exceptions() {
         return;
     }
     let max = runtime::state().map_or(256, |s| s.config.max_str);
@@ -82,7 +83,11 @@ pub unsafe fn on_unwind(exc: *mut ffi::PyObject) {
 
 #[inline(always)]
 unsafe fn on_call(frame: *mut ffi::PyFrameObject) {
-    resolve_pending_exceptions();
+    if recorder::any_pending_exceptions() {
+        if let Some(rec) = recorder::existing() {
+            resolve_pending_exceptions(rec);
+        }
+    }
     let Some(state) = runtime::state() else {
         return;
     };
@@ -118,7 +123,7 @@ unsafe fn on_return(frame: *mut ffi::PyFrameObject, arg: *mut ffi::PyObject) {
         return;
     };
     if !arg.is_null() {
-        resolve_pending_exceptions();
+        resolve_pending_exceptions(rec);
     }
     match rec.stack.last() {
         Some(top) if top.activation == frame as *mut ffi::PyObject => {}

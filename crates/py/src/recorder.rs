@@ -19,7 +19,7 @@ use ferrotrace_core::event::{
 use ferrotrace_core::ids::{IdGenerator, TraceId};
 use pyo3::ffi;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Set on an [`OpenFrame`] that stands for a call of recorded code that was not recorded
 /// (no sampled session, too deep): the monitoring backend matches returns by code object,
@@ -62,7 +62,7 @@ pub struct ThreadRecorder {
     pub saved_profiler: Option<SavedProfiler>,
     /// Spans in `buffer` that ended by an exception whose type is not known yet, with the
     /// frame it left (CPython < 3.12 hides the exception from profile functions).
-    pub pending_exceptions: Vec<(usize, *mut ffi::PyObject)>,
+    pending_exceptions: Vec<(usize, *mut ffi::PyObject)>,
     /// The frame of the span recorded last and its place in `buffer`: on 3.12+ the
     /// `PY_UNWIND` callback runs right after that frame's profile return and marks it.
     last_recorded: Option<(*mut ffi::PyObject, usize)>,
@@ -94,6 +94,16 @@ thread_local! {
 }
 
 static REGISTRY: GilCell<Vec<*mut ThreadRecorder>> = GilCell::new(Vec::new());
+
+/// Recorders holding spans that wait for an exception type (< 3.12), so the profile hook
+/// can skip the thread-local lookup on most events.
+static THREADS_WITH_PENDING: AtomicU32 = AtomicU32::new(0);
+
+/// True when some thread has spans waiting for an exception type.
+#[inline(always)]
+pub fn any_pending_exceptions() -> bool {
+    THREADS_WITH_PENDING.load(Ordering::Relaxed) != 0
+}
 
 /// The calling thread's recorder, if it has one.
 #[inline(always)]
@@ -168,6 +178,10 @@ pub unsafe fn for_each(state: &HookState, mut f: impl FnMut(&mut ThreadRecorder)
 pub unsafe fn forget_other_threads() {
     let me = existing().map_or(std::ptr::null_mut(), |r| r as *mut ThreadRecorder);
     REGISTRY.get().retain(|&p| p == me);
+    let pending = me
+        .as_ref()
+        .is_some_and(|r| !r.pending_exceptions.is_empty());
+    THREADS_WITH_PENDING.store(u32::from(pending), Ordering::Relaxed);
 }
 
 impl ThreadRecorder {
@@ -311,6 +325,12 @@ impl ThreadRecorder {
         }
     }
 
+    /// True when spans of this thread wait for an exception type.
+    #[inline(always)]
+    pub fn has_pending_exceptions(&self) -> bool {
+        !self.pending_exceptions.is_empty()
+    }
+
     /// Gives the spans awaiting an exception type the type of `exc` when it is the exception
     /// that left their frames; called with the exception being handled, if any.
     pub fn resolve_pending_exceptions(
@@ -321,6 +341,7 @@ impl ThreadRecorder {
         let Some(&(_, innermost)) = pending.first() else {
             return;
         };
+        THREADS_WITH_PENDING.fetch_sub(1, Ordering::Relaxed);
         let Some(info) = found(innermost) else { return };
         for (i, _) in pending {
             if let Some(span) = self.buffer.get_mut(i) {
@@ -344,7 +365,10 @@ impl ThreadRecorder {
 
     /// Hands the buffer to the pipeline.
     pub fn submit(&mut self, state: &HookState) {
-        self.pending_exceptions.clear();
+        if !self.pending_exceptions.is_empty() {
+            THREADS_WITH_PENDING.fetch_sub(1, Ordering::Relaxed);
+            self.pending_exceptions.clear();
+        }
         self.last_recorded = None;
         if !self.buffer.is_empty() {
             let full = std::mem::replace(&mut self.buffer, state.pipeline.take_buffer());
