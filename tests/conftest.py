@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-
 # The backend every traced program runs on (FERROTRACE_TEST_BACKEND=setprofile|monitoring);
 # unset means the default (`auto`). CI runs the suite once per backend on CPython 3.12+.
 # Programs started by tests inherit it as FERROTRACE_BACKEND.
