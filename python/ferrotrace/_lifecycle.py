@@ -52,7 +52,8 @@ def _register_unwind_callback() -> None:
     """On CPython 3.12+, ferrotrace takes a free sys.monitoring tool id (never PROFILER_ID,
     so cProfile and others keep theirs). The monitoring backend registers its callbacks
     there; under the setprofile backend, which cannot see exceptions, a PY_UNWIND callback
-    shows them to the profile hook."""
+    shows them to the profile hook. Either way the events are on only while a sampled
+    session runs."""
     monitoring = getattr(sys, "monitoring", None)
     if monitoring is None:
         return
@@ -63,7 +64,7 @@ def _register_unwind_callback() -> None:
                 _native.monitoring_install(tool)
                 return
             monitoring.register_callback(tool, monitoring.events.PY_UNWIND, _native.on_unwind)
-            monitoring.set_events(tool, monitoring.get_events(tool) | monitoring.events.PY_UNWIND)
+            _native.monitoring_install_unwind(tool)
             return
     logger.warning("ferrotrace: no free sys.monitoring tool id; exception types are not recorded")
 

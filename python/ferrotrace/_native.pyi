@@ -61,3 +61,5 @@ def backend_name() -> str:
     """The backend delivering calls: "monitoring" or "setprofile"."""
 
 def monitoring_install(tool: int) -> None: ...
+def monitoring_install_unwind(tool: int) -> None:
+    """Setprofile backend, 3.12+: PY_UNWIND on `tool` only while a sampled session runs."""

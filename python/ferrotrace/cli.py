@@ -34,7 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("trace")
     report.add_argument("--top", type=int, default=20)
 
-    sub.add_parser("config", help="print the effective configuration and validate it")
+    config = sub.add_parser("config", help="print the effective configuration and validate it")
+    config.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting given as an argument (as configure(name=value) would); repeatable",
+    )
     return p
 
 
@@ -92,8 +99,19 @@ def _run(args: argparse.Namespace) -> int:
     return 127  # pragma: no cover - execve does not return
 
 
-def _config() -> int:
-    rows, warnings = _native.config_report({}, _settings.environment())
+def _config(assignments: Sequence[str]) -> int:
+    args: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            print(f"ferrotrace config: --set wants NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        args[name.strip()] = value
+    try:
+        rows, warnings = _native.config_report(_settings.normalize(args), _settings.environment())
+    except ValueError as exc:  # a name that is no setting
+        print(f"ferrotrace config: {exc}", file=sys.stderr)
+        return 2
     width = max(len(r[0]) for r in rows)
     bad = 0
     for name, _env, value, source, _rule, error in rows:
@@ -116,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "report":
         return _report.main(args.trace, args.top)
-    return _config()
+    return _config(args.set)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,13 @@ use std::fmt;
 /// Where an effective value came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
+    /// A `configure()` keyword argument or a CLI flag.
     Argument,
+    /// A `FERROTRACE_*` variable.
     Environment,
+    /// An `OTEL_*` variable that applies to the setting.
+    OtelEnvironment,
+    /// Nothing was set.
     Default,
 }
 
@@ -23,6 +28,7 @@ impl Source {
         match self {
             Source::Argument => "argument",
             Source::Environment => "environment",
+            Source::OtelEnvironment => "OTEL environment",
             Source::Default => "default",
         }
     }
@@ -31,10 +37,27 @@ impl Source {
 /// A setting whose value breaks its rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The setting's upper-case name (`SAMPLE_RATE`); empty for a name that is no setting.
+    pub setting: &'static str,
     /// The variable as the user wrote it, e.g. `FERROTRACE_SAMPLE_RATE`.
     pub variable: String,
     pub value: String,
     pub rule: String,
+}
+
+impl ConfigError {
+    /// What the lenient parse (`ferrotrace.auto`) does instead of using the bad value.
+    pub fn fallback(&self) -> String {
+        if FILTER_SETTINGS.contains(&self.setting) {
+            "tracing is disabled rather than tracing everything".to_string()
+        } else if self.setting == "REDACT_VALUES" {
+            "the default redaction stays in force, without the extra patterns".to_string()
+        } else if let Some(s) = setting(self.setting) {
+            format!("using the default {:?}", s.default)
+        } else {
+            "ignored".to_string()
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -230,14 +253,14 @@ pub const SETTINGS: &[Setting] = &[
     setting!("REDACT_KEYS", "", "comma-separated key names"),
     setting!("REDACT_VALUES", "", "regular expressions separated by ';;'"),
     setting!("EXPORTER", "jsonl", "comma-separated exporters from: jsonl, chrome, otlp, http"),
-    setting!("OUTPUT", "ferrotrace.jsonl", "a file path (may contain {pid})"),
+    setting!("OUTPUT", "ferrotrace.jsonl", "a file path (may contain {pid}) in an existing directory, not a directory itself"),
     setting!("BATCH_SIZE", "512", "a whole number from 1 to 1000000"),
     setting!("FLUSH_INTERVAL_MS", "1000", "a whole number of milliseconds from 1 to 3600000"),
     setting!("MAX_QUEUE", "262144", "a whole number of spans from 1 to 100000000"),
     setting!("SHUTDOWN_TIMEOUT_MS", "5000", "a whole number of milliseconds from 0 to 600000"),
     setting!("FOLLOW_THREADS", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("SERVICE_NAME", "OTEL_SERVICE_NAME", "", "any text"),
-    setting!("CHROME_OUTPUT", "ferrotrace.chrome.json", "a file path (may contain {pid})"),
+    setting!("CHROME_OUTPUT", "ferrotrace.chrome.json", "a file path (may contain {pid}) in an existing directory, not a directory itself"),
     setting!("OTLP_ENDPOINT", ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"], "http://localhost:4318", "an http:// or https:// URL with a host (/v1/traces is appended unless it ends with it or comes from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"),
     setting!("OTLP_HEADERS", ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"], "", "comma-separated name=value pairs, percent-encoded, with valid header names"),
     setting!("OTLP_PROTOCOL", ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf", "one of http/protobuf, http/json (grpc is not supported)"),
@@ -247,17 +270,13 @@ pub const SETTINGS: &[Setting] = &[
     setting!("HTTP_ENDPOINT", "", "an http:// or https:// URL with a host, required by the http exporter; plain http to a non-loopback host only with FERROTRACE_ALLOW_INSECURE=1 when FERROTRACE_API_KEY is set"),
     setting!("API_KEY", "", "any text (sent as a bearer token by the http exporter)"),
     setting!("ALLOW_INSECURE", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
-    setting!("SPOOL_DIR", "", "a directory path (empty: $XDG_CACHE_HOME/ferrotrace/spool or ~/.cache/ferrotrace/spool)"),
+    setting!("SPOOL_DIR", "", "a directory path, not an existing file (empty: $XDG_CACHE_HOME/ferrotrace/spool or ~/.cache/ferrotrace/spool)"),
     setting!("SPOOL_MAX_MB", "64", "a whole number of MiB from 0 to 1048576 (0 disables the spool)"),
     setting!("DEBUG_EXPORT_DELAY_MS", "0", "a whole number of milliseconds from 0 to 60000 (test-only)"),
 ];
 
 /// Settings whose invalid value disables tracing under the lenient (auto) parse.
-const FILTER_VARIABLES: &[&str] = &[
-    "FERROTRACE_INCLUDE",
-    "FERROTRACE_EXCLUDE",
-    "FERROTRACE_EXCLUDE_FILES",
-];
+const FILTER_SETTINGS: &[&str] = &["INCLUDE", "EXCLUDE", "EXCLUDE_FILES"];
 
 /// Exporters this build knows.
 pub const KNOWN_EXPORTERS: &[&str] = &["jsonl", "chrome", "otlp", "http"];
@@ -291,6 +310,7 @@ pub fn resolve(
                 .map(|s| format!("; did you mean {:?}?", s.to_lowercase()))
                 .unwrap_or_default();
             return Err(ConfigError {
+                setting: "",
                 variable: key.to_lowercase(),
                 value: args[key].clone(),
                 rule: format!("not a ferrotrace setting{hint}"),
@@ -314,7 +334,7 @@ pub fn resolve(
         } else if let Some(v) = s.otel_envs().find_map(|o| env.get(o).map(|v| (o, v))) {
             RawValue {
                 value: v.1.clone(),
-                source: Source::Environment,
+                source: Source::OtelEnvironment,
                 origin: v.0.to_string(),
             }
         } else {
@@ -375,6 +395,7 @@ fn err(raw: &RawValue, s: &Setting) -> ConfigError {
         _ => raw.origin.clone(),
     };
     ConfigError {
+        setting: s.name,
         variable,
         value: raw.value.clone(),
         rule: s.rule.to_string(),
@@ -542,6 +563,35 @@ fn otlp_traces_url(raw: &RawValue, s: &Setting) -> Result<String, ConfigError> {
     }
 }
 
+/// An output file: not empty, not a directory, and (unless `{pid}` is in the directory part)
+/// in a directory that exists.
+fn parse_output_path(raw: &RawValue, s: &Setting) -> Result<String, ConfigError> {
+    let path = std::path::Path::new(&raw.value);
+    let dir_ok = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() && !d.to_string_lossy().contains("{pid}") => {
+            d.is_dir()
+        }
+        _ => true,
+    };
+    if raw.value.trim().is_empty() || path.is_dir() || !dir_ok {
+        Err(err(raw, s))
+    } else {
+        Ok(raw.value.clone())
+    }
+}
+
+/// The spool directory: empty (the per-user default) or a path that is not an existing
+/// non-directory.
+fn parse_spool_dir(raw: &RawValue, s: &Setting) -> Result<String, ConfigError> {
+    let dir = raw.value.trim();
+    let path = std::path::Path::new(dir);
+    if !dir.is_empty() && path.exists() && !path.is_dir() {
+        Err(err(raw, s))
+    } else {
+        Ok(dir.to_string())
+    }
+}
+
 fn split_list(value: &str, sep: &str) -> Vec<String> {
     value
         .split(sep)
@@ -657,6 +707,7 @@ impl Config {
             {
                 let (r, _) = get("HTTP_ENDPOINT");
                 errors.push(ConfigError {
+                    setting: "HTTP_ENDPOINT",
                     variable: r.origin.clone(),
                     value: r.value.clone(),
                     rule: format!(
@@ -729,15 +780,7 @@ impl Config {
             redact_keys: split_list(&get("REDACT_KEYS").0.value, ","),
             redact_values,
             exporters,
-            output: field!(
-                "OUTPUT",
-                |r: &RawValue, s: &Setting| if r.value.trim().is_empty() {
-                    Err(err(r, s))
-                } else {
-                    Ok(r.value.clone())
-                },
-                "ferrotrace.jsonl".to_string()
-            ),
+            output: field!("OUTPUT", parse_output_path, "ferrotrace.jsonl".to_string()),
             batch_size: field!("BATCH_SIZE", |r, s| parse_uint(r, s, 1, 1_000_000), 512) as usize,
             flush_interval_ms: field!(
                 "FLUSH_INTERVAL_MS",
@@ -758,11 +801,7 @@ impl Config {
             service_name: get("SERVICE_NAME").0.value.clone(),
             chrome_output: field!(
                 "CHROME_OUTPUT",
-                |r: &RawValue, s: &Setting| if r.value.trim().is_empty() {
-                    Err(err(r, s))
-                } else {
-                    Ok(r.value.clone())
-                },
+                parse_output_path,
                 "ferrotrace.chrome.json".to_string()
             ),
             otlp_endpoint: field!(
@@ -801,7 +840,7 @@ impl Config {
             http_endpoint,
             api_key,
             allow_insecure,
-            spool_dir: get("SPOOL_DIR").0.value.trim().to_string(),
+            spool_dir: field!("SPOOL_DIR", parse_spool_dir, String::new()),
             spool_max_mb: field!("SPOOL_MAX_MB", |r, s| parse_uint(r, s, 0, 1 << 20), 64),
             debug_export_delay_ms: field!(
                 "DEBUG_EXPORT_DELAY_MS",
@@ -810,12 +849,7 @@ impl Config {
             ),
         };
         let mut cfg = cfg;
-        if errors.iter().any(|e| {
-            FILTER_VARIABLES.iter().any(|v| {
-                e.variable.eq_ignore_ascii_case(v)
-                    || e.variable.eq_ignore_ascii_case(&v["FERROTRACE_".len()..])
-            })
-        }) {
+        if errors.iter().any(|e| FILTER_SETTINGS.contains(&e.setting)) {
             cfg.enabled = false;
         }
         (cfg, errors)
@@ -1080,6 +1114,79 @@ mod tests {
             !c.enabled,
             "a bad exclude must disable tracing, not trace everything"
         );
+    }
+
+    #[test]
+    fn a_bad_redaction_pattern_keeps_the_default_redaction() {
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[("FERROTRACE_REDACT_VALUES", "order-[0-9]+;;(")]),
+        )
+        .unwrap();
+        let (c, errs) = Config::parse_lenient(&raw);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].fallback().contains("default redaction"),
+            "{}",
+            errs[0].fallback()
+        );
+        let (redactor, _) = crate::redact::Redactor::new(&c.redact_keys, &c.redact_values);
+        let out = redactor.redact_value("mail alice@example.com about order-42");
+        assert!(!out.contains("alice@example.com"), "{out}");
+        assert!(
+            out.contains("order-42"),
+            "the broken list is dropped whole: {out}"
+        );
+    }
+
+    #[test]
+    fn sources_and_fallbacks_are_named() {
+        let raw = resolve(
+            &env(&[("CAPTURE", "args")]),
+            &env(&[
+                ("OTEL_SERVICE_NAME", "svc"),
+                ("FERROTRACE_MAX_DEPTH", "x"),
+                ("FERROTRACE_INCLUDE", "("),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(raw["CAPTURE"].source, Source::Argument);
+        assert_eq!(raw["SERVICE_NAME"].source, Source::OtelEnvironment);
+        assert_eq!(raw["MAX_DEPTH"].source, Source::Environment);
+        assert_eq!(raw["BATCH_SIZE"].source, Source::Default);
+        let (c, errs) = Config::parse_lenient(&raw);
+        assert!(!c.enabled);
+        let notes: Vec<String> = errs.iter().map(ConfigError::fallback).collect();
+        assert_eq!(
+            notes,
+            vec![
+                "using the default \"0\"".to_string(),
+                "tracing is disabled rather than tracing everything".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn output_paths_and_spool_dir_are_checked_on_disk() {
+        let dir = std::env::temp_dir();
+        let file = dir.join(format!("ferrotrace-config-test-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let check = |name: &str, value: &str| {
+            let raw = resolve(&BTreeMap::new(), &env(&[(name, value)])).unwrap();
+            Config::from_raw(&raw).is_ok()
+        };
+        let (d, f) = (dir.to_string_lossy(), file.to_string_lossy());
+        assert!(check("FERROTRACE_OUTPUT", &format!("{d}/t.jsonl")));
+        assert!(check("FERROTRACE_OUTPUT", "{pid}/t.jsonl"));
+        assert!(!check("FERROTRACE_OUTPUT", &d));
+        assert!(!check("FERROTRACE_OUTPUT", &format!("{f}/t.jsonl")));
+        assert!(!check(
+            "FERROTRACE_CHROME_OUTPUT",
+            &format!("{d}/missing-dir-ft/x.json")
+        ));
+        assert!(check("FERROTRACE_SPOOL_DIR", &format!("{d}/not-yet-there")));
+        assert!(!check("FERROTRACE_SPOOL_DIR", &f));
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod config_view;
 pub mod event;
 pub mod exporter;
 pub mod filter;

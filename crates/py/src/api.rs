@@ -7,6 +7,7 @@ use crate::runtime::{self, Environment, HookState};
 use crate::session::{self, Session};
 use ferrotrace_core::clock;
 use ferrotrace_core::config::{self, Backend, Config, ConfigError};
+use ferrotrace_core::config_view;
 use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::sampling::trace_id_ratio_sampled;
@@ -38,6 +39,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(on_unwind, m)?)?;
     m.add_function(wrap_pyfunction!(backend_name, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring_install, m)?)?;
+    m.add_function(wrap_pyfunction!(monitoring_install_unwind, m)?)?;
     Ok(())
 }
 
@@ -61,8 +63,18 @@ fn set_environment(default_prefixes: Vec<String>, cwd: String, python_version: S
     }
 }
 
-fn messages(errors: &[ConfigError]) -> Vec<String> {
-    errors.iter().map(ToString::to_string).collect()
+/// One line per invalid setting; in lenient mode each one also says which fallback applies.
+fn messages(errors: &[ConfigError], lenient: bool) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| {
+            if lenient {
+                format!("{e}; {}", e.fallback())
+            } else {
+                e.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Resolves `configure()`-style arguments (any case) over the environment and defaults.
@@ -99,11 +111,15 @@ fn configure(
 ) -> PyResult<Vec<String>> {
     let raw = resolve(args, &env)?;
     let (mut cfg, errors) = Config::parse_lenient(&raw);
-    let mut problems = messages(&errors);
+    let mut problems = messages(&errors, lenient);
     match backend::resolve(cfg.backend) {
         Ok(b) => cfg.backend = b,
         Err(e) => {
-            problems.push(e);
+            problems.push(if lenient {
+                format!("{e}; using setprofile")
+            } else {
+                e
+            });
             cfg.backend = Backend::SetProfile;
         }
     }
@@ -111,9 +127,6 @@ fn configure(
         return Err(PyValueError::new_err(problems.join("\n")));
     }
     let mut warnings = problems;
-    if !errors.is_empty() && !cfg.enabled {
-        warnings.push("tracing is disabled because a filter setting is invalid".to_string());
-    }
     warnings.extend(unknown_warnings(&env));
     // SAFETY: pyfunctions run with the GIL held.
     unsafe {
@@ -154,8 +167,9 @@ fn is_configured() -> bool {
     runtime::state().is_some()
 }
 
-/// The effective value of every setting and where it came from, for `ferrotrace config`:
-/// a list of (name, variable, value, source, rule, error-or-None), plus warnings.
+/// The effective value of every setting (secrets hidden; the given text when it is invalid)
+/// and where it came from, for `ferrotrace config`: a list of (name, variable, value,
+/// source, rule, error-or-None), plus warnings.
 #[pyfunction]
 #[allow(clippy::type_complexity)]
 fn config_report(
@@ -166,23 +180,29 @@ fn config_report(
     Vec<String>,
 )> {
     let raw = resolve(args, &env)?;
-    let (_, errors) = Config::parse_lenient(&raw);
+    let (cfg, errors) = Config::parse_lenient(&raw);
+    let backend_error = backend::resolve(cfg.backend).err();
     let rows = config::SETTINGS
         .iter()
         .map(|s| {
             let r = &raw[s.name];
             let error = errors
                 .iter()
-                .find(|e| e.variable == r.origin || e.variable == s.env)
-                .map(ToString::to_string);
+                .find(|e| e.setting == s.name)
+                .map(ToString::to_string)
+                .or_else(|| backend_error.clone().filter(|_| s.name == "BACKEND"));
             let origin = match r.source {
                 config::Source::Default => "default".to_string(),
                 _ => format!("{} ({})", r.source.as_str(), r.origin),
             };
+            let value = match &error {
+                Some(_) => r.value.clone(),
+                None => config_view::effective_value(&cfg, s.name).unwrap_or_default(),
+            };
             (
                 s.name.to_lowercase(),
                 s.env.to_string(),
-                r.value.clone(),
+                value,
                 origin,
                 s.rule.to_string(),
                 error,
@@ -481,4 +501,11 @@ fn backend_name() -> &'static str {
 #[pyfunction]
 fn monitoring_install(py: Python<'_>, tool: i32) -> PyResult<()> {
     monitoring::install(py, tool)
+}
+
+/// Under the setprofile backend on CPython 3.12+: `PY_UNWIND` on `tool` (its callback
+/// registered by the caller) is switched on only while a sampled session runs.
+#[pyfunction]
+fn monitoring_install_unwind(py: Python<'_>, tool: i32) -> PyResult<()> {
+    monitoring::install_unwind_only(py, tool)
 }

@@ -71,7 +71,9 @@ unsafe fn monitoring_active() -> bool {
     current() == Backend::Monitoring && monitoring::installed()
 }
 
-/// One more sampled session on the calling thread needs calls delivered.
+/// One more sampled session on the calling thread needs calls delivered. Under setprofile
+/// the session also claims the `PY_UNWIND` event (3.12+), so that nothing of ferrotrace's
+/// runs while no sampled session does.
 ///
 /// # Safety
 /// The GIL is held.
@@ -80,6 +82,7 @@ pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
         monitoring::retain(rec);
     } else {
         hook::retain_on_current_thread(rec);
+        monitoring::claim();
     }
 }
 
@@ -90,8 +93,9 @@ pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
 pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
     if monitoring_active() {
         monitoring::release(rec);
-    } else {
+    } else if rec.hook_refs > 0 {
         hook::release_on_current_thread(rec);
+        monitoring::unclaim();
     }
 }
 
@@ -105,6 +109,7 @@ pub unsafe fn remove_from_current_thread(rec: &mut ThreadRecorder) {
         monitoring::remove(rec);
     } else {
         hook::remove_from_current_thread(rec);
+        monitoring::drop_claims();
     }
 }
 

@@ -100,6 +100,25 @@ pub fn install(py: Python<'_>, tool: i32) -> PyResult<()> {
     Ok(())
 }
 
+/// For the setprofile backend on 3.12+: `PY_UNWIND` on `tool` (whose callback the caller
+/// registered) shows it the exceptions leaving frames. Like the monitoring backend's
+/// events, it is on only while a sampled session holds a claim.
+pub fn install_unwind_only(py: Python<'_>, tool: i32) -> PyResult<()> {
+    let module = py.import("sys")?.getattr("monitoring")?;
+    let mask: u64 = module.getattr("events")?.getattr("PY_UNWIND")?.extract()?;
+    let disable = module.getattr("DISABLE")?.unbind().into_ptr();
+    // SAFETY: the GIL is held (we have `py`).
+    unsafe {
+        *HANDLES.get() = Some(Handles {
+            disable,
+            module: module.unbind().into_ptr(),
+            mask,
+        });
+    }
+    TOOL.store(tool, Ordering::Release);
+    Ok(())
+}
+
 /// True once the callbacks are registered.
 pub fn installed() -> bool {
     TOOL.load(Ordering::Acquire) >= 0
@@ -146,11 +165,40 @@ pub unsafe fn restart_events() {
 /// The GIL is held.
 pub unsafe fn retain(rec: &mut ThreadRecorder) {
     rec.hook_refs += 1;
+    claim();
+}
+
+/// One more sampled session needs events; the first claim turns them on.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn claim() {
     let claims = CLAIMS.get();
     *claims += 1;
     if *claims == 1 {
         set_events(true);
     }
+}
+
+/// A sampled session no longer needs events; the last claim turns them off.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn unclaim() {
+    let claims = CLAIMS.get();
+    *claims = claims.saturating_sub(1);
+    if *claims == 0 {
+        set_events(false);
+    }
+}
+
+/// Drops every claim and turns events off.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn drop_claims() {
+    *CLAIMS.get() = 0;
+    set_events(false);
 }
 
 /// A session on this thread ended; the last claim in the process turns events off.
@@ -162,11 +210,7 @@ pub unsafe fn release(rec: &mut ThreadRecorder) {
         return;
     }
     rec.hook_refs -= 1;
-    let claims = CLAIMS.get();
-    *claims = claims.saturating_sub(1);
-    if *claims == 0 {
-        set_events(false);
-    }
+    unclaim();
 }
 
 /// Drops every claim and turns events off (at shutdown).
@@ -175,8 +219,7 @@ pub unsafe fn release(rec: &mut ThreadRecorder) {
 /// The GIL is held.
 pub unsafe fn remove(rec: &mut ThreadRecorder) {
     rec.hook_refs = 0;
-    *CLAIMS.get() = 0;
-    set_events(false);
+    drop_claims();
 }
 
 /// True when this thread receives ferrotrace's events.
