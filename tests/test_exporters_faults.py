@@ -81,6 +81,8 @@ def assert_delivered_once_or_spooled(run: Run, server: Server, spool: Path) -> N
     assert max(spooled.values(), default=1) == 1, "a span spooled twice"
     assert not set(got) & set(spooled), "a delivered span is still in the spool"
     assert set(got) | set(spooled) == run.expected
+    for path in spool.rglob("*"):
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
 
 
 def assert_drained_once(server: Server, spool: Path, *runs: Run) -> None:
@@ -141,6 +143,7 @@ def test_hanging_collector_bounds_exit_and_the_batch_is_spooled(runner, tmp_path
 def test_429_retry_after_seconds_and_http_date(runner, tmp_path):
     spool = tmp_path / "spool"
     with Server().start() as server:
+
         def in_two_seconds() -> dict[str, str]:
             # Whole seconds: the wait is between 1 and 2 s.
             return {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)}

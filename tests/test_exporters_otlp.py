@@ -97,8 +97,10 @@ OTLP_ENV = {
 }
 
 
-def run(runner, server: Server, **env: str) -> dict:
-    proc = runner.run(PROGRAM, env={**OTLP_ENV, "FERROTRACE_OTLP_ENDPOINT": server.url(), **env}, timeout=30)
+def run(runner, server: Server, **env: str | None) -> dict:
+    """Runs PROGRAM against `server`; a variable given as None is left unset."""
+    env = {**OTLP_ENV, "FERROTRACE_OTLP_ENDPOINT": server.url(), **env}
+    proc = runner.run(PROGRAM, env={k: v for k, v in env.items() if v is not None}, timeout=30)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout) if proc.stdout else {}
 
@@ -194,7 +196,14 @@ def test_protobuf_gzip_decodes_into_the_expected_spans(runner):
 
 def test_json_on_request_decodes_into_the_same_spans(runner):
     with Server().start() as server:
-        out = run(runner, server, OTEL_EXPORTER_OTLP_PROTOCOL="http/json", FERROTRACE_OTLP_COMPRESSION="none")
+        out = run(
+            runner,
+            server,
+            FERROTRACE_OTLP_ENDPOINT=None,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.port}",  # /v1/traces appended
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/json",
+            FERROTRACE_OTLP_COMPRESSION="none",
+        )
         (req,) = server.requests
         assert req.headers["content-type"] == "application/json"
         assert "content-encoding" not in req.headers
