@@ -115,8 +115,7 @@ class Server:
     """A threaded collector. `mode` is one of MODES: ok, 500 (every request fails), hang
     (accepts and never answers), partial (a partial_success rejecting one span); `script`
     queues one-shot answers such as 429 with Retry-After; `Server.refusing()` gives a port
-    where nothing listens (connection refused) that `start()` or `start_after()` opens later
-    (down, then up)."""
+    where nothing listens (connection refused) that `start()` opens later (down, then up)."""
 
     def __init__(self, mode: str = "ok", port: int = 0, host: str = "127.0.0.1") -> None:
         assert mode in MODES, mode
@@ -144,13 +143,6 @@ class Server:
         self._thread.daemon = True
         self._thread.start()
         return self
-
-    def start_after(self, seconds: float, mode: str = "ok") -> threading.Timer:
-        """Opens the port `seconds` from now (down-then-up)."""
-        t = threading.Timer(seconds, self.start, kwargs={"mode": mode})
-        t.daemon = True
-        t.start()
-        return t
 
     def stop(self) -> None:
         self.collector.release.set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -160,7 +161,16 @@ def test_429_retry_after_seconds_and_http_date(runner, tmp_path):
 def test_down_then_up_is_delivered_by_retrying(runner, tmp_path):
     spool = tmp_path / "spool"
     server = Server.refusing()
-    server.start_after(0.8)
+
+    def up_soon_after_configure() -> None:
+        # The trace file appears at configure(); the first send follows within 100 ms.
+        deadline = time.monotonic() + 20
+        while not (runner.tmp / "flaky.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.8)
+        server.start()
+
+    threading.Thread(target=up_soon_after_configure, daemon=True).start()
     try:
         run = Run(runner, server, spool, "flaky", FERROTRACE_SHUTDOWN_TIMEOUT_MS="6000")
         assert_drained_once(server, spool, run)
