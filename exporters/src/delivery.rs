@@ -5,9 +5,8 @@
 //! The export thread only converts and enqueues, so a slow or dead endpoint never stalls it
 //! or the other exporters. The sender retries 429/502/503/504 and connection errors with
 //! exponential backoff and jitter, honouring `Retry-After` (seconds or an HTTP-date). A
-//! batch it cannot
-//! deliver goes to the spool; while the endpoint is down, new batches go straight to the
-//! spool, and once it answers again the spool is replayed oldest first. At shutdown, what is
+//! batch it cannot deliver goes to the spool; while the endpoint is down, new batches go
+//! straight to the spool, and once it answers again the spool is replayed oldest first. At shutdown, what is
 //! still queued or in flight when the deadline passes is spooled, not lost; a send still
 //! hanging then is abandoned (its thread is not joined), and should its 2xx still arrive
 //! before the process exits, the spooled copy is deleted so it is not delivered twice.
