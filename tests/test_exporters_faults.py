@@ -134,11 +134,17 @@ def test_hanging_collector_bounds_exit_and_the_batch_is_spooled(runner, tmp_path
     assert server.requests, "the collector was reached"
     assert not server.spans(), "nothing was answered"
     assert_delivered_once_or_spooled(hung, server, spool)
+    # The next process replays the spool into the same hanging collector: exit stays bounded
+    # and the spool keeps both processes' spans (the stuck file's claim dies with it).
+    replaying = Run(runner, server, spool, "replaying")
+    assert not server.spans()
+    assert Counter(s.span_id for s in spool_spans(spool)) == Counter(hung.expected | replaying.expected)
     server.stop()
     with Server(port=server.port).start() as again:
         fine = Run(runner, again, spool, "fine")
-        assert_drained_once(again, spool, hung, fine)
+        assert_drained_once(again, spool, hung, replaying, fine)
         assert_unaffected(hung, fine)
+        assert_unaffected(replaying, fine)
 
 
 def test_429_retry_after_seconds_and_http_date(runner, tmp_path):
