@@ -764,6 +764,30 @@ mod tests {
     }
 
     #[test]
+    fn the_spool_drains_in_order_once_the_endpoint_is_back() {
+        let (url, port) = refused_url();
+        let root = spool_root("back");
+        let counters = Arc::new(Counters::default());
+        let mut d = start(&url, Some(&root), &counters, Duration::from_secs(5));
+        for tag in 0..3 {
+            d.enqueue(payload(tag));
+        }
+        wait_until("the batches to be spooled", || {
+            counters.snapshot().spooled == 6
+        });
+        let server = TestServer::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), vec![]);
+        wait_until("the replay", || server.requests().len() == 3);
+        d.enqueue(payload(9));
+        d.shutdown();
+        let tags: Vec<u8> = server.requests().iter().map(|r| r.body[0]).collect();
+        assert_eq!(tags, vec![0, 1, 2, 9], "oldest first, each once");
+        let s = counters.snapshot();
+        assert_eq!((s.spool_replayed, s.network_delivered), (6, 8));
+        assert_eq!(spool_files(&root), 0);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn a_late_2xx_takes_the_batch_out_of_the_spool() {
         let server = TestServer::start(vec![Reply::Late(Duration::from_millis(700))]);
         let root = spool_root("late");
