@@ -1,12 +1,16 @@
 //! The `chrome` exporter: Trace Event Format JSON that Perfetto UI, chrome://tracing and
 //! speedscope open.
 //!
-//! The file is one JSON array written incrementally: `[`, then one event per line, each
-//! followed by `,`. The format allows the closing `]` (and a trailing comma) to be missing,
-//! so a process killed mid-run still leaves a loadable file; every event reaches the file
-//! whole, because it is rendered first and handed to the buffered writer in one call. A
-//! clean shutdown ends the array with a process-scoped `ferrotrace meta` instant event that
-//! carries the counters, and `]`.
+//! The file is one JSON array written incrementally: `[`, the process name, then one event
+//! per line, each preceded by `,`. The format allows the closing `]` to be missing, and the
+//! file never ends in a comma, so a process killed mid-run still leaves a file that is valid
+//! JSON once `]` is appended (what Perfetto and chrome://tracing do); every event reaches
+//! the file whole: it is rendered first and handed to the buffered writer in one call, and
+//! an event that would straddle a 4 KiB boundary of the file is moved past it with
+//! whitespace, because a write cut short by SIGKILL stops at such a boundary (the kernel
+//! copies page-aligned chunks and checks for a fatal signal between them). A clean shutdown
+//! ends the array with a process-scoped `ferrotrace meta` instant event that carries the
+//! counters, and `]`.
 //!
 //! Timestamps are microseconds (with a fractional part) on the process's monotonic clock,
 //! so nanosecond durations survive the parsers' doubles. Each call is a complete event
@@ -43,7 +47,12 @@ pub struct ChromeExporter {
     next_compact_tid: u64,
     /// One event rendered here, then written in one call.
     scratch: Vec<u8>,
+    /// Bytes handed to the file so far (its size once flushed).
+    offset: u64,
 }
+
+/// The alignment of the points where the kernel may cut a write short (a page).
+const CUT_ALIGN: u64 = 4096;
 
 /// Appends `ns` as microseconds with three decimals.
 fn push_micros(out: &mut Vec<u8>, ns: u64) {
@@ -65,6 +74,7 @@ impl ChromeExporter {
             tracks: HashMap::new(),
             next_compact_tid: FIRST_COMPACT_TID,
             scratch: Vec::with_capacity(1024),
+            offset: 0,
         };
         let label = if service_name.is_empty() {
             format!("python (pid {pid})")
@@ -73,8 +83,9 @@ impl ChromeExporter {
         };
         let mut head = format!("[\n{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":{pid},\"tid\":0,\"args\":{{\"name\":");
         push_str(&mut head, &label);
-        head.push_str("}},\n");
+        head.push_str("}}");
         e.out.write_all(head.as_bytes())?;
+        e.offset = head.len() as u64;
         e.out.flush()?;
         Ok(e)
     }
@@ -96,9 +107,9 @@ impl ChromeExporter {
             self.next_compact_tid - 1
         };
         self.tracks.insert(thread_id, tid);
-        let _ = writeln!(
+        let _ = write!(
             self.scratch,
-            "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{},\"tid\":{tid},\"args\":{{\"name\":\"thread {thread_id}\"}}}},",
+            ",\n{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{},\"tid\":{tid},\"args\":{{\"name\":\"thread {thread_id}\"}}}}",
             self.pid
         );
         tid
@@ -130,7 +141,7 @@ impl ChromeExporter {
             n
         });
         let w = &mut self.scratch;
-        w.push(b'{');
+        w.extend_from_slice(b",\n{");
         w.extend_from_slice(name.as_bytes());
         w.extend_from_slice(b",\"ph\":\"X\",\"ts\":");
         push_micros(w, s.start_ns);
@@ -184,7 +195,7 @@ impl ChromeExporter {
             }
             None => {}
         }
-        w.extend_from_slice(b"}},\n");
+        w.extend_from_slice(b"}}");
     }
 
     fn render_session(&mut self, s: &SessionRecord) {
@@ -195,7 +206,7 @@ impl ChromeExporter {
         } else {
             s.tag.as_str()
         };
-        w.extend_from_slice(b"{\"name\":");
+        w.extend_from_slice(b",\n{\"name\":");
         let _ = write_str(w, &format!("session {tag}"));
         w.extend_from_slice(b",\"cat\":\"session\",");
         match s.end_ns {
@@ -230,12 +241,23 @@ impl ChromeExporter {
             w.push(b':');
             let _ = write_str(w, v);
         }
-        w.extend_from_slice(b"}}},\n");
+        w.extend_from_slice(b"}}}");
     }
 
-    /// Hands the rendered events to the writer in one call and clears the scratch buffer.
+    /// Hands the rendered events to the writer in one call and clears the scratch buffer,
+    /// first padding the file with spaces to the next 4 KiB boundary when the events would
+    /// straddle it (and fit after it).
     fn emit(&mut self) -> std::io::Result<()> {
-        let r = self.out.write_all(&self.scratch);
+        let len = self.scratch.len() as u64;
+        let room = CUT_ALIGN - self.offset % CUT_ALIGN;
+        let mut r = Ok(());
+        if len > room && len <= CUT_ALIGN {
+            const SPACES: [u8; CUT_ALIGN as usize] = [b' '; CUT_ALIGN as usize];
+            r = self.out.write_all(&SPACES[..room as usize]);
+            self.offset += room;
+        }
+        let r = r.and_then(|()| self.out.write_all(&self.scratch));
+        self.offset += len;
         self.scratch.clear();
         r
     }
@@ -275,7 +297,7 @@ impl Exporter for ChromeExporter {
 
     fn shutdown(&mut self, counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError> {
         let w = &mut self.scratch;
-        w.extend_from_slice(b"{\"name\":\"ferrotrace meta\",\"cat\":\"ferrotrace\",\"ph\":\"i\",\"s\":\"p\",\"ts\":");
+        w.extend_from_slice(b",\n{\"name\":\"ferrotrace meta\",\"cat\":\"ferrotrace\",\"ph\":\"i\",\"s\":\"p\",\"ts\":");
         push_micros(w, now_ns());
         let _ = write!(
             w,
@@ -427,6 +449,25 @@ mod tests {
     }
 
     #[test]
+    fn no_event_straddles_a_page_boundary() {
+        let (dir, ctx, f) = setup("aligned");
+        let mut e = ChromeExporter::create(dir.join("t.json").to_str().unwrap(), 42, "").unwrap();
+        for _ in 0..50 {
+            write_trace(&mut e, &ctx, f);
+        }
+        e.flush().unwrap();
+        let text = std::fs::read(dir.join("t.json")).unwrap();
+        assert!(text.len() > 3 * CUT_ALIGN as usize);
+        for cut in (CUT_ALIGN as usize..text.len()).step_by(CUT_ALIGN as usize) {
+            let mut prefix = text[..cut].to_vec();
+            prefix.push(b']');
+            let v: Value = serde_json::from_slice(&prefix).unwrap_or_else(|e| panic!("{cut}: {e}"));
+            assert!(events(&v).len() > 1);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn killed_process_leaves_a_loadable_prefix() {
         let (dir, ctx, f) = setup("killed");
         let mut e = ChromeExporter::create(dir.join("t.json").to_str().unwrap(), 42, "").unwrap();
@@ -434,8 +475,8 @@ mod tests {
         e.flush().unwrap();
         std::mem::forget(e);
         let text = std::fs::read_to_string(dir.join("t.json")).unwrap();
-        assert!(text.ends_with(",\n"), "every event is followed by a comma");
-        let closed = format!("{}]", text.strip_suffix(",\n").unwrap());
+        assert!(text.ends_with('}'), "no trailing comma");
+        let closed = format!("{text}]");
         let v: Value = serde_json::from_str(&closed).unwrap();
         assert_eq!(events(&v).iter().filter(|e| e["ph"] == "X").count(), 4);
         std::fs::remove_dir_all(dir).unwrap();

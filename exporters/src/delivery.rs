@@ -4,16 +4,20 @@
 //!
 //! The export thread only converts and enqueues, so a slow or dead endpoint never stalls it
 //! or the other exporters. The sender retries 429/502/503/504 and connection errors with
-//! exponential backoff and jitter, honouring `Retry-After` (seconds). A batch it cannot
-//! deliver goes to the spool; while the endpoint is down, new batches go straight to the
-//! spool, and once it answers again the spool is replayed oldest first. At shutdown, what is
-//! still queued or in flight when the deadline passes is spooled, not lost.
+//! exponential backoff and jitter, honouring `Retry-After` (seconds or an HTTP-date). A
+//! batch it cannot deliver goes to the spool; while the endpoint is down, new batches go
+//! straight to the spool, and once it answers again the spool is replayed oldest first. At shutdown, what is
+//! still queued or in flight when the deadline passes is spooled, not lost; a send still
+//! hanging then is abandoned (its thread is not joined), and should its 2xx still arrive
+//! before the process exits, the spooled copy is deleted so it is not delivered twice.
 
+use crate::retry_after;
 use crate::spool::{Payload, Spool};
 use ferrotrace_core::ids::random_u64;
 use ferrotrace_core::metrics::Counters;
 use std::collections::VecDeque;
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -116,6 +120,10 @@ struct State {
     queue: VecDeque<Payload>,
     /// The batch the sender is sending; shutdown takes it when the deadline passes.
     inflight: Option<Payload>,
+    /// Where shutdown spooled the in-flight batch it took.
+    inflight_spooled: Option<PathBuf>,
+    /// The sender is sending (a queued batch or a spool file).
+    busy: bool,
     /// Set when shutdown begins.
     deadline: Option<Instant>,
     /// Shutdown took everything: the sender exits.
@@ -134,11 +142,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Spools `p`, or counts it as lost when there is no spool.
-    fn spool(&self, p: &Payload) {
+    /// Spools `p`, or counts it as lost when there is no spool; returns the spool file.
+    fn spool(&self, p: &Payload) -> Option<PathBuf> {
         match &self.spool {
             Some(s) => s.write(p),
-            None => Counters::add(&self.counters.spool_dropped, p.spans),
+            None => {
+                Counters::add(&self.counters.spool_dropped, p.spans);
+                None
+            }
         }
     }
 }
@@ -169,6 +180,8 @@ impl Delivery {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 inflight: None,
+                inflight_spooled: None,
+                busy: false,
                 deadline: None,
                 stopped: false,
             }),
@@ -216,14 +229,15 @@ impl Delivery {
         }
     }
 
-    /// Waits, at most until the shared shutdown deadline, for the queue to be delivered;
-    /// then spools whatever is still queued or in flight and stops the sender.
+    /// Waits, at most until the shared shutdown deadline, for the queue to be delivered
+    /// (and a spool file being replayed to be sent); then spools whatever is still queued
+    /// or in flight and stops the sender, joining it only when it is not stuck in a send.
     pub fn shutdown(&mut self) {
         let deadline = self.budget.deadline();
         let mut st = self.shared.lock();
         st.deadline = Some(deadline);
         self.shared.wake.notify_all();
-        while !st.queue.is_empty() || st.inflight.is_some() {
+        while !st.queue.is_empty() || st.inflight.is_some() || st.busy {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -235,16 +249,18 @@ impl Delivery {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        let mut left: Vec<Payload> = st.inflight.take().into_iter().collect();
-        left.extend(st.queue.drain(..));
-        st.stopped = true;
-        for p in &left {
-            self.shared.spool(p);
+        if let Some(p) = st.inflight.take() {
+            st.inflight_spooled = self.shared.spool(&p);
         }
+        for p in st.queue.drain(..) {
+            self.shared.spool(&p);
+        }
+        st.stopped = true;
+        let stuck = st.busy;
         self.shared.wake.notify_all();
         drop(st);
         if let Some(t) = self.thread.take() {
-            if left.is_empty() {
+            if !stuck {
                 let _ = t.join();
             }
         }
@@ -294,6 +310,8 @@ impl Sender {
                 Next::Send(p) => self.send_queued(p),
                 Next::Replay => self.replay(),
             }
+            self.shared.lock().busy = false;
+            self.shared.wake.notify_all();
         }
     }
 
@@ -306,6 +324,7 @@ impl Sender {
             }
             if let Some(p) = st.queue.pop_front() {
                 st.inflight = Some(p.clone());
+                st.busy = true;
                 return Some(Next::Send(p));
             }
             if st.deadline.is_some() {
@@ -318,6 +337,7 @@ impl Sender {
                 Some(t) if t > now => (t - now).min(IDLE_POLL),
                 _ => {
                     if self.shared.spool.as_ref().is_some_and(Spool::has_files) {
+                        st.busy = true;
                         return Some(Next::Replay);
                     }
                     IDLE_POLL
@@ -352,6 +372,13 @@ impl Sender {
         let counters = &self.shared.counters;
         let mut st = self.shared.lock();
         if st.inflight.take().is_none() {
+            // Shutdown spooled this batch meanwhile: a late 2xx takes it back out.
+            let spooled = st.inflight_spooled.take();
+            if let (Outcome::Delivered(_), Some(path)) = (&outcome, spooled) {
+                if std::fs::remove_file(path).is_ok() {
+                    Counters::add(&counters.network_delivered, p.spans);
+                }
+            }
             return;
         }
         match outcome {
@@ -496,8 +523,7 @@ impl Sender {
                 .map(str::to_string)
         };
         let retry_after = header("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| retry_after::parse(&v, std::time::SystemTime::now()));
         let ct = header("content-type").unwrap_or_default();
         let mut body = Vec::new();
         let _ = resp
@@ -713,6 +739,93 @@ mod tests {
             (s.spooled, s.network_delivered),
             (4, 0),
             "in-flight and queued batches are spooled"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let t = Instant::now();
+        while !cond() {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn spool_files(root: &std::path::Path) -> usize {
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
+            .sum()
+    }
+
+    #[test]
+    fn the_spool_drains_in_order_once_the_endpoint_is_back() {
+        let (url, port) = refused_url();
+        let root = spool_root("back");
+        let counters = Arc::new(Counters::default());
+        let mut d = start(&url, Some(&root), &counters, Duration::from_secs(5));
+        for tag in 0..3 {
+            d.enqueue(payload(tag));
+        }
+        wait_until("the batches to be spooled", || {
+            counters.snapshot().spooled == 6
+        });
+        let server = TestServer::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), vec![]);
+        wait_until("the replay", || server.requests().len() == 3);
+        d.enqueue(payload(9));
+        d.shutdown();
+        let tags: Vec<u8> = server.requests().iter().map(|r| r.body[0]).collect();
+        assert_eq!(tags, vec![0, 1, 2, 9], "oldest first, each once");
+        let s = counters.snapshot();
+        assert_eq!((s.spool_replayed, s.network_delivered), (6, 8));
+        assert_eq!(spool_files(&root), 0);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_late_2xx_takes_the_batch_out_of_the_spool() {
+        let server = TestServer::start(vec![Reply::Late(Duration::from_millis(700))]);
+        let root = spool_root("late");
+        let counters = Arc::new(Counters::default());
+        let mut d = start(
+            &server.url("/"),
+            Some(&root),
+            &counters,
+            Duration::from_millis(400),
+        );
+        d.enqueue(payload(1));
+        wait_until("the request", || !server.requests().is_empty());
+        d.shutdown();
+        assert_eq!(counters.snapshot().spooled, 2, "shutdown spooled the batch");
+        wait_until("the late 2xx", || {
+            counters.snapshot().network_delivered == 2
+        });
+        assert_eq!(spool_files(&root), 0, "no copy left to deliver twice");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_replay_hanging_at_shutdown_does_not_delay_it() {
+        let server = TestServer::start(vec![Reply::Hang(Duration::from_secs(10))]);
+        let url = server.url("/");
+        let root = spool_root("replay-hang");
+        let counters = Arc::new(Counters::default());
+        Spool::open(&root, "test", &url, 1 << 20, Arc::clone(&counters))
+            .unwrap()
+            .write(&payload(3));
+        let mut d = start(&url, Some(&root), &counters, Duration::from_secs(1));
+        wait_until("the replayed request", || !server.requests().is_empty());
+        let t = Instant::now();
+        d.shutdown();
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "shutdown took {:?}",
+            t.elapsed()
         );
         std::fs::remove_dir_all(root).unwrap();
     }

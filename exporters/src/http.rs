@@ -3,13 +3,14 @@
 //! its own sender thread with the same retries and spool as `otlp`.
 //!
 //! The configuration refuses a key over plain http to a non-loopback host unless
-//! `FERROTRACE_ALLOW_INSECURE=1` (see [`ferrotrace_core::config`]).
+//! `FERROTRACE_ALLOW_INSECURE=1` (see [`ferrotrace_core::config`]); where that refusal is
+//! only a warning (`ferrotrace.auto`), the exporter still never sends the key there.
 
 use crate::delivery::{gzip, Delivery, Endpoint};
 use crate::factory::NetworkOptions;
 use crate::jsonl::JsonlRenderer;
 use crate::spool::Payload;
-use ferrotrace_core::config::Config;
+use ferrotrace_core::config::{is_loopback_host, parse_http_url, Config};
 use ferrotrace_core::event::{SessionRecord, SpanRecord};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::metrics::Snapshot;
@@ -37,11 +38,18 @@ fn nothing_rejected(_body: &[u8], _content_type: &str) -> u64 {
     0
 }
 
+/// The API key may go to the endpoint: over https, to this machine, or explicitly allowed.
+pub fn key_allowed(config: &Config) -> bool {
+    config.allow_insecure
+        || parse_http_url(&config.http_endpoint)
+            .is_some_and(|u| u.scheme == "https" || is_loopback_host(&u.host))
+}
+
 impl HttpExporter {
     /// Starts the exporter for process `pid` and its sender thread.
     pub fn new(config: &Config, pid: u32, net: &NetworkOptions) -> std::io::Result<HttpExporter> {
         let mut headers = Vec::new();
-        if !config.api_key.0.is_empty() {
+        if !config.api_key.0.is_empty() && key_allowed(config) {
             headers.push((
                 "Authorization".to_string(),
                 format!("Bearer {}", config.api_key.0),
@@ -195,5 +203,23 @@ mod tests {
         assert_eq!(lines[2]["span_id"], "0000000000000003");
         assert_eq!(lines[3]["type"], "meta");
         assert_eq!(counters.snapshot().network_delivered, 3);
+    }
+
+    #[test]
+    fn the_key_goes_in_clear_only_to_this_machine_or_when_allowed() {
+        let mut config = Config::defaults();
+        for (url, allowed) in [
+            ("https://ingest.example/v1", true),
+            ("http://127.0.0.1:9/v1", true),
+            ("http://[::1]:9/v1", true),
+            ("http://ingest.example/v1", false),
+            ("http://0.0.0.0:9/v1", false),
+        ] {
+            config.http_endpoint = url.into();
+            config.allow_insecure = false;
+            assert_eq!(key_allowed(&config), allowed, "{url}");
+            config.allow_insecure = true;
+            assert!(key_allowed(&config), "{url}");
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod json;
 pub mod jsonl;
 pub mod otlp;
 pub mod output;
+pub mod retry_after;
 pub mod spool;
 #[cfg(test)]
 mod testserver;

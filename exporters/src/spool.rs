@@ -122,17 +122,23 @@ impl Spool {
         }
     }
 
-    /// Writes `p` as the newest file, dropping the oldest files beyond the cap. A payload
-    /// that cannot be kept (larger than the cap, or a write error) is counted as dropped.
-    pub fn write(&self, p: &Payload) {
-        if self.try_write(p).is_ok() {
-            Counters::add(&self.counters.spooled, p.spans);
-        } else {
-            Counters::add(&self.counters.spool_dropped, p.spans);
+    /// Writes `p` as the newest file, dropping the oldest files beyond the cap, and returns
+    /// the file. A payload that cannot be kept (larger than the cap, or a write error) is
+    /// counted as dropped.
+    pub fn write(&self, p: &Payload) -> Option<PathBuf> {
+        match self.try_write(p) {
+            Ok(path) => {
+                Counters::add(&self.counters.spooled, p.spans);
+                Some(path)
+            }
+            Err(_) => {
+                Counters::add(&self.counters.spool_dropped, p.spans);
+                None
+            }
         }
     }
 
-    fn try_write(&self, p: &Payload) -> io::Result<()> {
+    fn try_write(&self, p: &Payload) -> io::Result<PathBuf> {
         let header = format!(
             "{MAGIC} spans={} gzip={} content-type={}\n",
             p.spans,
@@ -174,7 +180,9 @@ impl Spool {
         f.write_all(header.as_bytes())?;
         f.write_all(&p.body)?;
         f.sync_data()?;
-        fs::rename(&tmp, self.dir.join(format!("{name}{SUFFIX}")))
+        let path = self.dir.join(format!("{name}{SUFFIX}"));
+        fs::rename(&tmp, &path)?;
+        Ok(path)
     }
 
     /// Claims the oldest unclaimed file, or None when the spool is empty.

@@ -16,6 +16,8 @@ pub enum Reply {
     Status(u16, Vec<(&'static str, String)>, Vec<u8>),
     /// Read the request, then hold the connection this long without answering.
     Hang(Duration),
+    /// Read the request, then answer 200 after this long.
+    Late(Duration),
 }
 
 /// A request as received.
@@ -80,7 +82,12 @@ impl TestServer {
                 };
                 rec.lock().unwrap().push(req);
                 let mut stream = stream;
-                match script.next().unwrap_or(Reply::Status(200, vec![], vec![])) {
+                let mut reply = script.next().unwrap_or(Reply::Status(200, vec![], vec![]));
+                if let Reply::Late(d) = reply {
+                    wait(d, &st);
+                    reply = Reply::Status(200, vec![], vec![]);
+                }
+                match reply {
                     Reply::Status(code, headers, body) => {
                         let mut head = format!(
                             "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -93,12 +100,7 @@ impl TestServer {
                         let _ = stream.write_all(head.as_bytes());
                         let _ = stream.write_all(&body);
                     }
-                    Reply::Hang(d) => {
-                        let until = Instant::now() + d;
-                        while Instant::now() < until && !st.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                    }
+                    Reply::Hang(d) | Reply::Late(d) => wait(d, &st),
                 }
             }
         });
@@ -127,6 +129,14 @@ impl Drop for TestServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Sleeps `d`, cut short when the server stops.
+fn wait(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

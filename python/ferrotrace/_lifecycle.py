@@ -44,8 +44,33 @@ def _register_process_hooks() -> None:
     _hooks_registered = True
     atexit.register(_at_exit)
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_native.after_fork_child)
+        os.register_at_fork(before=_before_fork, after_in_child=_native.after_fork_child)
     _register_unwind_callback()
+
+
+class _ForkToken:
+    """Keeps ferrotrace's entry in multiprocessing's after-fork registry (held weakly) alive."""
+
+
+_fork_token: _ForkToken | None = None
+
+
+def _before_fork() -> None:
+    """multiprocessing's fork children leave by os._exit, which skips atexit; once
+    multiprocessing is in use, each of them gets a finalizer that exports its spans.
+    Registered here, not at import, so that ferrotrace never imports multiprocessing."""
+    global _fork_token
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _fork_token is not None:
+        return
+    _fork_token = _ForkToken()
+    util.register_after_fork(_fork_token, _flush_at_worker_exit)
+
+
+def _flush_at_worker_exit(_token: object) -> None:
+    """In a multiprocessing child: shut down (export everything) when the child exits."""
+    util = sys.modules["multiprocessing.util"]
+    util.Finalize(None, _at_exit, exitpriority=0)
 
 
 def _register_unwind_callback() -> None:

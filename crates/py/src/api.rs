@@ -273,7 +273,8 @@ fn session_start(
 
 /// Ends a session: its calls still open on this thread are written as unfinished, its end
 /// is recorded and, if it was the last session on this thread, the previous profiler is put
-/// back.
+/// back. In a forked child, a session the parent started is only marked ended: its end is
+/// the parent's to record.
 #[pyfunction]
 fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
     let s = session.get();
@@ -286,7 +287,9 @@ fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
         let Some(rec) = recorder::current(state) else {
             return Ok(());
         };
-        if s.info.sampled && state.recording.load(Ordering::Relaxed) {
+        // A session inherited through fork belongs to the parent, which records its end.
+        let own = s.pid == std::process::id();
+        if own && s.info.sampled && state.recording.load(Ordering::Relaxed) {
             let key = s.info.key;
             if s.process_wide {
                 recorder::for_each(state, |r| {
@@ -430,6 +433,7 @@ fn after_fork_child(py: Python<'_>) -> PyResult<()> {
     let pid = std::process::id();
     let mut cfg = prev.config.clone();
     cfg.output = runtime::per_process_output(&cfg.output, pid);
+    cfg.chrome_output = runtime::per_process_output(&cfg.chrome_output, pid);
     // SAFETY: pyfunctions run with the GIL held; right after fork only this thread exists.
     unsafe {
         recorder::forget_other_threads();

@@ -61,6 +61,8 @@ pub struct Session {
     pub hooked_thread: AtomicU64,
     pub ended: AtomicBool,
     pub process_wide: bool,
+    /// The process that created the session; only that process records its end.
+    pub pid: u32,
 }
 
 #[pymethods]
@@ -306,5 +308,6 @@ pub fn new_session(
         hooked_thread: AtomicU64::new(0),
         ended: AtomicBool::new(false),
         process_wide,
+        pid: std::process::id(),
     }
 }
