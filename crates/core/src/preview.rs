@@ -148,23 +148,12 @@ impl<'a> PreviewWriter<'a> {
     /// characters with a `…[+N chars]` marker.
     pub fn str(&mut self, text: &str, total_chars: usize) {
         self.separator();
-        let given = text.chars().count();
         let redacted = self.redactor.redact_value(text);
+        let (shown, hidden) = cut(text, &redacted, total_chars, self.limits.max_str);
         self.out.push('"');
-        let hidden = total_chars.saturating_sub(given);
-        match redacted.char_indices().nth(self.limits.max_str) {
-            Some((cut, _)) => {
-                let shown = &redacted[..cut];
-                let rest = redacted[cut..].chars().count() + hidden;
-                escape_into(self.out, shown);
-                let _ = write!(self.out, "…[+{rest} chars]");
-            }
-            None => {
-                escape_into(self.out, &redacted);
-                if hidden > 0 {
-                    let _ = write!(self.out, "…[+{hidden} chars]");
-                }
-            }
+        escape_into(self.out, shown);
+        if hidden > 0 {
+            let _ = write!(self.out, "…[+{hidden} chars]");
         }
         self.out.push('"');
     }
@@ -265,6 +254,35 @@ impl<'a> PreviewWriter<'a> {
     }
 }
 
+/// Redacts `text` (a prefix of a string of `total_chars` characters) by value and cuts it to
+/// `max_chars` characters with a `…[+N chars]` marker: exception messages and other plain
+/// (not JSON) text.
+pub fn bounded_text(
+    redactor: &Redactor,
+    text: &str,
+    total_chars: usize,
+    max_chars: usize,
+) -> String {
+    let redacted = redactor.redact_value(text);
+    let (shown, hidden) = cut(text, &redacted, total_chars, max_chars);
+    let mut out = String::with_capacity(shown.len() + 20);
+    out.push_str(shown);
+    if hidden > 0 {
+        let _ = write!(out, "…[+{hidden} chars]");
+    }
+    out
+}
+
+/// The part of `redacted` (the redaction of `given`, a prefix of a `total_chars` string)
+/// that is shown, and how many characters are not.
+fn cut<'r>(given: &str, redacted: &'r str, total_chars: usize, max: usize) -> (&'r str, usize) {
+    let unread = total_chars.saturating_sub(given.chars().count());
+    match redacted.char_indices().nth(max) {
+        Some((i, _)) => (&redacted[..i], redacted[i..].chars().count() + unread),
+        None => (redacted, unread),
+    }
+}
+
 /// Appends `s` as the inside of a JSON string.
 pub fn escape_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
@@ -348,6 +366,20 @@ mod tests {
         assert_eq!(
             with(|w| w.str("🙂🙂🙂🙂🙂🙂🙂🙂🙂", 9)),
             "\"🙂🙂🙂🙂🙂🙂🙂🙂…[+1 chars]\""
+        );
+    }
+
+    #[test]
+    fn plain_text_is_redacted_and_cut() {
+        let r = Redactor::default();
+        assert_eq!(bounded_text(&r, "short", 5, 8), "short");
+        assert_eq!(
+            bounded_text(&r, "to bob@example.com", 18, 100),
+            "to [REDACTED]"
+        );
+        assert_eq!(
+            bounded_text(&r, "ééééééééééé", 11, 8),
+            "éééééééé…[+3 chars]"
         );
     }
 
