@@ -294,7 +294,7 @@ pub struct ArgSlot {
 pub struct ArgSpec {
     code: usize,
     generation: u32,
-    /// In frame order: positional, keyword-only, `*args`, `**kwargs`.
+    /// In signature order: positional, `*args`, keyword-only, `**kwargs`.
     pub args: Vec<ArgSlot>,
 }
 
@@ -346,13 +346,14 @@ unsafe fn build_arg_spec(
     };
     let read = || -> PyResult<ArgSpec> {
         let flags = int("co_flags")?;
-        let positional = int("co_argcount")? + int("co_kwonlyargcount")?;
+        let argcount = int("co_argcount")?;
+        let positional = argcount + int("co_kwonlyargcount")?;
         let varargs = flags & CO_VARARGS != 0;
         let total = positional + usize::from(varargs) + usize::from(flags & CO_VARKEYWORDS != 0);
         let varnames = names("co_varnames")?;
         let cellvars = names("co_cellvars")?;
         let nlocals = int("co_nlocals")?;
-        let args = varnames
+        let mut args = varnames
             .iter()
             .take(total)
             .enumerate()
@@ -377,7 +378,12 @@ unsafe fn build_arg_spec(
                     cell: cell_index.is_some(),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        if varargs && args.len() > positional {
+            // Shown in signature order: `*args` before the keyword-only parameters.
+            let star = args.remove(positional);
+            args.insert(argcount, star);
+        }
         Ok(ArgSpec {
             code: code as usize,
             generation: state.generation,
