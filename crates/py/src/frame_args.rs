@@ -42,7 +42,7 @@ pub unsafe fn value(frame: *mut ffi::PyFrameObject, arg: &ArgSlot) -> *mut ffi::
     let v = slot(frame, arg.slot);
     if arg.cell && !v.is_null() && ffi::Py_TYPE(v) == std::ptr::addr_of_mut!(PyCell_Type) {
         // SAFETY: a cell object's first field after the header is its content.
-        return *((v as *mut ffi::PyObject).add(1) as *mut *mut ffi::PyObject);
+        return *(v.add(1) as *mut *mut ffi::PyObject);
     }
     v
 }

@@ -114,7 +114,7 @@ impl<'w, 'a> Walker<'w, 'a> {
         let mut overflow = 0;
         // SAFETY: for an int (or subclass) this reads the digits; no __index__ is called.
         let v = ffi::PyLong_AsLongLongAndOverflow(obj, &mut overflow);
-        if overflow == 0 && !(v == -1 && !ffi::PyErr_Occurred().is_null()) {
+        if overflow == 0 && (v != -1 || ffi::PyErr_Occurred().is_null()) {
             return self.w.int(v);
         }
         ffi::PyErr_Clear();
