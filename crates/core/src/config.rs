@@ -614,7 +614,8 @@ impl Config {
 
     /// Parses every raw value, replacing each invalid one by its safe fallback: the default,
     /// except that a bad include/exclude/exclude-files pattern disables tracing (rather than
-    /// tracing everything) and a bad redaction pattern keeps the default redaction.
+    /// tracing everything) and a bad redaction pattern is dropped, keeping the default
+    /// redaction and the user's other patterns.
     pub fn parse_lenient(raw: &BTreeMap<&'static str, RawValue>) -> (Config, Vec<ConfigError>) {
         let mut errors = Vec::new();
         let get = |name: &str| -> (&RawValue, &'static Setting) {
@@ -664,7 +665,10 @@ impl Config {
                 }
                 Ok(list)
             },
-            Vec::new()
+            split_list(&get("REDACT_VALUES").0.value, ";;")
+                .into_iter()
+                .filter(|p| regex::Regex::new(p).is_ok())
+                .collect()
         );
         let pairs = |r: &RawValue, s: &Setting| parse_key_values(&r.value).ok_or_else(|| err(r, s));
         let otlp_headers = field!(
@@ -1107,6 +1111,14 @@ mod tests {
         assert!(c.enabled);
         assert_eq!(c.sample_rate, 1.0);
         assert!(c.redact_values.is_empty());
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[("FERROTRACE_REDACT_VALUES", "(;;ACME-[0-9]+")]),
+        )
+        .unwrap();
+        let (c, errs) = Config::parse_lenient(&raw);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(c.redact_values, ["ACME-[0-9]+"]);
         let raw = resolve(&BTreeMap::new(), &env(&[("FERROTRACE_EXCLUDE", "[")])).unwrap();
         let (c, errs) = Config::parse_lenient(&raw);
         assert_eq!(errs.len(), 1);

@@ -12,6 +12,7 @@ pub mod functions;
 pub mod ids;
 pub mod metrics;
 pub mod pipeline;
+pub mod preview;
 pub mod redact;
 pub mod sampling;
 pub mod summary;

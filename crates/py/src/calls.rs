@@ -1,30 +1,44 @@
 //! Opening a call of recorded code, shared by both backends: which session it belongs to,
 //! whether it is recorded, and its parent span.
 
+use crate::capture;
 use crate::recorder::ThreadRecorder;
 use crate::runtime::HookState;
 use crate::session;
 use crate::task;
+use ferrotrace_core::event::SpanDetail;
 use pyo3::ffi;
 use pyo3::Python;
 
-/// Opens a call of the recorded function `func_id` whose return will carry `activation`.
+/// Opens a call of the recorded function `func_id` (running `code` in `frame`; a null
+/// `frame` means the current frame) whose return will carry `activation`.
 ///
-/// The call is recorded when a sampled session is in effect and the depth limit allows it.
+/// The call is recorded when a sampled session is in effect and the depth limit allows it,
+/// and no preview of this thread is being built (calls a `repr` makes are not traced).
 /// Otherwise, when `keep_skipped` is set (backends that pair returns by code object), it is
-/// pushed as skipped so the calls around it still pair up.
+/// pushed as skipped so the calls around it still pair up. A recorded call gets its
+/// argument preview when `FERROTRACE_CAPTURE` asks for one.
 ///
 /// # Safety
-/// The GIL is held and no exception is set.
+/// The GIL is held and no exception is set; `code` runs in `frame`, at its call event.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn enter(
     py: Python<'_>,
     state: &HookState,
     rec: &mut ThreadRecorder,
     activation: *mut ffi::PyObject,
+    code: *mut ffi::PyObject,
+    frame: *mut ffi::PyFrameObject,
     func_id: u32,
     keep_skipped: bool,
 ) {
+    if rec.in_preview {
+        if keep_skipped {
+            rec.push_skipped(activation, 0);
+        }
+        return;
+    }
     let session = session::current_info(py, rec);
     let max_depth = state.config.max_depth;
     let session = match session {
@@ -40,6 +54,16 @@ pub unsafe fn enter(
         Some(top) if top.session_key == session.key => (top.span_id, top.task_id),
         _ => (session.span_id, task::current_task_id()),
     };
+    let detail = if state.config.capture.args() {
+        capture::args_json(py, state, rec, code, frame, func_id).map(|args| {
+            Box::new(SpanDetail {
+                args_json: Some(args),
+                ..Default::default()
+            })
+        })
+    } else {
+        None
+    };
     let flags = rec.enter_function(func_id);
     rec.push(
         activation,
@@ -49,6 +73,6 @@ pub unsafe fn enter(
         session.key,
         task_id,
         flags,
-        None,
+        detail,
     );
 }

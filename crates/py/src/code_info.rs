@@ -1,10 +1,12 @@
 //! Per-code-object decisions, taken on first sight and cached in the code object's
-//! `co_extra` slot: whether calls are recorded and the interned function id.
+//! `co_extra` slot: whether calls are recorded and the interned function id; and, when
+//! argument previews are on, each code object's argument names ([`ArgSpec`]).
 //!
 //! The cached word is `func_id << 32 | generation << 8 | recorded << 1 | 1`. It is a plain
 //! integer, not a pointer, so nothing needs freeing when the code object dies, and a new
 //! configuration (a new generation) makes every cached decision stale at once.
 
+use crate::gil_cell::GilCell;
 use crate::runtime::HookState;
 use ferrotrace_core::functions::FunctionInfo;
 use ferrotrace_core::metrics::Counters;
@@ -14,6 +16,7 @@ use pyo3::types::PyDict;
 #[cfg(not(Py_3_11))]
 use pyo3::types::{PyString, PyTuple, PyType};
 use std::os::raw::c_void;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 static EXTRA_INDEX: AtomicIsize = AtomicIsize::new(-1);
@@ -271,4 +274,123 @@ fn function_qualname(func: &Bound<'_, PyAny>, code: &Bound<'_, PyAny>) -> Option
         .downcast_into::<PyString>()
         .ok()
         .map(|s| s.to_string())
+}
+
+/// Where one argument of a code object lives in its frame, and how it is shown.
+#[derive(Debug)]
+pub struct ArgSlot {
+    /// Shown name: the parameter name, `*name` for the varargs tuple, `**name` for kwargs.
+    pub name: String,
+    /// The parameter name is a sensitive key: its value is never read.
+    pub sensitive: bool,
+    /// Index into the frame's fast locals.
+    pub slot: usize,
+    /// The parameter is captured by a closure: the slot may hold a cell around the value.
+    pub cell: bool,
+}
+
+/// The arguments of a code object, read once per code object and configuration.
+#[derive(Debug)]
+pub struct ArgSpec {
+    code: usize,
+    generation: u32,
+    /// In signature order: positional, `*args`, keyword-only, `**kwargs`.
+    pub args: Vec<ArgSlot>,
+}
+
+/// Argument specs by function id (the per-code cache word has no room for them); an entry
+/// belongs to one code object and configuration generation and is rebuilt for another.
+static ARG_SPECS: GilCell<Vec<Option<Rc<ArgSpec>>>> = GilCell::new(Vec::new());
+
+/// The argument spec of `code` (function `func_id`), built on first use under this state
+/// from `co_varnames`, `co_argcount`, `co_kwonlyargcount`, `co_flags` and `co_cellvars`.
+///
+/// # Safety
+/// The GIL is held, `code` is a live code object and no exception is set. Attribute reads
+/// on the code object run no user code.
+pub unsafe fn arg_spec(
+    py: Python<'_>,
+    code: *mut ffi::PyObject,
+    func_id: u32,
+    state: &HookState,
+) -> Option<Rc<ArgSpec>> {
+    let specs = ARG_SPECS.get();
+    if let Some(Some(spec)) = specs.get(func_id as usize) {
+        if spec.code == code as usize && spec.generation == state.generation {
+            return Some(Rc::clone(spec));
+        }
+    }
+    let spec = Rc::new(build_arg_spec(py, code, state)?);
+    let specs = ARG_SPECS.get();
+    let i = func_id as usize;
+    if i >= specs.len() {
+        specs.resize(i + 64, None);
+    }
+    specs[i] = Some(Rc::clone(&spec));
+    Some(spec)
+}
+
+unsafe fn build_arg_spec(
+    py: Python<'_>,
+    code: *mut ffi::PyObject,
+    state: &HookState,
+) -> Option<ArgSpec> {
+    const CO_VARARGS: usize = 0x04;
+    const CO_VARKEYWORDS: usize = 0x08;
+    let code_obj = Bound::from_borrowed_ptr(py, code);
+    let int = |name: &str| code_obj.getattr(name).and_then(|v| v.extract::<usize>());
+    let names = |name: &str| {
+        code_obj
+            .getattr(name)
+            .and_then(|v| v.extract::<Vec<String>>())
+    };
+    let read = || -> PyResult<ArgSpec> {
+        let flags = int("co_flags")?;
+        let argcount = int("co_argcount")?;
+        let positional = argcount + int("co_kwonlyargcount")?;
+        let varargs = flags & CO_VARARGS != 0;
+        let total = positional + usize::from(varargs) + usize::from(flags & CO_VARKEYWORDS != 0);
+        let varnames = names("co_varnames")?;
+        let cellvars = names("co_cellvars")?;
+        let nlocals = int("co_nlocals")?;
+        let mut args = varnames
+            .iter()
+            .take(total)
+            .enumerate()
+            .map(|(i, name)| {
+                let cell_index = cellvars.iter().position(|c| c == name);
+                let shown = if i < positional {
+                    name.clone()
+                } else if varargs && i == positional {
+                    format!("*{name}")
+                } else {
+                    format!("**{name}")
+                };
+                let slot = match cell_index {
+                    // 3.10 keeps a captured argument only in its cell, after the locals.
+                    Some(c) if cfg!(not(Py_3_11)) => nlocals + c,
+                    _ => i,
+                };
+                ArgSlot {
+                    name: shown,
+                    sensitive: state.redactor.is_sensitive_key(name),
+                    slot,
+                    cell: cell_index.is_some(),
+                }
+            })
+            .collect::<Vec<_>>();
+        if varargs && args.len() > positional {
+            // Shown in signature order: `*args` before the keyword-only parameters.
+            let star = args.remove(positional);
+            args.insert(argcount, star);
+        }
+        Ok(ArgSpec {
+            code: code as usize,
+            generation: state.generation,
+            args,
+        })
+    };
+    let spec = read().ok();
+    ffi::PyErr_Clear();
+    spec
 }

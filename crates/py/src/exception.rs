@@ -1,8 +1,11 @@
 //! Reads the exception that is leaving a frame, without running user code.
 
+use crate::preview;
+use crate::runtime::HookState;
+use crate::type_name;
 use ferrotrace_core::event::ExceptionInfo;
+use ferrotrace_core::preview::{bounded_text, REDACTION_SLACK};
 use pyo3::ffi;
-use std::ffi::CStr;
 
 /// The head of CPython's `PyTracebackObject` (cpython/traceback.h, unchanged 3.10–3.13).
 #[repr(C)]
@@ -12,14 +15,14 @@ struct Traceback {
     tb_frame: *mut ffi::PyFrameObject,
 }
 
-/// Type name and bounded message of an exception object (no user code runs).
+/// Type name and bounded, redacted message of an exception object (no user code runs).
 ///
 /// # Safety
 /// The GIL is held and `exc` is a live exception instance.
-pub unsafe fn describe(exc: *mut ffi::PyObject, max_chars: usize) -> ExceptionInfo {
+pub unsafe fn describe(exc: *mut ffi::PyObject, state: &HookState) -> ExceptionInfo {
     ExceptionInfo {
-        type_name: type_name(ffi::Py_TYPE(exc)),
-        message: message(exc, max_chars),
+        type_name: type_name::qualified(ffi::Py_TYPE(exc)),
+        message: message(exc, state),
     }
 }
 
@@ -57,72 +60,31 @@ pub unsafe fn handled_through(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObj
     }
 }
 
-unsafe fn type_name(ty: *mut ffi::PyTypeObject) -> String {
-    // SAFETY: tp_name is a NUL-terminated string owned by the type object.
-    let name = CStr::from_ptr((*ty).tp_name).to_string_lossy().into_owned();
-    if name.contains('.') {
-        return name;
-    }
-    let module = ffi::PyObject_GetAttrString(ty as *mut ffi::PyObject, c"__module__".as_ptr());
-    let qualified = if !module.is_null() && ffi::PyUnicode_CheckExact(module) != 0 {
-        let m = exact_str(module);
-        if m == "builtins" || m.is_empty() {
-            name
-        } else {
-            format!("{m}.{name}")
-        }
-    } else {
-        name
-    };
-    ffi::Py_XDECREF(module);
-    ffi::PyErr_Clear();
-    qualified
-}
-
-unsafe fn exact_str(obj: *mut ffi::PyObject) -> String {
-    let mut len: ffi::Py_ssize_t = 0;
-    let p = ffi::PyUnicode_AsUTF8AndSize(obj, &mut len);
-    if p.is_null() {
-        ffi::PyErr_Clear();
-        return String::new();
-    }
-    // SAFETY: CPython returned `len` valid UTF-8 bytes at `p`.
-    String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len as usize)).into_owned()
-}
-
-unsafe fn message(value: *mut ffi::PyObject, max_chars: usize) -> String {
+/// The first argument of the exception when it is a string (`str(exc)` could run user
+/// code), redacted by value and cut to `FERROTRACE_MAX_STR` characters.
+unsafe fn message(value: *mut ffi::PyObject, state: &HookState) -> String {
     if value.is_null() {
         return String::new();
     }
-    let text = if ffi::PyUnicode_CheckExact(value) != 0 {
-        exact_str(value)
+    let text = if ffi::PyUnicode_Check(value) != 0 {
+        value
     } else if ffi::PyExceptionInstance_Check(value) != 0 {
         // SAFETY: an exception instance is laid out as PyBaseExceptionObject.
         let args = (*(value as *mut ffi::PyBaseExceptionObject)).args;
-        if !args.is_null() && ffi::PyTuple_CheckExact(args) != 0 && ffi::PyTuple_GET_SIZE(args) >= 1
-        {
-            let first = ffi::PyTuple_GET_ITEM(args, 0);
-            if ffi::PyUnicode_CheckExact(first) != 0 {
-                exact_str(first)
-            } else {
-                String::new()
-            }
+        if !args.is_null() && ffi::PyTuple_Check(args) != 0 && ffi::PyTuple_GET_SIZE(args) >= 1 {
+            ffi::PyTuple_GET_ITEM(args, 0)
         } else {
-            String::new()
+            return String::new();
         }
     } else {
-        String::new()
+        return String::new();
     };
-    truncate_chars(text, max_chars)
-}
-
-/// Cuts `text` to at most `max` characters on a character boundary, marking the cut.
-pub fn truncate_chars(text: String, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => {
-            let total = text.chars().count();
-            format!("{}…[+{} chars]", &text[..i], total - max)
-        }
-        None => text,
+    if ffi::PyUnicode_Check(text) == 0 {
+        return String::new();
+    }
+    let max = state.limits.max_str;
+    match preview::read_str(text, max + REDACTION_SLACK) {
+        Some((s, total)) => bounded_text(&state.redactor, &s, total, max),
+        None => String::new(),
     }
 }

@@ -7,6 +7,7 @@
 //! lookup happens after a code object has been seen once.
 
 use crate::calls;
+use crate::capture;
 use crate::code_info;
 use crate::exception;
 use crate::profiler_slot;
@@ -53,13 +54,15 @@ unsafe fn resolve_pending_exceptions(rec: &mut ThreadRecorder) {
     if !rec.has_pending_exceptions() {
         return;
     }
-    let max = runtime::state().map_or(256, |s| s.config.max_str);
+    let Some(state) = runtime::state() else {
+        return;
+    };
     rec.resolve_pending_exceptions(|frame| {
         let exc = exception::handled_through(frame as *mut ffi::PyFrameObject);
         if exc.is_null() {
             return None;
         }
-        let info = exception::describe(exc, max);
+        let info = exception::describe(exc, state);
         ffi::Py_DECREF(exc);
         Some(info)
     });
@@ -75,9 +78,11 @@ pub unsafe fn on_unwind(exc: *mut ffi::PyObject) {
     let Some(rec) = recorder::existing() else {
         return;
     };
-    let max = runtime::state().map_or(256, |s| s.config.max_str);
+    let Some(state) = runtime::state() else {
+        return;
+    };
     rec.mark_unwound(ffi::PyEval_GetFrame() as *mut ffi::PyObject, || {
-        exception::describe(exc, max)
+        exception::describe(exc, state)
     });
 }
 
@@ -100,6 +105,7 @@ unsafe fn on_call(frame: *mut ffi::PyFrameObject) {
         Some(e) => e,
         None => code_info::decide(py, frame, code, state),
     };
+    // The frame keeps its code object alive.
     ffi::Py_DECREF(code);
     if !entry.recorded {
         return;
@@ -112,6 +118,8 @@ unsafe fn on_call(frame: *mut ffi::PyFrameObject) {
         state,
         rec,
         frame as *mut ffi::PyObject,
+        code,
+        frame,
         entry.func_id,
         false,
     );
@@ -136,7 +144,8 @@ unsafe fn on_return(frame: *mut ffi::PyFrameObject, arg: *mut ffi::PyObject) {
     if arg.is_null() {
         rec.pop(state, end, FLAG_EXCEPTION, None);
     } else {
-        rec.pop(state, end, 0, None);
+        let detail = capture::return_detail(state, rec, arg);
+        rec.pop(state, end, 0, detail);
     }
 }
 

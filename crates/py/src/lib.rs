@@ -4,16 +4,20 @@
 mod api;
 mod backend;
 mod calls;
+mod capture;
 mod code_info;
 mod exception;
+mod frame_args;
 mod gil_cell;
 mod hook;
 mod monitoring;
+mod preview;
 mod profiler_slot;
 mod recorder;
 mod runtime;
 mod session;
 mod task;
+mod type_name;
 
 use pyo3::prelude::*;
 

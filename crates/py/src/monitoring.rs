@@ -17,6 +17,7 @@
 //! skipped so that recursion still pairs correctly.
 
 use crate::calls;
+use crate::capture;
 use crate::code_info::{self, CodeEntry};
 use crate::exception;
 use crate::gil_cell::GilCell;
@@ -281,9 +282,16 @@ unsafe extern "C" fn py_return(
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
+    let value = if nargs >= 3 {
+        *args.add(2)
+    } else {
+        std::ptr::null_mut()
+    };
     let disable = nargs >= 1
-        && catch_unwind(AssertUnwindSafe(|| on_return(*args, std::ptr::null_mut())))
-            .unwrap_or(false);
+        && catch_unwind(AssertUnwindSafe(|| {
+            on_return(*args, std::ptr::null_mut(), value)
+        }))
+        .unwrap_or(false);
     answer(disable)
 }
 
@@ -294,7 +302,9 @@ unsafe extern "C" fn py_unwind(
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
     if nargs >= 3 {
-        let _ = catch_unwind(AssertUnwindSafe(|| on_return(*args, *args.add(2))));
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            on_return(*args, *args.add(2), std::ptr::null_mut())
+        }));
     }
     answer(false)
 }
@@ -338,25 +348,41 @@ unsafe fn on_call(code: *mut ffi::PyObject, local: bool) -> bool {
         return local;
     }
     if let Some(rec) = wanting_recorder(state) {
-        calls::enter(py, state, rec, code, entry.func_id, true);
+        calls::enter(
+            py,
+            state,
+            rec,
+            code,
+            code,
+            std::ptr::null_mut(),
+            entry.func_id,
+            true,
+        );
     }
     false
 }
 
-/// A frame running `code` returns, yields (`exc` null) or unwinds with `exc`. Returns
-/// whether to answer `DISABLE`.
+/// A frame running `code` returns or yields `value` (`exc` null) or unwinds with `exc`.
+/// Returns whether to answer `DISABLE`.
 #[inline(always)]
-unsafe fn on_return(code: *mut ffi::PyObject, exc: *mut ffi::PyObject) -> bool {
+unsafe fn on_return(
+    code: *mut ffi::PyObject,
+    exc: *mut ffi::PyObject,
+    value: *mut ffi::PyObject,
+) -> bool {
     if let Some(rec) = recorder::existing() {
         if rec.stack.last().is_some_and(|top| top.activation == code) {
             let end = clock::now_ns();
             let Some(state) = runtime::state() else {
                 return false;
             };
-            if exc.is_null() || rec.stack.last().is_some_and(|t| t.flags & SKIPPED != 0) {
+            if rec.stack.last().is_some_and(|t| t.flags & SKIPPED != 0) {
                 rec.pop(state, end, 0, None);
+            } else if exc.is_null() {
+                let detail = capture::return_detail(state, rec, value);
+                rec.pop(state, end, 0, detail);
             } else {
-                let info = exception::describe(exc, state.config.max_str);
+                let info = exception::describe(exc, state);
                 let detail = SpanDetail {
                     exception: Some(info),
                     ..Default::default()

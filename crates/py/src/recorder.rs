@@ -69,6 +69,10 @@ pub struct ThreadRecorder {
     /// Span ids for this thread's calls (one generator per recorder: no thread-local
     /// lookup per call).
     ids: IdGenerator,
+    /// A preview is being built: calls it makes (a `repr` in repr mode) are not traced.
+    pub in_preview: bool,
+    /// Reused by every preview of this thread.
+    pub preview_buf: String,
     orphaned: AtomicBool,
 }
 
@@ -135,6 +139,8 @@ pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> 
         pending_exceptions: Vec::new(),
         last_recorded: None,
         ids: IdGenerator::new(),
+        in_preview: false,
+        preview_buf: String::new(),
         orphaned: AtomicBool::new(false),
     }));
     if SLOT.try_with(|s| s.0.set(rec)).is_err() {
@@ -319,7 +325,10 @@ impl ThreadRecorder {
             if f == frame {
                 if let Some(span) = self.buffer.get_mut(i) {
                     span.flags |= FLAG_EXCEPTION;
-                    span.detail.get_or_insert_with(Default::default).exception = Some(exception());
+                    let detail = span.detail.get_or_insert_with(Default::default);
+                    // The legacy profiler reported this exit as a return of None.
+                    detail.return_json = None;
+                    detail.exception = Some(exception());
                 }
             }
         }

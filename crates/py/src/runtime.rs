@@ -11,6 +11,8 @@ use ferrotrace_core::filter::{Filter, FilterSpec};
 use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::pipeline::{Pipeline, PipelineOptions};
+use ferrotrace_core::preview::Limits;
+use ferrotrace_core::redact::Redactor;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,10 @@ pub struct HookState {
     pub recording: AtomicBool,
     /// Where this process writes (for the summary).
     pub output: String,
+    /// Applied to previews and exception messages before they are queued.
+    pub redactor: Redactor,
+    /// Preview bounds from the configuration.
+    pub limits: Limits,
 }
 
 static STATE: AtomicPtr<HookState> = AtomicPtr::new(std::ptr::null_mut());
@@ -115,7 +121,16 @@ pub unsafe fn publish(
     };
     let previous = STATE.load(Ordering::Acquire).as_ref();
     let generation = previous.map_or(1, |p| p.generation.wrapping_add(1).max(1));
+    // Malformed patterns were already reported and dropped by the configuration parser.
+    let (redactor, _) = Redactor::new(&config.redact_keys, &config.redact_values);
+    let limits = Limits {
+        max_str: config.max_str,
+        max_items: config.max_items,
+        max_depth: config.max_preview_depth,
+    };
     let state = Box::leak(Box::new(HookState {
+        redactor,
+        limits,
         min_duration_ns: config.min_duration_us.saturating_mul(1000),
         flush_interval_ns: config.flush_interval_ms.saturating_mul(1_000_000),
         config,

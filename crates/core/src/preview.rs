@@ -1,0 +1,445 @@
+//! The bounded JSON writer behind argument and return-value previews.
+//!
+//! The CPython side walks objects and calls a [`PreviewWriter`] for each value; the writer
+//! produces JSON text into a caller-owned (reusable) buffer and applies redaction as it writes:
+//! by key ([`PreviewWriter::key`] reports a sensitive key so the caller writes
+//! [`PreviewWriter::redacted`] instead of the value) and by value (every string goes through
+//! [`Redactor::redact_value`] before it is cut). Strings are cut on a character boundary to
+//! `max_str` characters with a visible `…[+N chars]` marker. The text is always valid JSON.
+
+use crate::redact::{Redactor, REDACTED};
+use std::fmt::Write as _;
+
+/// How many characters past `max_str` a caller should pass to [`PreviewWriter::str`] so a
+/// secret that straddles the cut is still recognised (and redacted) as a whole.
+pub const REDACTION_SLACK: usize = 1024;
+
+/// Integers whose magnitude exceeds this lose precision in JSON consumers; they are written
+/// as strings.
+const MAX_SAFE_INT: u64 = 1 << 53;
+
+/// The preview bounds (`FERROTRACE_MAX_STR`, `FERROTRACE_MAX_ITEMS`,
+/// `FERROTRACE_MAX_PREVIEW_DEPTH`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Characters kept of a string.
+    pub max_str: usize,
+    /// Items kept of a container or an argument list.
+    pub max_items: usize,
+    /// Container nesting shown; deeper containers are summarised.
+    pub max_depth: usize,
+}
+
+/// Writes one JSON value (with nested containers) into a borrowed buffer.
+pub struct PreviewWriter<'a> {
+    out: &'a mut String,
+    redactor: &'a Redactor,
+    limits: Limits,
+    /// Bit `n` set: the container open at nesting `n` already has an item.
+    has_items: u128,
+    /// Open containers.
+    level: u32,
+    /// The next value follows a key (no separator needed).
+    after_key: bool,
+}
+
+impl<'a> PreviewWriter<'a> {
+    /// A writer appending to `out`.
+    pub fn new(out: &'a mut String, redactor: &'a Redactor, limits: Limits) -> Self {
+        PreviewWriter {
+            out,
+            redactor,
+            limits,
+            has_items: 0,
+            level: 0,
+            after_key: false,
+        }
+    }
+
+    /// The bounds this writer applies.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The redactor this writer applies.
+    pub fn redactor(&self) -> &Redactor {
+        self.redactor
+    }
+
+    fn separator(&mut self) {
+        if self.after_key {
+            self.after_key = false;
+            return;
+        }
+        if self.level == 0 {
+            return;
+        }
+        let bit = 1u128 << (self.level.min(127));
+        if self.has_items & bit != 0 {
+            self.out.push(',');
+        }
+        self.has_items |= bit;
+    }
+
+    /// `null`.
+    pub fn null(&mut self) {
+        self.separator();
+        self.out.push_str("null");
+    }
+
+    /// `true` / `false`.
+    pub fn bool(&mut self, b: bool) {
+        self.separator();
+        self.out.push_str(if b { "true" } else { "false" });
+    }
+
+    /// An integer: a JSON number when a JSON consumer keeps it exact, else a string; a 13–19
+    /// digit number that is a Luhn-valid card number is redacted.
+    pub fn int(&mut self, v: i64) {
+        if v.unsigned_abs() < 1_000_000_000_000 {
+            self.separator();
+            let _ = write!(self.out, "{v}");
+            return;
+        }
+        let mut digits = String::with_capacity(20);
+        let _ = write!(digits, "{v}");
+        self.int_text(&digits);
+    }
+
+    /// An integer given as decimal text (beyond `i64`, or already formatted); written as a
+    /// number when exact in JSON, else as a string, and redacted by value.
+    pub fn int_text(&mut self, digits: &str) {
+        self.separator();
+        let magnitude = digits.trim_start_matches('-');
+        if magnitude.len() < 13 {
+            self.out.push_str(digits);
+            return;
+        }
+        let redacted = self.redactor.redact_value(magnitude);
+        if redacted != magnitude {
+            self.out.push('"');
+            self.out.push_str(REDACTED);
+            self.out.push('"');
+        } else if magnitude.parse::<u64>().is_ok_and(|m| m <= MAX_SAFE_INT) {
+            self.out.push_str(digits);
+        } else {
+            self.out.push('"');
+            self.out.push_str(digits);
+            self.out.push('"');
+        }
+    }
+
+    /// A float; NaN and infinities (not JSON numbers) become strings.
+    pub fn float(&mut self, f: f64) {
+        self.separator();
+        if f.is_finite() {
+            let _ = write!(self.out, "{f:?}");
+        } else if f.is_nan() {
+            self.out.push_str("\"nan\"");
+        } else if f > 0.0 {
+            self.out.push_str("\"inf\"");
+        } else {
+            self.out.push_str("\"-inf\"");
+        }
+    }
+
+    /// A string of `total_chars` characters of which `text` is a prefix (callers pass at most
+    /// `max_str + REDACTION_SLACK` characters). Redacted by value, then cut to `max_str`
+    /// characters with a `…[+N chars]` marker.
+    pub fn str(&mut self, text: &str, total_chars: usize) {
+        self.separator();
+        let redacted = self.redactor.redact_value(text);
+        let (shown, hidden) = cut(text, &redacted, total_chars, self.limits.max_str);
+        self.out.push('"');
+        escape_into(self.out, shown);
+        if hidden > 0 {
+            let _ = write!(self.out, "…[+{hidden} chars]");
+        }
+        self.out.push('"');
+    }
+
+    /// A string written as given (escaped, not redacted, not cut): type names and markers.
+    pub fn marker(&mut self, text: &str) {
+        self.separator();
+        self.out.push('"');
+        escape_into(self.out, text);
+        self.out.push('"');
+    }
+
+    /// `"[REDACTED]"`.
+    pub fn redacted(&mut self) {
+        self.marker(REDACTED);
+    }
+
+    /// Opens an array.
+    pub fn begin_array(&mut self) {
+        self.separator();
+        self.out.push('[');
+        self.open();
+    }
+
+    /// Closes the innermost array.
+    pub fn end_array(&mut self) {
+        self.close();
+        self.out.push(']');
+    }
+
+    /// Opens an object.
+    pub fn begin_object(&mut self) {
+        self.separator();
+        self.out.push('{');
+        self.open();
+    }
+
+    /// Closes the innermost object.
+    pub fn end_object(&mut self) {
+        self.close();
+        self.out.push('}');
+    }
+
+    fn open(&mut self) {
+        self.level += 1;
+        self.has_items &= !(1u128 << self.level.min(127));
+    }
+
+    fn close(&mut self) {
+        self.level = self.level.saturating_sub(1);
+        self.after_key = false;
+    }
+
+    /// Writes an object key (redacted by value, then cut to `max_str` characters) and returns
+    /// whether it is a sensitive key, whose value the caller must write as
+    /// [`Self::redacted`].
+    pub fn key(&mut self, key: &str) -> bool {
+        let sensitive = self.redactor.is_sensitive_key(key);
+        let window = match key
+            .char_indices()
+            .nth(self.limits.max_str + REDACTION_SLACK)
+        {
+            Some((cut, _)) => &key[..cut],
+            None => key,
+        };
+        let text = self.redactor.redact_value(window);
+        let shown = match text.char_indices().nth(self.limits.max_str) {
+            Some((cut, _)) => &text[..cut],
+            None => &text,
+        };
+        self.key_known(shown);
+        sensitive
+    }
+
+    /// Writes an object key as given, without judging it (argument names, judged once per
+    /// code object, and markers).
+    pub fn key_known(&mut self, key: &str) {
+        self.separator();
+        self.out.push('"');
+        escape_into(self.out, key);
+        self.out.push_str("\":");
+        self.after_key = true;
+    }
+
+    /// The marker item saying how many items of a container were not shown.
+    pub fn more_items(&mut self, n: usize) {
+        let mut text = String::with_capacity(24);
+        let _ = write!(text, "…[+{n} items]");
+        self.marker(&text);
+    }
+
+    /// For objects: the marker entry `"…": "[+N items]"` saying how many were not shown.
+    pub fn more_entries(&mut self, n: usize) {
+        self.key_known("…");
+        let mut text = String::with_capacity(16);
+        let _ = write!(text, "[+{n} items]");
+        self.marker(&text);
+    }
+}
+
+/// Redacts `text` (a prefix of a string of `total_chars` characters) by value and cuts it to
+/// `max_chars` characters with a `…[+N chars]` marker: exception messages and other plain
+/// (not JSON) text.
+pub fn bounded_text(
+    redactor: &Redactor,
+    text: &str,
+    total_chars: usize,
+    max_chars: usize,
+) -> String {
+    let redacted = redactor.redact_value(text);
+    let (shown, hidden) = cut(text, &redacted, total_chars, max_chars);
+    let mut out = String::with_capacity(shown.len() + 20);
+    out.push_str(shown);
+    if hidden > 0 {
+        let _ = write!(out, "…[+{hidden} chars]");
+    }
+    out
+}
+
+/// The part of `redacted` (the redaction of `given`, a prefix of a `total_chars` string)
+/// that is shown, and how many characters are not.
+fn cut<'r>(given: &str, redacted: &'r str, total_chars: usize, max: usize) -> (&'r str, usize) {
+    let unread = total_chars.saturating_sub(given.chars().count());
+    match redacted.char_indices().nth(max) {
+        Some((i, _)) => (&redacted[..i], redacted[i..].chars().count() + unread),
+        None => (redacted, unread),
+    }
+}
+
+/// Appends `s` as the inside of a JSON string.
+pub fn escape_into(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_str: 8,
+        max_items: 3,
+        max_depth: 2,
+    };
+
+    fn with(f: impl FnOnce(&mut PreviewWriter)) -> String {
+        let r = Redactor::default();
+        let mut out = String::new();
+        let mut w = PreviewWriter::new(&mut out, &r, LIMITS);
+        f(&mut w);
+        out
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(with(|w| w.null()), "null");
+        assert_eq!(with(|w| w.bool(true)), "true");
+        assert_eq!(with(|w| w.int(-42)), "-42");
+        assert_eq!(with(|w| w.int(i64::MAX)), "\"9223372036854775807\"");
+        assert_eq!(with(|w| w.int(1 << 53)), "9007199254740992");
+        assert_eq!(with(|w| w.float(1.5)), "1.5");
+        assert_eq!(with(|w| w.float(1.0)), "1.0");
+        assert_eq!(with(|w| w.float(1e300)), "1e300");
+        assert_eq!(with(|w| w.float(f64::NAN)), "\"nan\"");
+        assert_eq!(with(|w| w.float(f64::NEG_INFINITY)), "\"-inf\"");
+    }
+
+    #[test]
+    fn card_numbers_as_ints_are_redacted() {
+        assert_eq!(with(|w| w.int(4111111111111111)), "\"[REDACTED]\"");
+        assert_eq!(with(|w| w.int(4111111111111112)), "4111111111111112");
+        assert_eq!(
+            with(|w| w.int_text("123456789012345678901234567890")),
+            "\"123456789012345678901234567890\""
+        );
+    }
+
+    #[test]
+    fn strings_cut_on_char_boundary_with_marker() {
+        assert_eq!(with(|w| w.str("short", 5)), "\"short\"");
+        assert_eq!(
+            with(|w| w.str("ééééééééééé", 11)),
+            "\"éééééééé…[+3 chars]\""
+        );
+        // Only a prefix was read: the rest of the original is counted.
+        assert_eq!(
+            with(|w| w.str("abcdefghij", 100)),
+            "\"abcdefgh…[+92 chars]\""
+        );
+        assert_eq!(with(|w| w.str("abc", 100)), "\"abc…[+97 chars]\"");
+        assert_eq!(
+            with(|w| w.str("🙂🙂🙂🙂🙂🙂🙂🙂🙂", 9)),
+            "\"🙂🙂🙂🙂🙂🙂🙂🙂…[+1 chars]\""
+        );
+    }
+
+    #[test]
+    fn plain_text_is_redacted_and_cut() {
+        let r = Redactor::default();
+        assert_eq!(bounded_text(&r, "short", 5, 8), "short");
+        assert_eq!(
+            bounded_text(&r, "to bob@example.com", 18, 100),
+            "to [REDACTED]"
+        );
+        assert_eq!(
+            bounded_text(&r, "ééééééééééé", 11, 8),
+            "éééééééé…[+3 chars]"
+        );
+    }
+
+    #[test]
+    fn escaping() {
+        let out = with(|w| w.str("a\"b\\c\n\0\u{1f}", 7));
+        assert_eq!(out, "\"a\\\"b\\\\c\\n\\u0000\\u001f\"");
+        let out = with(|w| w.marker("tab\there"));
+        assert_eq!(out, "\"tab\\there\"");
+    }
+
+    #[test]
+    fn strings_are_redacted_before_the_cut() {
+        // The e-mail straddles the cut: redacted as a whole, nothing of it shown.
+        let out = with(|w| w.str("ab bob@example.com", 18));
+        assert_eq!(out, "\"ab [REDA…[+5 chars]\"");
+        assert!(!out.contains("bob"));
+    }
+
+    #[test]
+    fn containers_and_keys() {
+        let out = with(|w| {
+            w.begin_object();
+            assert!(!w.key("n"));
+            w.int(1);
+            if w.key("password") {
+                w.redacted();
+            }
+            w.key("list");
+            w.begin_array();
+            w.int(1);
+            w.begin_array();
+            w.end_array();
+            w.str("x", 1);
+            w.more_items(4);
+            w.end_array();
+            w.key_known("secret");
+            w.redacted();
+            w.more_entries(2);
+            w.end_object();
+        });
+        assert_eq!(
+            out,
+            "{\"n\":1,\"password\":\"[REDACTED]\",\"list\":[1,[],\"x\",\"…[+4 items]\"],\
+             \"secret\":\"[REDACTED]\",\"…\":\"[+2 items]\"}"
+        );
+        let v: Vec<u8> = out.into_bytes();
+        assert!(std::str::from_utf8(&v).is_ok());
+    }
+
+    #[test]
+    fn keys_are_bounded_and_redacted_by_value() {
+        let out = with(|w| {
+            w.begin_object();
+            w.key("alice@example.com");
+            w.int(1);
+            w.key("abcdefghijkl");
+            w.int(2);
+            w.end_object();
+        });
+        assert_eq!(out, "{\"[REDACTE\":1,\"abcdefgh\":2}");
+    }
+}

@@ -1,0 +1,120 @@
+//! Argument and return-value previews of a recorded call (`FERROTRACE_CAPTURE`), built in the
+//! thread's reusable buffer and copied out once, already bounded and redacted.
+
+use crate::code_info;
+use crate::frame_args;
+use crate::preview::Walker;
+use crate::recorder::ThreadRecorder;
+use crate::runtime::HookState;
+use ferrotrace_core::event::SpanDetail;
+use ferrotrace_core::preview::PreviewWriter;
+use pyo3::ffi;
+use pyo3::Python;
+
+/// The JSON object `{name: preview, ...}` of the arguments of the call starting in `frame`
+/// (null: the current frame), or None when they cannot be read.
+///
+/// # Safety
+/// The GIL is held, no exception is set, `code` is the code object running in `frame` (or,
+/// with a null `frame`, in the current frame) at its call event.
+pub unsafe fn args_json(
+    py: Python<'_>,
+    state: &HookState,
+    rec: &mut ThreadRecorder,
+    code: *mut ffi::PyObject,
+    frame: *mut ffi::PyFrameObject,
+    func_id: u32,
+) -> Option<String> {
+    let spec = code_info::arg_spec(py, code, func_id, state)?;
+    let frame = if frame.is_null() {
+        let f = ffi::PyEval_GetFrame();
+        if f.is_null() {
+            return None;
+        }
+        let running = ffi::PyFrame_GetCode(f) as *mut ffi::PyObject;
+        // PyFrame_GetCode returned a new reference; the frame keeps the code alive.
+        ffi::Py_DECREF(running);
+        if running != code {
+            return None;
+        }
+        f
+    } else {
+        frame
+    };
+    let max_items = state.limits.max_items;
+    Some(build(state, rec, |walker| {
+        walker.writer().begin_object();
+        for arg in spec.args.iter().take(max_items) {
+            walker.writer().key_known(&arg.name);
+            if arg.sensitive {
+                walker.writer().redacted();
+                continue;
+            }
+            let v = frame_args::value(frame, arg);
+            if v.is_null() {
+                walker.writer().marker("<unset>");
+                continue;
+            }
+            ffi::Py_INCREF(v);
+            walker.value(v, 0);
+            ffi::Py_DECREF(v);
+        }
+        if spec.args.len() > max_items {
+            walker.writer().more_entries(spec.args.len() - max_items);
+        }
+        walker.writer().end_object();
+    }))
+}
+
+/// The span detail carrying the preview of the value a recorded call returns (or yields),
+/// when `FERROTRACE_CAPTURE` asks for return values.
+///
+/// # Safety
+/// The GIL is held, no exception is set and `value` is a live object.
+#[inline(always)]
+pub unsafe fn return_detail(
+    state: &HookState,
+    rec: &mut ThreadRecorder,
+    value: *mut ffi::PyObject,
+) -> Option<Box<SpanDetail>> {
+    if !state.config.capture.returns() || value.is_null() {
+        return None;
+    }
+    Some(Box::new(SpanDetail {
+        return_json: Some(value_json(state, rec, value)),
+        ..Default::default()
+    }))
+}
+
+/// The JSON preview of one value (a return value).
+///
+/// # Safety
+/// The GIL is held, no exception is set and `obj` is a live object.
+pub unsafe fn value_json(
+    state: &HookState,
+    rec: &mut ThreadRecorder,
+    obj: *mut ffi::PyObject,
+) -> String {
+    build(state, rec, |walker| walker.value(obj, 0))
+}
+
+/// Runs `f` on a walker over the thread's buffer, with the re-entrancy flag set (a repr in
+/// repr mode may call traced code), and returns a copy of the text.
+unsafe fn build(
+    state: &HookState,
+    rec: &mut ThreadRecorder,
+    f: impl FnOnce(&mut Walker),
+) -> String {
+    let mut buf = std::mem::take(&mut rec.preview_buf);
+    buf.clear();
+    rec.in_preview = true;
+    {
+        let mut writer = PreviewWriter::new(&mut buf, &state.redactor, state.limits);
+        let mut walker = Walker::new(&mut writer, state.config.preview);
+        f(&mut walker);
+    }
+    rec.in_preview = false;
+    let text = buf.as_str().to_owned();
+    rec.preview_buf = buf;
+    text
+}

@@ -1,0 +1,509 @@
+//! Previews of Python objects, written through the core [`PreviewWriter`].
+//!
+//! Safe mode (`FERROTRACE_PREVIEW=safe`, the default) never runs user code: built-in types
+//! and their subclasses are read through their C storage (never through `__repr__`,
+//! `__iter__`, `__len__`, `__eq__` or `__hash__`), and any other object is shown as its
+//! qualified type name plus its instance `__dict__` (read through the dict pointer, no
+//! descriptors) and `__slots__` values (read at the member offsets). Repr mode calls `repr()`
+//! for those other objects, with the caller's re-entrancy flag set; its exception is cleared.
+//!
+//! Every container is bounded by `max_items`, nesting by `max_depth` (deeper containers
+//! become a `"<list len=N>"` summary), and a container that contains itself is written as a
+//! `"<cycle ...>"` marker.
+
+use crate::type_name;
+use ferrotrace_core::config::PreviewMode;
+use ferrotrace_core::preview::{PreviewWriter, REDACTION_SLACK};
+use pyo3::ffi;
+use std::borrow::Cow;
+use std::ffi::CStr;
+
+/// Integers wider than this are shown as a size marker: converting them to decimal costs
+/// quadratic time.
+const MAX_INT_BITS: usize = 4096;
+
+/// `T_OBJECT` members (an object or None), as older classes and extensions declare them.
+const T_OBJECT: std::os::raw::c_int = 6;
+
+/// Containers open at once are at most `max_depth` (≤ 32) plus the argument list.
+const MAX_OPEN: usize = 40;
+
+/// One preview in progress.
+pub struct Walker<'w, 'a> {
+    w: &'w mut PreviewWriter<'a>,
+    mode: PreviewMode,
+    /// Containers being written, for the cycle check.
+    open: [*mut ffi::PyObject; MAX_OPEN],
+    n_open: usize,
+}
+
+impl<'w, 'a> Walker<'w, 'a> {
+    /// A walker writing through `w`.
+    pub fn new(w: &'w mut PreviewWriter<'a>, mode: PreviewMode) -> Self {
+        Walker {
+            w,
+            mode,
+            open: [std::ptr::null_mut(); MAX_OPEN],
+            n_open: 0,
+        }
+    }
+
+    /// The writer, for the caller's own structure (the argument object).
+    pub fn writer(&mut self) -> &mut PreviewWriter<'a> {
+        self.w
+    }
+
+    /// Writes the preview of `obj` found at nesting `depth` (0: an argument or return value).
+    ///
+    /// # Safety
+    /// The GIL is held, `obj` is a live object and no exception is set. In repr mode the
+    /// caller has set its re-entrancy flag.
+    pub unsafe fn value(&mut self, obj: *mut ffi::PyObject, depth: usize) {
+        if obj.is_null() {
+            self.w.marker("<unset>");
+            return;
+        }
+        if obj == ffi::Py_None() {
+            return self.w.null();
+        }
+        let ty = ffi::Py_TYPE(obj);
+        if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
+            return self.w.bool(obj == ffi::Py_True());
+        }
+        if ffi::PyLong_Check(obj) != 0 {
+            return self.int(obj);
+        }
+        if ffi::PyFloat_Check(obj) != 0 {
+            // SAFETY: a float (or subclass) instance stores its value in ob_fval.
+            return self.w.float(ffi::PyFloat_AS_DOUBLE(obj));
+        }
+        if ffi::PyUnicode_Check(obj) != 0 {
+            return self.str(obj);
+        }
+        if ffi::PyBytes_Check(obj) != 0 {
+            let data = ffi::PyBytes_AsString(obj) as *const u8;
+            let len = ffi::PyBytes_Size(obj).max(0) as usize;
+            return self.bytes("b'", data, len, "'");
+        }
+        if ffi::PyByteArray_Check(obj) != 0 {
+            let data = ffi::PyByteArray_AsString(obj) as *const u8;
+            let len = ffi::PyByteArray_Size(obj).max(0) as usize;
+            return self.bytes("bytearray(b'", data, len, "')");
+        }
+        let is_list = ffi::PyList_Check(obj) != 0;
+        if is_list || ffi::PyTuple_Check(obj) != 0 {
+            return self.sequence(obj, is_list, depth);
+        }
+        if ffi::PyDict_Check(obj) != 0 {
+            return self.dict(obj, depth);
+        }
+        if ffi::PyAnySet_Check(obj) != 0 {
+            return self.set(obj, depth);
+        }
+        if ffi::PyType_Check(obj) != 0 {
+            let name = type_name::qualified(obj as *mut ffi::PyTypeObject);
+            return self.w.marker(&format!("<class {name}>"));
+        }
+        match self.mode {
+            PreviewMode::Repr => self.repr(obj),
+            PreviewMode::Safe => self.object(obj, depth),
+        }
+    }
+
+    unsafe fn int(&mut self, obj: *mut ffi::PyObject) {
+        let mut overflow = 0;
+        // SAFETY: for an int (or subclass) this reads the digits; no __index__ is called.
+        let v = ffi::PyLong_AsLongLongAndOverflow(obj, &mut overflow);
+        if overflow == 0 && (v != -1 || ffi::PyErr_Occurred().is_null()) {
+            return self.w.int(v);
+        }
+        ffi::PyErr_Clear();
+        let bits = ffi::_PyLong_NumBits(obj);
+        if bits == usize::MAX || bits > MAX_INT_BITS {
+            ffi::PyErr_Clear();
+            let sign = if overflow < 0 { "-" } else { "" };
+            return self.w.marker(&format!("<int {sign}{bits} bits>"));
+        }
+        // SAFETY: int's own tp_repr (not a subclass override) formats the value in C.
+        let text = match (*std::ptr::addr_of_mut!(ffi::PyLong_Type)).tp_repr {
+            Some(repr) => repr(obj),
+            None => std::ptr::null_mut(),
+        };
+        match type_name::exact_text(text) {
+            Some(digits) => self.w.int_text(&digits),
+            None => {
+                ffi::PyErr_Clear();
+                self.w.marker(&format!("<int {bits} bits>"));
+            }
+        }
+        ffi::Py_XDECREF(text);
+    }
+
+    unsafe fn str(&mut self, obj: *mut ffi::PyObject) {
+        match read_str(obj, self.w.limits().max_str + REDACTION_SLACK) {
+            Some((text, total)) => self.w.str(&text, total),
+            None => self.w.marker("<str>"),
+        }
+    }
+
+    unsafe fn bytes(&mut self, prefix: &str, data: *const u8, len: usize, suffix: &str) {
+        if data.is_null() {
+            ffi::PyErr_Clear();
+            return self.w.marker("<bytes>");
+        }
+        let take = len.min(self.w.limits().max_str + REDACTION_SLACK);
+        // SAFETY: the object owns `len` bytes at `data`; nothing runs while we read them.
+        let raw = std::slice::from_raw_parts(data, take);
+        let mut text = String::with_capacity(take + prefix.len() + suffix.len());
+        text.push_str(prefix);
+        for &b in raw {
+            match b {
+                b'\\' => text.push_str("\\\\"),
+                b'\'' => text.push_str("\\'"),
+                b'\n' => text.push_str("\\n"),
+                b'\r' => text.push_str("\\r"),
+                b'\t' => text.push_str("\\t"),
+                0x20..=0x7e => text.push(b as char),
+                _ => {
+                    use std::fmt::Write as _;
+                    let _ = write!(text, "\\x{b:02x}");
+                }
+            }
+        }
+        let total = if take == len {
+            text.push_str(suffix);
+            text.chars().count()
+        } else {
+            text.chars().count() + (len - take)
+        };
+        self.w.str(&text, total);
+    }
+
+    /// Enters a container; false (and a marker written) when it is already open (a cycle)
+    /// or too deep.
+    unsafe fn enter(&mut self, obj: *mut ffi::PyObject, depth: usize, len: isize) -> bool {
+        if self.open[..self.n_open].contains(&obj) {
+            let name = type_name::short(ffi::Py_TYPE(obj));
+            self.w.marker(&format!("<cycle {name}>"));
+            return false;
+        }
+        if depth >= self.w.limits().max_depth || self.n_open >= MAX_OPEN {
+            let name = type_name::short(ffi::Py_TYPE(obj));
+            if len >= 0 {
+                self.w.marker(&format!("<{name} len={len}>"));
+            } else {
+                self.w.marker(&format!("<{name}>"));
+            }
+            return false;
+        }
+        self.open[self.n_open] = obj;
+        self.n_open += 1;
+        true
+    }
+
+    fn leave(&mut self) {
+        self.n_open -= 1;
+    }
+
+    unsafe fn sequence(&mut self, obj: *mut ffi::PyObject, is_list: bool, depth: usize) {
+        let len = if is_list {
+            ffi::PyList_GET_SIZE(obj)
+        } else {
+            ffi::PyTuple_GET_SIZE(obj)
+        };
+        if !self.enter(obj, depth, len) {
+            return;
+        }
+        let max = self.w.limits().max_items;
+        self.w.begin_array();
+        let mut i = 0;
+        // Re-read the length each time: a repr called in repr mode may shrink the list.
+        while i < (max as isize) {
+            let len = if is_list {
+                ffi::PyList_GET_SIZE(obj)
+            } else {
+                ffi::PyTuple_GET_SIZE(obj)
+            };
+            if i >= len {
+                break;
+            }
+            // SAFETY: 0 <= i < len; the item is kept alive while it is written.
+            let item = if is_list {
+                ffi::PyList_GET_ITEM(obj, i)
+            } else {
+                ffi::PyTuple_GET_ITEM(obj, i)
+            };
+            ffi::Py_INCREF(item);
+            self.value(item, depth + 1);
+            ffi::Py_DECREF(item);
+            i += 1;
+        }
+        let len = if is_list {
+            ffi::PyList_GET_SIZE(obj)
+        } else {
+            ffi::PyTuple_GET_SIZE(obj)
+        };
+        if len > i {
+            self.w.more_items((len - i) as usize);
+        }
+        self.w.end_array();
+        self.leave();
+    }
+
+    unsafe fn dict(&mut self, obj: *mut ffi::PyObject, depth: usize) {
+        let len = ffi::PyDict_Size(obj);
+        if !self.enter(obj, depth, len) {
+            return;
+        }
+        self.w.begin_object();
+        self.entries(obj, depth, 0);
+        self.w.end_object();
+        self.leave();
+    }
+
+    /// Writes up to `max_items - already` entries of the dict `obj` (and a marker for the
+    /// rest) into the open object.
+    unsafe fn entries(&mut self, obj: *mut ffi::PyObject, depth: usize, already: usize) {
+        let max = self.w.limits().max_items.saturating_sub(already);
+        let mut pos: ffi::Py_ssize_t = 0;
+        let (mut k, mut v) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let mut shown = 0;
+        // SAFETY: PyDict_Next reads the dict's table (also for subclasses) without calling
+        // __eq__, __hash__ or __iter__; a dict mutated by a repr (repr mode) ends the loop
+        // early at worst.
+        while shown < max && ffi::PyDict_Next(obj, &mut pos, &mut k, &mut v) != 0 {
+            ffi::Py_INCREF(k);
+            ffi::Py_INCREF(v);
+            if self.key(k) {
+                self.w.redacted();
+            } else {
+                self.value(v, depth + 1);
+            }
+            ffi::Py_DECREF(k);
+            ffi::Py_DECREF(v);
+            shown += 1;
+        }
+        let len = ffi::PyDict_Size(obj).max(0) as usize;
+        if len > shown {
+            self.w.more_entries(len - shown);
+        }
+    }
+
+    /// Writes a dict key; true when its value must be redacted.
+    unsafe fn key(&mut self, k: *mut ffi::PyObject) -> bool {
+        if ffi::PyUnicode_Check(k) != 0 {
+            return match read_str(k, self.w.limits().max_str + REDACTION_SLACK) {
+                Some((text, _)) => self.w.key(&text),
+                None => self.w.key("<str>"),
+            };
+        }
+        let text = if k == ffi::Py_None() {
+            Cow::Borrowed("None")
+        } else if k == ffi::Py_True() {
+            Cow::Borrowed("True")
+        } else if k == ffi::Py_False() {
+            Cow::Borrowed("False")
+        } else if ffi::PyLong_Check(k) != 0 {
+            let mut overflow = 0;
+            let v = ffi::PyLong_AsLongLongAndOverflow(k, &mut overflow);
+            ffi::PyErr_Clear();
+            if overflow == 0 {
+                Cow::Owned(v.to_string())
+            } else {
+                Cow::Borrowed("<int>")
+            }
+        } else {
+            Cow::Owned(format!("<{}>", type_name::short(ffi::Py_TYPE(k))))
+        };
+        self.w.key(&text)
+    }
+
+    unsafe fn set(&mut self, obj: *mut ffi::PyObject, depth: usize) {
+        let len = ffi::PySet_Size(obj);
+        if !self.enter(obj, depth, len) {
+            return;
+        }
+        // SAFETY: set's own tp_iter (shared by frozenset) walks the table in C, bypassing a
+        // subclass's __iter__; hashing is not involved.
+        let iter = match (*std::ptr::addr_of_mut!(ffi::PySet_Type)).tp_iter {
+            Some(f) => f(obj),
+            None => std::ptr::null_mut(),
+        };
+        self.w.begin_array();
+        let mut shown = 0usize;
+        if !iter.is_null() {
+            let max = self.w.limits().max_items;
+            while shown < max {
+                let item = ffi::PyIter_Next(iter);
+                if item.is_null() {
+                    break;
+                }
+                self.value(item, depth + 1);
+                ffi::Py_DECREF(item);
+                shown += 1;
+            }
+            ffi::Py_DECREF(iter);
+        }
+        ffi::PyErr_Clear();
+        let len = len.max(0) as usize;
+        if len > shown {
+            self.w.more_items(len - shown);
+        }
+        self.w.end_array();
+        self.leave();
+    }
+
+    /// Any other object in safe mode: `{"__type__": "mod.Qual", field: preview, ...}`.
+    unsafe fn object(&mut self, obj: *mut ffi::PyObject, depth: usize) {
+        let ty = ffi::Py_TYPE(obj);
+        if !self.enter(obj, depth, -1) {
+            return;
+        }
+        self.w.begin_object();
+        self.w.key_known("__type__");
+        self.w.marker(&type_name::qualified(ty));
+        let dict = instance_dict(obj, ty);
+        let mut fields = 0;
+        if !dict.is_null() {
+            fields = ffi::PyDict_Size(dict).max(0) as usize;
+            self.entries(dict, depth, 0);
+            ffi::Py_DECREF(dict);
+        }
+        self.slots(obj, ty, depth, fields);
+        self.w.end_object();
+        self.leave();
+    }
+
+    /// `__slots__` values: the object members of every heap type in the MRO, read at their
+    /// offsets.
+    unsafe fn slots(
+        &mut self,
+        obj: *mut ffi::PyObject,
+        ty: *mut ffi::PyTypeObject,
+        depth: usize,
+        mut shown: usize,
+    ) {
+        let mro = (*ty).tp_mro;
+        if mro.is_null() || ffi::PyTuple_Check(mro) == 0 {
+            return;
+        }
+        let max = self.w.limits().max_items;
+        for i in 0..ffi::PyTuple_GET_SIZE(mro) {
+            let base = ffi::PyTuple_GET_ITEM(mro, i) as *mut ffi::PyTypeObject;
+            if ffi::PyType_HasFeature(base, ffi::Py_TPFLAGS_HEAPTYPE) == 0 {
+                continue;
+            }
+            let mut m = (*base).tp_members;
+            // SAFETY: tp_members is null or an array ended by an entry with a null name.
+            while !m.is_null() && !(*m).name.is_null() {
+                let def = &*m;
+                m = m.add(1);
+                if (def.type_code != ffi::Py_T_OBJECT_EX && def.type_code != T_OBJECT)
+                    || def.flags & ffi::Py_READONLY != 0
+                {
+                    continue;
+                }
+                let name = CStr::from_ptr(def.name).to_string_lossy();
+                if name.starts_with("__") {
+                    continue;
+                }
+                // SAFETY: an object member of one of the object's types holds an object
+                // pointer (or null when unset) at this offset.
+                let v = *((obj as *mut u8).offset(def.offset) as *mut *mut ffi::PyObject);
+                if v.is_null() {
+                    continue;
+                }
+                if shown >= max {
+                    shown += 1;
+                    continue;
+                }
+                ffi::Py_INCREF(v);
+                if self.w.key(&name) {
+                    self.w.redacted();
+                } else {
+                    self.value(v, depth + 1);
+                }
+                ffi::Py_DECREF(v);
+                shown += 1;
+            }
+        }
+        if shown > max {
+            self.w.more_entries(shown - max);
+        }
+    }
+
+    /// Repr mode: `repr(obj)`, bounded and redacted; a raising repr gives a marker.
+    unsafe fn repr(&mut self, obj: *mut ffi::PyObject) {
+        let text = ffi::PyObject_Repr(obj);
+        if text.is_null() {
+            ffi::PyErr_Clear();
+            let name = type_name::qualified(ffi::Py_TYPE(obj));
+            return self.w.marker(&format!("<{name} (repr failed)>"));
+        }
+        self.str(text);
+        ffi::Py_DECREF(text);
+    }
+}
+
+/// The instance `__dict__` of `obj` (new reference) or null, without running descriptors:
+/// only for types that have a dict slot, through `PyObject_GenericGetDict`.
+unsafe fn instance_dict(obj: *mut ffi::PyObject, ty: *mut ffi::PyTypeObject) -> *mut ffi::PyObject {
+    const MANAGED_DICT: std::os::raw::c_ulong = 1 << 4;
+    if (*ty).tp_dictoffset == 0 && ffi::PyType_HasFeature(ty, MANAGED_DICT) == 0 {
+        return std::ptr::null_mut();
+    }
+    if ffi::PyModule_Check(obj) != 0 {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: the generic __dict__ getter reads (or creates) the dict slot; no user code.
+    let d = ffi::PyObject_GenericGetDict(obj, std::ptr::null_mut());
+    if d.is_null() {
+        ffi::PyErr_Clear();
+        return std::ptr::null_mut();
+    }
+    if ffi::PyDict_Check(d) == 0 {
+        ffi::Py_DECREF(d);
+        return std::ptr::null_mut();
+    }
+    d
+}
+
+/// The first `max_chars` characters of a `str` (or subclass) read from its storage (borrowed
+/// when it is ASCII), and its length in characters. Lone surrogates (not valid in UTF-8) become U+FFFD.
+///
+/// # Safety
+/// The GIL is held, `obj` is a `str` instance and outlives the returned text.
+pub unsafe fn read_str<'o>(
+    obj: *mut ffi::PyObject,
+    max_chars: usize,
+) -> Option<(Cow<'o, str>, usize)> {
+    #[cfg(not(Py_3_12))]
+    if ffi::PyUnicode_READY(obj) != 0 {
+        ffi::PyErr_Clear();
+        return None;
+    }
+    let len = ffi::PyUnicode_GET_LENGTH(obj).max(0) as usize;
+    let take = len.min(max_chars);
+    let data = ffi::PyUnicode_DATA(obj);
+    if data.is_null() {
+        return None;
+    }
+    if ffi::PyUnicode_IS_ASCII(obj) != 0 {
+        // SAFETY: ASCII storage is `len` bytes, all < 0x80, so any prefix is valid UTF-8; a
+        // str is immutable and the caller keeps `obj` alive while it uses the text.
+        let bytes = std::slice::from_raw_parts(data as *const u8, take);
+        return Some((Cow::Borrowed(std::str::from_utf8_unchecked(bytes)), len));
+    }
+    let mut text = String::with_capacity(take * 2);
+    let kind = ffi::PyUnicode_KIND(obj);
+    for i in 0..take {
+        // SAFETY: i < len, and the storage holds `len` units of `kind` bytes each.
+        let cp = match kind {
+            ffi::PyUnicode_1BYTE_KIND => u32::from(*(data as *const u8).add(i)),
+            ffi::PyUnicode_2BYTE_KIND => u32::from(*(data as *const u16).add(i)),
+            _ => *(data as *const u32).add(i),
+        };
+        text.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
+    }
+    Some((Cow::Owned(text), len))
+}
