@@ -246,7 +246,7 @@ mod tests {
             sampled: true,
             thread_id: 1,
             start_ns: 1_000,
-            end_ns: None,
+            ..Default::default()
         };
         e.export_session(&session, &ctx).unwrap();
         let spans = [
