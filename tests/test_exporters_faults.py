@@ -106,6 +106,7 @@ def test_refused_then_replayed_by_the_next_process(runner, tmp_path):
     server = Server.refusing()
     down = Run(runner, server, spool, "down")
     assert down.stats["spooled"] == len(down.expected) and down.stats["spool_dropped"] == 0
+    assert down.meta["spooled"] == len(down.expected), "the trace file's meta record counts it"
     assert down.stats["network_retries"] > 0
     assert_delivered_once_or_spooled(down, server, spool)
     with server.start():

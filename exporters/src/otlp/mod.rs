@@ -160,6 +160,10 @@ impl Exporter for OtlpExporter {
         "otlp"
     }
 
+    fn delivers_remotely(&self) -> bool {
+        true
+    }
+
     fn export_spans(
         &mut self,
         spans: &[SpanRecord],
