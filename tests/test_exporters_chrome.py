@@ -35,7 +35,7 @@ def worker(name, n):
             middle(3)
     everyone.wait()
 
-threads = [threading.Thread(target=worker, args=(f"t{k}", 10 + k)) for k in range(3)]
+threads = [threading.Thread(target=worker, args=(f"t{k}", 10 + k), name=f"worker-{k}") for k in range(3)]
 for t in threads:
     t.start()
 worker("main", 5)
@@ -68,7 +68,10 @@ def test_threads_calls_nesting_and_names(runner):
         "tid": 0,
         "args": {"name": f"chromey (pid {pid})"},
     } in meta
+    # A track may be named twice (its id first, the Python name once a session tells it):
+    # viewers keep the last name.
     thread_names = {e["tid"]: e["args"]["name"] for e in meta if e["name"] == "thread_name"}
+    assert sorted(thread_names.values()) == ["MainThread", "worker-0", "worker-1", "worker-2"]
 
     calls = [e for e in events if e["ph"] == "X" and e["cat"] == "python"]
     jsonl = {s["span_id"]: s for s in spans(records)}

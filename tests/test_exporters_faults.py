@@ -106,6 +106,7 @@ def test_refused_then_replayed_by_the_next_process(runner, tmp_path):
     server = Server.refusing()
     down = Run(runner, server, spool, "down")
     assert down.stats["spooled"] == len(down.expected) and down.stats["spool_dropped"] == 0
+    assert down.meta["spooled"] == len(down.expected), "the trace file's meta record counts it"
     assert down.stats["network_retries"] > 0
     assert_delivered_once_or_spooled(down, server, spool)
     with server.start():
@@ -191,3 +192,51 @@ def test_a_failing_exporter_never_stalls_the_others(runner, tmp_path):
     run = Run(runner, Server.refusing(), tmp_path / "spool", "jsonl-ok")
     assert run.meta["exported"] == run.meta["recorded"] == 5 * 301
     assert run.meta["dropped"] == 0
+
+
+CAP_PROGRAM = """
+import ferrotrace
+ferrotrace.configure()
+
+def leaf(i):
+    return i
+
+with ferrotrace.session("many"):
+    for i in range(12000):
+        leaf(i)
+ferrotrace.shutdown()
+print(ferrotrace.stats()["spooled"], ferrotrace.stats()["spool_dropped"])
+"""
+
+
+def test_the_spool_keeps_the_newest_batches_within_its_cap(runner, tmp_path):
+    spool = tmp_path / "spool"
+    proc = runner.run(
+        CAP_PROGRAM,
+        env={
+            "FERROTRACE_EXPORTER": "jsonl,otlp",
+            "FERROTRACE_OUTPUT": "cap.jsonl",
+            "FERROTRACE_OTLP_ENDPOINT": Server.refusing().url(),
+            "FERROTRACE_OTLP_COMPRESSION": "none",
+            "FERROTRACE_SPOOL_DIR": str(spool),
+            "FERROTRACE_SPOOL_MAX_MB": "1",
+            "FERROTRACE_SHUTDOWN_TIMEOUT_MS": str(SHUTDOWN_MS),
+            "FERROTRACE_BATCH_SIZE": "500",
+            "FERROTRACE_FLUSH_INTERVAL_MS": "20",
+        },
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    spooled, dropped = map(int, proc.stdout.split())
+    files = list(spool.rglob("*.spool"))
+    assert sum(f.stat().st_size for f in files) <= 1 << 20
+    kept = {s.span_id for s in spool_spans(spool)}
+    assert dropped > 0 and len(kept) == spooled - dropped, "evicted spans are counted"
+    leaves = sorted(
+        (int(r["start_unix_ns"]), bytes.fromhex(r["span_id"]))
+        for r in read_trace(runner.tmp / "cap.jsonl")
+        if r["type"] == "span" and r["qualname"] == "leaf"
+    )
+    assert spooled == len(leaves) + 1, "every span and the session went to the spool first"
+    flags = [span_id in kept for _, span_id in leaves]
+    assert flags == sorted(flags), "the oldest were dropped, the newest kept"

@@ -42,8 +42,8 @@ pub struct ChromeExporter {
     names: Vec<Option<String>>,
     /// Pre-rendered `"module":…,"file":…,"line":…` per function id.
     locations: Vec<Option<String>>,
-    /// Thread id → track id, for threads whose name event was written.
-    tracks: HashMap<u64, u64>,
+    /// Thread id → track id and the name its last `thread_name` event gave it.
+    tracks: HashMap<u64, (u64, String)>,
     next_compact_tid: u64,
     /// One event rendered here, then written in one call.
     scratch: Vec<u8>,
@@ -95,23 +95,32 @@ impl ChromeExporter {
         &self.path
     }
 
-    /// The track id of `thread_id`, writing its `thread_name` event on first sight.
-    fn track(&mut self, thread_id: u64) -> u64 {
-        if let Some(&t) = self.tracks.get(&thread_id) {
-            return t;
-        }
-        let tid = if thread_id <= MAX_NATIVE_TID {
-            thread_id
-        } else {
-            self.next_compact_tid += 1;
-            self.next_compact_tid - 1
+    /// The track id of `thread_id`, writing a `thread_name` event on first sight (`thread
+    /// ID` until a session record tells the Python name) and again when `name` (the Python
+    /// thread name, empty when unknown) differs from the one written; viewers keep the last.
+    fn track(&mut self, thread_id: u64, name: &str) -> u64 {
+        let (tid, written) = match self.tracks.get(&thread_id) {
+            Some((tid, written)) if name.is_empty() || name == written => return *tid,
+            Some((tid, _)) => (*tid, name.to_string()),
+            None if thread_id <= MAX_NATIVE_TID => (thread_id, name.to_string()),
+            None => {
+                self.next_compact_tid += 1;
+                (self.next_compact_tid - 1, name.to_string())
+            }
         };
-        self.tracks.insert(thread_id, tid);
+        let label = if written.is_empty() {
+            format!("thread {thread_id}")
+        } else {
+            written.clone()
+        };
         let _ = write!(
             self.scratch,
-            ",\n{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{},\"tid\":{tid},\"args\":{{\"name\":\"thread {thread_id}\"}}}}",
+            ",\n{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{},\"tid\":{tid},\"args\":{{\"name\":",
             self.pid
         );
+        let _ = write_str(&mut self.scratch, &label);
+        self.scratch.extend_from_slice(b"}}");
+        self.tracks.insert(thread_id, (tid, written));
         tid
     }
 
@@ -128,7 +137,7 @@ impl ChromeExporter {
     }
 
     fn render_span(&mut self, s: &SpanRecord, ctx: &ExportContext) {
-        let tid = self.track(s.thread_id);
+        let tid = self.track(s.thread_id, "");
         let info = ctx.functions.get(s.func_id);
         let name = Self::cached(&mut self.names, s.func_id, || {
             let mut n = String::from("\"name\":");
@@ -199,7 +208,7 @@ impl ChromeExporter {
     }
 
     fn render_session(&mut self, s: &SessionRecord) {
-        let tid = self.track(s.thread_id);
+        let tid = self.track(s.thread_id, &s.thread_name);
         let w = &mut self.scratch;
         let tag = if s.tag.is_empty() {
             "session"
@@ -353,6 +362,7 @@ mod tests {
             span_id: 100,
             tag: "job".into(),
             thread_id: 7,
+            thread_name: "MainThread".into(),
             start_ns: 1_000,
             ..Default::default()
         };
@@ -421,8 +431,24 @@ mod tests {
         let evs = events(&v);
         assert_eq!(evs[0]["name"], "process_name");
         assert_eq!(evs[0]["args"]["name"], "svc (pid 42)");
-        let threads: Vec<&Value> = evs.iter().filter(|e| e["name"] == "thread_name").collect();
-        assert_eq!(threads.len(), 3);
+        let threads: Vec<(u64, &str)> = evs
+            .iter()
+            .filter(|e| e["name"] == "thread_name")
+            .map(|e| {
+                (
+                    e["tid"].as_u64().unwrap(),
+                    e["args"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            threads,
+            [
+                (7, "MainThread"),
+                (8, "thread 8"),
+                (FIRST_COMPACT_TID, "thread 18446744073709551614")
+            ]
+        );
         let calls: Vec<&Value> = evs
             .iter()
             .filter(|e| e["ph"] == "X" && e["cat"] == "python")

@@ -104,6 +104,10 @@ impl Exporter for HttpExporter {
         "http"
     }
 
+    fn delivers_remotely(&self) -> bool {
+        true
+    }
+
     fn export_spans(
         &mut self,
         spans: &[SpanRecord],

@@ -68,6 +68,8 @@ pub struct SessionRecord {
     pub attrs: Vec<(String, String)>,
     pub sampled: bool,
     pub thread_id: u64,
+    /// The Python name of the thread (`threading.Thread.name`), empty when unknown.
+    pub thread_name: String,
     pub start_ns: u64,
     /// Set on the record sent when the session ends.
     pub end_ns: Option<u64>,

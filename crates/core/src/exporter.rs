@@ -51,4 +51,9 @@ pub trait Exporter: Send {
     fn flush(&mut self) -> Result<(), ExportError>;
     /// Writes the final record with the counters and closes the destination.
     fn shutdown(&mut self, counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError>;
+    /// True for an exporter whose shutdown waits for network delivery. These shut down
+    /// first, so that the final records of the others count what they delivered or spooled.
+    fn delivers_remotely(&self) -> bool {
+        false
+    }
 }

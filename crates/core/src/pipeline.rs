@@ -206,8 +206,9 @@ impl Worker {
             Control::Shutdown(ack) => {
                 self.drain();
                 self.drain_sessions();
-                let snapshot = self.counters.snapshot();
+                self.exporters.sort_by_key(|e| !e.delivers_remotely());
                 for e in &mut self.exporters {
+                    let snapshot = self.counters.snapshot();
                     match e.shutdown(&snapshot, &self.ctx) {
                         Ok(bytes) => Counters::add(&self.counters.bytes_written, bytes),
                         Err(_) => Counters::add(&self.counters.export_errors, 1),
@@ -362,6 +363,74 @@ mod tests {
         assert_eq!(s.recorded, 200);
         assert_eq!(s.exported, 200);
         assert_eq!(*seen.lock().unwrap(), (200, true));
+    }
+
+    /// Delivers on shutdown (remote), or remembers the counters its shutdown was given.
+    struct Final {
+        remote: Option<Arc<Counters>>,
+        seen: Arc<Mutex<Option<Snapshot>>>,
+    }
+
+    impl Exporter for Final {
+        fn name(&self) -> &'static str {
+            "final"
+        }
+        fn export_spans(
+            &mut self,
+            _: &[SpanRecord],
+            _: &ExportContext,
+        ) -> Result<u64, ExportError> {
+            Ok(0)
+        }
+        fn export_session(
+            &mut self,
+            _: &SessionRecord,
+            _: &ExportContext,
+        ) -> Result<u64, ExportError> {
+            Ok(0)
+        }
+        fn flush(&mut self) -> Result<(), ExportError> {
+            Ok(())
+        }
+        fn shutdown(&mut self, s: &Snapshot, _: &ExportContext) -> Result<u64, ExportError> {
+            match &self.remote {
+                Some(c) => Counters::add(&c.network_delivered, 5),
+                None => *self.seen.lock().unwrap() = Some(s.clone()),
+            }
+            Ok(0)
+        }
+        fn delivers_remotely(&self) -> bool {
+            self.remote.is_some()
+        }
+    }
+
+    #[test]
+    fn final_records_count_what_the_network_exporters_delivered() {
+        let counters = Arc::new(Counters::default());
+        let seen = Arc::new(Mutex::new(None));
+        let file = Final {
+            remote: None,
+            seen: Arc::clone(&seen),
+        };
+        let net = Final {
+            remote: Some(Arc::clone(&counters)),
+            seen: Arc::default(),
+        };
+        let ctx = ExportContext {
+            functions: Default::default(),
+            pid: 1,
+            meta: MetaInfo::default(),
+        };
+        let opts = PipelineOptions {
+            batch_size: 10,
+            max_queue: 100,
+            flush_interval: Duration::from_millis(50),
+            debug_export_delay: Duration::ZERO,
+        };
+        let p = Pipeline::start(opts, vec![Box::new(file), Box::new(net)], ctx, counters).unwrap();
+        assert!(p.shutdown(Duration::from_secs(5)));
+        let seen = seen.lock().unwrap().clone().unwrap();
+        assert_eq!(seen.network_delivered, 5);
     }
 
     #[test]

@@ -254,8 +254,9 @@ fn session_start(
             && lineage.inherited_sampled.unwrap_or_else(|| {
                 trace_id_ratio_sampled(lineage.trace_id, state.config.sample_rate)
             });
-        let s = session::new_session(lineage, sampled, tag, attrs, rec.thread_id, process_wide);
+        let mut s = session::new_session(lineage, sampled, tag, attrs, rec.thread_id, process_wide);
         if sampled {
+            s.record.thread_name = session::thread_name(py, rec.thread_id);
             Counters::add(&state.counters.sessions_started, 1);
             state.pipeline.submit_session(s.record.clone());
             backend::retain_on_current_thread(rec);
@@ -450,7 +451,7 @@ fn after_fork_child(py: Python<'_>) -> PyResult<()> {
                 remote_parent: false,
                 inherited_sampled: Some(p.info.sampled),
             };
-            let child = session::new_session(
+            let mut child = session::new_session(
                 lineage,
                 p.info.sampled,
                 p.record.tag.clone(),
@@ -458,6 +459,7 @@ fn after_fork_child(py: Python<'_>) -> PyResult<()> {
                 p.record.thread_id,
                 true,
             );
+            child.record.thread_name = p.record.thread_name.clone();
             child
                 .hooked_thread
                 .store(p.hooked_thread.load(Ordering::Relaxed), Ordering::Relaxed);

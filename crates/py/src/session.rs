@@ -277,6 +277,18 @@ pub fn lineage(
 }
 
 /// A new session object (not yet started).
+/// The Python name of the thread whose `threading.get_ident()` is `ident`, read from
+/// `threading._active` without calling Python code (so nothing of it is traced); empty when
+/// the thread is not a `threading` thread.
+pub fn thread_name(py: Python<'_>, ident: u64) -> String {
+    py.import("threading")
+        .and_then(|t| t.getattr("_active"))
+        .and_then(|active| active.get_item(ident))
+        .and_then(|thread| thread.getattr("_name"))
+        .and_then(|name| name.extract::<String>())
+        .unwrap_or_default()
+}
+
 pub fn new_session(
     lineage: Lineage,
     sampled: bool,
@@ -302,6 +314,7 @@ pub fn new_session(
             attrs,
             sampled,
             thread_id,
+            thread_name: String::new(),
             start_ns: clock::now_ns(),
             end_ns: None,
         },

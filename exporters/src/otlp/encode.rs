@@ -250,3 +250,20 @@ fn parent(id: u64) -> Vec<u8> {
         id.to_be_bytes().to_vec()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exception_of_unknown_type_is_an_error_without_an_empty_event() {
+        let mut encoder = Encoder::new(resource("svc", &[], 1));
+        let record = SpanRecord {
+            flags: FLAG_EXCEPTION,
+            ..Default::default()
+        };
+        let span = encoder.span(&record, &FunctionTable::default());
+        assert!(span.events.is_empty());
+        assert_eq!(span.status.unwrap().code, StatusCode::Error as i32);
+    }
+}

@@ -160,6 +160,10 @@ impl Exporter for OtlpExporter {
         "otlp"
     }
 
+    fn delivers_remotely(&self) -> bool {
+        true
+    }
+
     fn export_spans(
         &mut self,
         spans: &[SpanRecord],
@@ -246,7 +250,7 @@ mod tests {
             sampled: true,
             thread_id: 1,
             start_ns: 1_000,
-            end_ns: None,
+            ..Default::default()
         };
         e.export_session(&session, &ctx).unwrap();
         let spans = [
