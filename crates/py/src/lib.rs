@@ -9,6 +9,8 @@ mod exception;
 mod gil_cell;
 mod hook;
 mod monitoring;
+#[cfg(not(Py_3_11))]
+mod nested_qualname;
 mod profiler_slot;
 mod recorder;
 mod runtime;
