@@ -46,7 +46,7 @@ except ValueError as e:
         assert proc.stdout.strip() == "configured monitoring"
     else:
         assert proc.stdout.startswith("error")
-        assert "FERROTRACE_BACKEND='monitoring'" in proc.stdout and "3.12" in proc.stdout
+        assert 'backend="monitoring" is invalid' in proc.stdout and "3.12" in proc.stdout
 
 
 @pytest.mark.skipif(not NEW, reason="sys.monitoring exists from CPython 3.12")

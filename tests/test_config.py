@@ -237,3 +237,43 @@ def test_config_command_shows_each_value_and_its_source(tmp_path):
     bad_argument = config_cli(tmp_path, env, "--set", "max_depth=deep")
     assert bad_argument.returncode == 2
     assert 'max_depth="deep" is invalid' in bad_argument.stdout
+
+
+def test_a_backend_this_interpreter_lacks_is_invalid_here(tmp_path):
+    new = sys.version_info >= (3, 12)
+    cli = config_cli(tmp_path, clean_env(FERROTRACE_BACKEND="monitoring"))
+    assert cli.returncode == (0 if new else 2), cli.stdout
+    proc, recorded = auto_run(tmp_path, "FERROTRACE_BACKEND", "monitoring")
+    assert proc.returncode == 0 and [s["qualname"] for s in recorded] == ["work"], proc.stderr
+    if new:
+        assert proc.stderr == ""
+    else:
+        assert 'FERROTRACE_BACKEND="monitoring" is invalid' in cli.stdout and "3.12" in cli.stdout
+        assert proc.stderr.splitlines() == [
+            'ferrotrace: FERROTRACE_BACKEND="monitoring" is invalid: monitoring needs '
+            'sys.monitoring, which CPython has from 3.12 on; using the default "auto"'
+        ]
+
+
+def test_an_unknown_keyword_is_a_value_error_with_the_closest_name(tmp_path):
+    proc = python(
+        tmp_path,
+        "import ferrotrace\ntry:\n    ferrotrace.configure(sampl_rate=0.5)\n"
+        "except ValueError as e:\n    print(e)",
+        clean_env(),
+    )
+    assert (
+        proc.stdout.strip()
+        == 'sampl_rate="0.5" is invalid: not a ferrotrace setting; did you mean "sample_rate"?'
+    )
+
+
+def test_the_auto_warning_is_a_record_on_the_ferrotrace_logger(tmp_path):
+    code = 'import logging\nlogging.basicConfig(format="%(name)s|%(levelname)s|%(message)s")\n' + AUTO_PROGRAM
+    env = clean_env(FERROTRACE_OUTPUT="trace.jsonl", FERROTRACE_MAX_DEPTH="deep")
+    proc = python(tmp_path, code, env)
+    assert proc.returncode == 0 and proc.stdout == "ran\n", proc.stderr
+    assert proc.stderr.splitlines() == [
+        'ferrotrace|WARNING|ferrotrace: FERROTRACE_MAX_DEPTH="deep" is invalid: '
+        'a whole number >= 0 (0 means unlimited); using the default "0"'
+    ]

@@ -107,7 +107,8 @@ def run_in(project: Path, script: str, settings: dict[str, str]) -> subprocess.C
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE")}
     if TEST_BACKEND:
         env["FERROTRACE_BACKEND"] = TEST_BACKEND
-    env.update(OUTSIDE_DIR=str(project / "outside"), FERROTRACE_OUTPUT="trace.jsonl", **settings)
+    env.update(OUTSIDE_DIR=str(project / "outside"), FERROTRACE_OUTPUT="trace.jsonl")
+    env.update(settings)
     return subprocess.run(
         [sys.executable, script],
         cwd=project / "proj",
@@ -163,6 +164,14 @@ def test_exactly_the_selected_functions_are_recorded(project, settings, expected
     """Each case is the exact set: no json/encoder (stdlib) span, no ferrotrace span, so user
     filters keep the built-in excludes."""
     assert names(traced(project, **settings)) == expected
+
+
+def test_only_cwd_is_not_fooled_by_dot_dot(project):
+    """`proj/../outside/extlib.py` starts with `proj/` as text but is not under it."""
+    settings = {"FERROTRACE_CAPTURE_ONLY_CWD": "1", "OUTSIDE_DIR": f"{project}/proj/../outside"}
+    proc = run_in(project, "main.py", settings)
+    assert proc.returncode == 0, proc.stderr
+    assert names(spans(read_trace(project / "proj" / "trace.jsonl"))) == EVERYTHING - {"extlib::ext_call"}
 
 
 def test_callees_of_an_excluded_function_are_judged_on_their_own(project):
@@ -250,5 +259,6 @@ def test_one_decision_per_code_object_not_per_call(project):
         counts[s["qualname"]] = counts.get(s["qualname"], 0) + 1
     # Every call of included code is a span: two workloads of 50 rounds.
     assert counts["workload"] == 2
+    # On CPython 3.10 (no co_qualname) the closure's name is found through make_adder's code.
     assert counts["Cart.total"] == 200 and counts["make_adder.<locals>.adder"] == 100
     assert "Cart.add" not in counts and "ext_call" not in counts

@@ -127,11 +127,14 @@ def test_unsampled_session_records_nothing_and_installs_no_hook(runner):
     assert off["sampled"] is False and on["sampled"] is True
     assert off["decisions"] == 0 and on["decisions"] >= 1
     assert off["profiler_kept"] and off["python_profiler_saw_calls"]
-    if MONITORING:
+    if sys.version_info >= (3, 12):
+        # Both backends use ferrotrace's tool (setprofile only for PY_UNWIND), only while sampled.
         assert off["events"] == 0 and on["events"] != 0
+    else:
+        assert off["events"] is None and on["events"] is None
+    if MONITORING:
         assert on["profiler_kept"], "the monitoring backend leaves the profile slot alone"
     else:
-        assert off["events"] in (0, None)
         assert not on["profiler_kept"], "the setprofile backend takes the slot while sampled"
     records = read_trace(runner.tmp / "trace.jsonl")
     recorded = {s["qualname"] for s in spans(records)}
@@ -139,6 +142,28 @@ def test_unsampled_session_records_nothing_and_installs_no_hook(runner):
     starts = [r["tag"] for r in records if r["type"] == "session_start"]
     assert starts == ["on"]
     assert got["stats"]["sessions_unsampled"] == 1
+
+
+def test_unsampled_auto_session_installs_nothing(runner):
+    proc = runner.run(
+        """
+import sys, threading
+import ferrotrace.auto
+import ferrotrace
+def work():
+    return 1
+work()
+monitoring = getattr(sys, "monitoring", None)
+tools = [t for t in range(6) if monitoring and monitoring.get_tool(t) == "ferrotrace"]
+print(sys.getprofile(), getattr(threading, "_profile_hook", None),
+      [monitoring.get_events(t) for t in tools], ferrotrace.current_session().sampled)
+""",
+        env={"FERROTRACE_OUTPUT": "trace.jsonl", "FERROTRACE_SAMPLE_RATE": "0"},
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    tools = "[0]" if sys.version_info >= (3, 12) else "[]"
+    assert proc.stdout.split() == ["None", "None", tools, "False"]
+    assert spans(read_trace(runner.tmp / "trace.jsonl")) == []
 
 
 FUNCTION_SAMPLING = """

@@ -26,7 +26,8 @@ def normalize(kwargs: Mapping[str, Any]) -> dict[str, str]:
 
 
 def default_prefixes() -> list[str]:
-    """Directories whose code is excluded by default: the standard library and site-packages."""
+    """Directories whose code is excluded by default: the standard library and site-packages,
+    each as given and with symbolic links resolved (code objects may carry either form)."""
     paths = sysconfig.get_paths()
     found = {paths.get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     try:
@@ -35,7 +36,8 @@ def default_prefixes() -> list[str]:
     except AttributeError:  # pragma: no cover - virtualenv's legacy site module
         pass
     found.add(os.path.dirname(os.path.abspath(__file__)))  # ferrotrace itself and its bootstrap
-    return sorted(os.path.join(os.path.realpath(p), "") for p in found if p)
+    forms = {f(p) for p in found if p for f in (os.path.abspath, os.path.realpath)}
+    return sorted(os.path.join(p, "") for p in forms)
 
 
 def environment() -> dict[str, str]:

@@ -1,6 +1,8 @@
 //! Which functions are recorded. Decided once per code object by the hook, never per call.
 
 use regex::Regex;
+use std::borrow::Cow;
+use std::path::{Component, Path, PathBuf};
 
 /// Built-in and user filters over `module::qualname` and file paths.
 #[derive(Debug, Default)]
@@ -58,8 +60,10 @@ impl Filter {
                 .any(|p| file.starts_with(p.as_str()))
     }
 
-    /// Whether calls to this function are recorded.
+    /// Whether calls to this function are recorded. Path rules see the file with `.` and
+    /// `..` resolved, so `proj/../elsewhere/x.py` is not under `proj/`.
     pub fn decide(&self, module: &str, qualname: &str, file: &str) -> bool {
+        let file = &*lexically_normalized(file);
         if self.exclude_defaults && self.excluded_by_default(module, file) {
             return false;
         }
@@ -84,6 +88,29 @@ impl Filter {
         }
         !self.exclude.as_ref().is_some_and(|re| re.is_match(&key))
     }
+}
+
+/// `path` with `.` components dropped and each `..` removing the component before it (no
+/// file system access); unchanged when it has neither.
+fn lexically_normalized(path: &str) -> Cow<'_, str> {
+    let p = Path::new(path);
+    if !p
+        .components()
+        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+    {
+        return Cow::Borrowed(path);
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    Cow::Owned(out.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
@@ -119,6 +146,23 @@ mod tests {
         ));
         let all = filter(None, None, false);
         assert!(all.decide("json", "dumps", "/usr/lib/python3.11/json/__init__.py"));
+    }
+
+    #[test]
+    fn path_rules_see_normalized_paths() {
+        let f = Filter::new(FilterSpec {
+            only_under: Some("/work/proj/".into()),
+            default_prefixes: vec!["/usr/lib/python3.11/".into()],
+            exclude_defaults: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(f.decide("m", "f", "/work/proj/./pkg/m.py"));
+        assert!(!f.decide("m", "f", "/work/proj/../other/m.py"));
+        assert!(!f.decide("json", "f", "/work/proj/../../usr/lib/python3.11/json/x.py"));
+        assert_eq!(lexically_normalized("rel/../x.py"), "x.py");
+        assert_eq!(lexically_normalized("../x.py"), "../x.py");
+        assert_eq!(lexically_normalized("<frozen os>"), "<frozen os>");
     }
 
     #[test]

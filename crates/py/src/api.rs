@@ -99,6 +99,21 @@ fn unknown_warnings(env: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
+/// The error for a backend this interpreter cannot run, named as the user gave it. Its
+/// lenient fallback is the default, `auto`.
+fn backend_error(raw: &BTreeMap<&'static str, config::RawValue>, rule: &str) -> ConfigError {
+    let r = &raw["BACKEND"];
+    ConfigError {
+        setting: "BACKEND",
+        variable: match r.source {
+            config::Source::Default => "FERROTRACE_BACKEND".to_string(),
+            _ => r.origin.clone(),
+        },
+        value: r.value.clone(),
+        rule: rule.to_string(),
+    }
+}
+
 /// Validates and applies a configuration. Strict mode raises ValueError listing every
 /// invalid setting; lenient mode (`ferrotrace.auto`) applies the safe fallbacks and returns
 /// the problems as warnings. Unknown `FERROTRACE_*` variables are always warnings.
@@ -110,19 +125,15 @@ fn configure(
     lenient: bool,
 ) -> PyResult<Vec<String>> {
     let raw = resolve(args, &env)?;
-    let (mut cfg, errors) = Config::parse_lenient(&raw);
-    let mut problems = messages(&errors, lenient);
+    let (mut cfg, mut errors) = Config::parse_lenient(&raw);
     match backend::resolve(cfg.backend) {
         Ok(b) => cfg.backend = b,
-        Err(e) => {
-            problems.push(if lenient {
-                format!("{e}; using setprofile")
-            } else {
-                e
-            });
+        Err(rule) => {
+            errors.push(backend_error(&raw, rule));
             cfg.backend = Backend::SetProfile;
         }
     }
+    let problems = messages(&errors, lenient);
     if !problems.is_empty() && !lenient {
         return Err(PyValueError::new_err(problems.join("\n")));
     }
@@ -180,8 +191,10 @@ fn config_report(
     Vec<String>,
 )> {
     let raw = resolve(args, &env)?;
-    let (cfg, errors) = Config::parse_lenient(&raw);
-    let backend_error = backend::resolve(cfg.backend).err();
+    let (cfg, mut errors) = Config::parse_lenient(&raw);
+    if let Err(rule) = backend::resolve(cfg.backend) {
+        errors.push(backend_error(&raw, rule));
+    }
     let rows = config::SETTINGS
         .iter()
         .map(|s| {
@@ -189,8 +202,7 @@ fn config_report(
             let error = errors
                 .iter()
                 .find(|e| e.setting == s.name)
-                .map(ToString::to_string)
-                .or_else(|| backend_error.clone().filter(|_| s.name == "BACKEND"));
+                .map(ToString::to_string);
             let origin = match r.source {
                 config::Source::Default => "default".to_string(),
                 _ => format!("{} ({})", r.source.as_str(), r.origin),

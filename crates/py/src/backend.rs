@@ -14,15 +14,14 @@ use ferrotrace_core::config::Backend;
 
 static CHOSEN: GilCell<Option<Backend>> = GilCell::new(None);
 
-/// The backend `requested` resolves to on this interpreter, or why it cannot be used.
-pub fn resolve(requested: Backend) -> Result<Backend, String> {
+/// The backend `requested` resolves to on this interpreter, or the rule it breaks here.
+pub fn resolve(requested: Backend) -> Result<Backend, &'static str> {
     match requested {
         Backend::Auto if cfg!(Py_3_12) => Ok(Backend::Monitoring),
         Backend::Auto => Ok(Backend::SetProfile),
-        Backend::Monitoring if !cfg!(Py_3_12) => Err(
-            "FERROTRACE_BACKEND='monitoring' is invalid: sys.monitoring needs CPython 3.12 or later"
-                .to_string(),
-        ),
+        Backend::Monitoring if !cfg!(Py_3_12) => {
+            Err("monitoring needs sys.monitoring, which CPython has from 3.12 on")
+        }
         other => Ok(other),
     }
 }

@@ -193,7 +193,8 @@ unsafe fn qualname(
 
 /// CPython 3.10 has no `co_qualname`: find the function object that owns this code (in the
 /// class of the first argument when it is `self`/`cls`, else in the module globals) and use
-/// its `__qualname__`; fall back to `co_name`. Only dictionaries are read, no user code runs.
+/// its `__qualname__`, else search the code nested in the module's functions and classes;
+/// fall back to `co_name`. Only dictionaries and code objects are read, no user code runs.
 #[cfg(not(Py_3_11))]
 unsafe fn qualname(
     code: &Bound<'_, PyAny>,
@@ -227,13 +228,15 @@ unsafe fn qualname(
             }
         }
     }
+    let globals = globals.and_then(|g| g.downcast::<PyDict>().ok());
     globals
-        .and_then(|g| {
-            g.downcast::<PyDict>()
-                .ok()
-                .and_then(|d| d.get_item(&name).ok().flatten())
-        })
+        .and_then(|d| d.get_item(&name).ok().flatten())
         .and_then(|f| function_qualname(&f, code))
+        .or_else(|| {
+            let d = globals?;
+            let module: String = d.get_item("__name__").ok()??.extract().ok()?;
+            crate::nested_qualname::find(d, &module, code)
+        })
         .unwrap_or(name)
 }
 

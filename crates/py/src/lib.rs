@@ -11,6 +11,8 @@ mod frame_args;
 mod gil_cell;
 mod hook;
 mod monitoring;
+#[cfg(not(Py_3_11))]
+mod nested_qualname;
 mod preview;
 mod profiler_slot;
 mod recorder;

@@ -1,0 +1,131 @@
+//! CPython 3.10 has no `co_qualname`. Code that no function object in a class or the module
+//! namespace owns directly (closures, lambdas, comprehensions, classes defined in functions)
+//! is found by walking the code objects nested in the module's functions and classes, and
+//! named as 3.11+ would: `outer.<locals>.inner`, `outer.<locals>.Local.method`.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyCode, PyDict, PyTuple, PyType};
+use std::ptr::addr_of_mut;
+
+/// How deep nested classes and code objects are followed.
+const MAX_DEPTH: usize = 6;
+/// How many code objects one search looks at, at most.
+const MAX_VISITS: usize = 20_000;
+
+// The types of `staticmethod` and `classmethod` objects (CPython data symbols pyo3-ffi does
+// not declare).
+extern "C" {
+    static mut PyStaticMethod_Type: ffi::PyTypeObject;
+    static mut PyClassMethod_Type: ffi::PyTypeObject;
+}
+
+/// `CO_OPTIMIZED`: set on function code, not on class bodies or module code.
+const CO_OPTIMIZED: i64 = 0x1;
+
+struct Search<'a, 'py> {
+    target: &'a Bound<'py, PyAny>,
+    visits: usize,
+}
+
+impl<'py> Search<'_, 'py> {
+    /// The qualified name of the target when it is `code` (named `qualname`) or nested in it.
+    fn in_code(
+        &mut self,
+        code: &Bound<'py, PyAny>,
+        qualname: &str,
+        depth: usize,
+    ) -> Option<String> {
+        if code.is(self.target) {
+            return Some(qualname.to_string());
+        }
+        self.visits += 1;
+        if depth >= MAX_DEPTH || self.visits > MAX_VISITS {
+            return None;
+        }
+        let function = code
+            .getattr("co_flags")
+            .and_then(|f| f.extract::<i64>())
+            .is_ok_and(|f| f & CO_OPTIMIZED != 0);
+        let consts = code
+            .getattr("co_consts")
+            .ok()?
+            .downcast_into::<PyTuple>()
+            .ok()?;
+        for c in consts.iter().filter(|c| c.is_instance_of::<PyCode>()) {
+            let name: String = c.getattr("co_name").and_then(|n| n.extract()).ok()?;
+            let inner = if function {
+                format!("{qualname}.<locals>.{name}")
+            } else {
+                format!("{qualname}.{name}")
+            };
+            if let Some(q) = self.in_code(&c, &inner, depth + 1) {
+                return Some(q);
+            }
+        }
+        None
+    }
+
+    /// Searches a namespace value: a function (or one wrapped by staticmethod, classmethod
+    /// or property) or a class and its members.
+    fn in_value(&mut self, value: &Bound<'py, PyAny>, depth: usize) -> Option<String> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        // SAFETY: PyFunction_Check only reads the type pointer.
+        if unsafe { ffi::PyFunction_Check(value.as_ptr()) } != 0 {
+            let qualname: String = value.getattr("__qualname__").ok()?.extract().ok()?;
+            return self.in_code(&value.getattr("__code__").ok()?, &qualname, depth);
+        }
+        if let Ok(cls) = value.downcast::<PyType>() {
+            let members = cls.getattr("__dict__").ok()?.call_method0("values").ok()?;
+            for member in members.try_iter().ok()?.flatten() {
+                if let Some(q) = self.in_value(&member, depth + 1) {
+                    return Some(q);
+                }
+            }
+            return None;
+        }
+        // Only the built-in wrappers are looked into: their attributes run no user code.
+        // SAFETY: `value` is a live object; Py_TYPE reads its type pointer.
+        let ty = unsafe { ffi::Py_TYPE(value.as_ptr()) };
+        let attrs: &[&str] =
+            if ty == addr_of_mut!(PyStaticMethod_Type) || ty == addr_of_mut!(PyClassMethod_Type) {
+                &["__func__"]
+            } else if ty == addr_of_mut!(ffi::PyProperty_Type) {
+                &["fget", "fset", "fdel"]
+            } else {
+                &[]
+            };
+        attrs
+            .iter()
+            .filter_map(|a| value.getattr(*a).ok())
+            .find_map(|f| self.in_value(&f, depth + 1))
+    }
+}
+
+/// The 3.11-style qualified name of `code`, searched from the functions and classes in the
+/// module namespace `globals` that belong to the module `module`; None when not found.
+pub fn find(globals: &Bound<'_, PyDict>, module: &str, code: &Bound<'_, PyAny>) -> Option<String> {
+    let mut search = Search {
+        target: code,
+        visits: 0,
+    };
+    for value in globals.values().iter() {
+        // SAFETY: the checks only read the type pointer.
+        let root = unsafe {
+            ffi::PyFunction_Check(value.as_ptr()) != 0 || ffi::PyType_Check(value.as_ptr()) != 0
+        };
+        let own = root
+            && value
+                .getattr("__module__")
+                .and_then(|m| m.extract::<String>())
+                .is_ok_and(|m| m == module);
+        if own {
+            if let Some(q) = search.in_value(&value, 0) {
+                return Some(q);
+            }
+        }
+    }
+    None
+}
