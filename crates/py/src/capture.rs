@@ -2,7 +2,7 @@
 //! thread's reusable buffer and copied out once, already bounded and redacted.
 
 use crate::code_info;
-use crate::frame_args;
+use crate::frame_args::{self, Frame};
 use crate::preview::Walker;
 use crate::recorder::ThreadRecorder;
 use crate::runtime::HookState;
@@ -26,19 +26,9 @@ pub unsafe fn args_json(
 ) -> Option<String> {
     let spec = code_info::arg_spec(py, code, func_id, state)?;
     let frame = if frame.is_null() {
-        let f = ffi::PyEval_GetFrame();
-        if f.is_null() {
-            return None;
-        }
-        let running = ffi::PyFrame_GetCode(f) as *mut ffi::PyObject;
-        // PyFrame_GetCode returned a new reference; the frame keeps the code alive.
-        ffi::Py_DECREF(running);
-        if running != code {
-            return None;
-        }
-        f
+        Frame::current(code)?
     } else {
-        frame
+        Frame::of(frame)?
     };
     let max_items = state.limits.max_items;
     Some(build(state, rec, |walker| {
