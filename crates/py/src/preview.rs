@@ -104,9 +104,35 @@ impl<'w, 'a> Walker<'w, 'a> {
             let name = type_name::qualified(obj as *mut ffi::PyTypeObject);
             return self.w.marker(&format!("<class {name}>"));
         }
+        if ffi::PyFunction_Check(obj) != 0 {
+            // SAFETY: CPython keeps a function's __qualname__ a str (its setter checks).
+            let q = (*(obj as *mut ffi::PyFunctionObject)).func_qualname;
+            return self.named("function", q);
+        }
+        if ffi::PyModule_CheckExact(obj) != 0 {
+            // SAFETY: reads `__name__` from the module's own dict; no user code runs.
+            let name = ffi::PyModule_GetNameObject(obj);
+            self.named("module", name);
+            ffi::Py_XDECREF(name);
+            return;
+        }
         match self.mode {
             PreviewMode::Repr => self.repr(obj),
             PreviewMode::Safe => self.object(obj, depth),
+        }
+    }
+
+    /// `"<kind name>"` for functions and modules; `name` is null or a `str`.
+    unsafe fn named(&mut self, kind: &str, name: *mut ffi::PyObject) {
+        let text = if name.is_null() || ffi::PyUnicode_Check(name) == 0 {
+            ffi::PyErr_Clear();
+            None
+        } else {
+            read_str(name, self.w.limits().max_str)
+        };
+        match text {
+            Some((n, _)) => self.w.marker(&format!("<{kind} {n}>")),
+            None => self.w.marker(&format!("<{kind}>")),
         }
     }
 
