@@ -236,6 +236,8 @@ with ferrotrace.session("normal"):
     echo({i: str(i) for i in range(5)})
     echo([[[1]], (2,), {"k": {"deep": 1}}])
     echo({1, 2} if False else frozenset())
+    echo(five)
+    echo(ferrotrace)
     five(1, 2, 3, 4, 5)
 """
 
@@ -254,6 +256,8 @@ def test_previews_of_normal_calls(runner):
         {"0": "0", "1": "1", "2": "2", "…": "[+2 items]"},
         [["<list len=1>"], [2], {"k": "<dict len=1>"}],
         [],
+        "<function five>",
+        "<module ferrotrace>",
     ]
     five = next(s for s in got if s["qualname"] == "five")
     assert five["args"] == {"a": 1, "b": 2, "c": 3, "…": "[+2 items]"}

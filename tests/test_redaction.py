@@ -120,6 +120,9 @@ def charge():
 def connect():
     raise PermissionError("login failed: password=" + S["exc_password"] + " for " + S["exc_email"])
 
+def handled(exc):
+    return type(exc).__name__
+
 def lookalikes(token_count, keyboard, author, max_tokens, authority, primary_key, description,
                spinner, sessions, not_a_card, not_a_card_int, uuid, order, price, when, sha,
                words, at_words, version, ip, area_zero_id, twelve_digits, compass):
@@ -153,8 +156,8 @@ with ferrotrace.session("secrets"):
     for f in (charge, connect):
         try:
             f()
-        except Exception:
-            pass
+        except Exception as exc:
+            handled(exc)
     lookalikes(**L)
 ferrotrace.shutdown()
 """

@@ -2,11 +2,10 @@
 //! thread's reusable buffer and copied out once, already bounded and redacted.
 
 use crate::code_info;
-use crate::frame_args;
+use crate::frame_args::{self, Frame};
 use crate::preview::Walker;
 use crate::recorder::ThreadRecorder;
 use crate::runtime::HookState;
-use ferrotrace_core::event::SpanDetail;
 use ferrotrace_core::preview::PreviewWriter;
 use pyo3::ffi;
 use pyo3::Python;
@@ -27,19 +26,9 @@ pub unsafe fn args_json(
 ) -> Option<String> {
     let spec = code_info::arg_spec(py, code, func_id, state)?;
     let frame = if frame.is_null() {
-        let f = ffi::PyEval_GetFrame();
-        if f.is_null() {
-            return None;
-        }
-        let running = ffi::PyFrame_GetCode(f) as *mut ffi::PyObject;
-        // PyFrame_GetCode returned a new reference; the frame keeps the code alive.
-        ffi::Py_DECREF(running);
-        if running != code {
-            return None;
-        }
-        f
+        Frame::current(code)?
     } else {
-        frame
+        Frame::of(frame)?
     };
     let max_items = state.limits.max_items;
     Some(build(state, rec, |walker| {
@@ -66,24 +55,25 @@ pub unsafe fn args_json(
     }))
 }
 
-/// The span detail carrying the preview of the value a recorded call returns (or yields),
-/// when `FERROTRACE_CAPTURE` asks for return values.
+/// Stores the preview of the value the innermost open call returns (or yields) in its
+/// detail, when `FERROTRACE_CAPTURE` asks for return values. Called right before that call
+/// is closed, so the span gets it without another allocation.
 ///
 /// # Safety
 /// The GIL is held, no exception is set and `value` is a live object.
 #[inline(always)]
-pub unsafe fn return_detail(
+pub unsafe fn record_return(
     state: &HookState,
     rec: &mut ThreadRecorder,
     value: *mut ffi::PyObject,
-) -> Option<Box<SpanDetail>> {
+) {
     if !state.config.capture.returns() || value.is_null() {
-        return None;
+        return;
     }
-    Some(Box::new(SpanDetail {
-        return_json: Some(value_json(state, rec, value)),
-        ..Default::default()
-    }))
+    let json = value_json(state, rec, value);
+    if let Some(top) = rec.stack.last_mut() {
+        top.detail.get_or_insert_with(Default::default).return_json = Some(json);
+    }
 }
 
 /// The JSON preview of one value (a return value).
@@ -110,7 +100,7 @@ unsafe fn build(
     rec.in_preview = true;
     {
         let mut writer = PreviewWriter::new(&mut buf, &state.redactor, state.limits);
-        let mut walker = Walker::new(&mut writer, state.config.preview);
+        let mut walker = Walker::new(&mut writer, state.config.preview, state.generation);
         f(&mut walker);
     }
     rec.in_preview = false;

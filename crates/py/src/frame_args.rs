@@ -4,12 +4,15 @@
 //! `PyFrame_GetLocals`/`f_locals` (which builds a dict, or on 3.13 a proxy, per call):
 //! - 3.10: the profile hook's `PyFrameObject` holds `f_localsplus` (a captured argument
 //!   lives only in its cell, after the locals).
-//! - 3.11–3.13: `PyFrameObject.f_frame` points to the `_PyInterpreterFrame`, whose
-//!   `localsplus` array sits at byte offset 72 on every one of these versions (x86_64);
-//!   arguments come first, in `co_varnames` order. The `sys.monitoring` backend gets the
-//!   frame from `PyEval_GetFrame()`, which materialises a frame object the first time a
-//!   frame is asked for (one small allocation, about 40 ns; measured as part of the
-//!   `ft-args` benchmark), then costs a pointer read.
+//! - 3.11–3.13: the `_PyInterpreterFrame` (reached from a `PyFrameObject` through
+//!   `f_frame`) holds `localsplus` at byte offset 72 on each of these versions (x86_64);
+//!   arguments come first, in `co_varnames` order.
+//! - The `sys.monitoring` backend (3.12+) gets no frame. `PyEval_GetFrame()` would
+//!   materialise a frame object for every call (an allocation and a free, measured at about
+//!   30 ns per call with previews on), so the current interpreter frame is read from the
+//!   thread state instead: `tstate->cframe->current_frame` on 3.12 (offsets 56, then 0) and
+//!   `tstate->current_frame` on 3.13 (offset 72), both from CPython's own headers. The frame
+//!   found is only used when it runs the expected code object.
 
 use crate::code_info::ArgSlot;
 use pyo3::ffi;
@@ -32,13 +35,90 @@ extern "C" {
     static mut PyCell_Type: ffi::PyTypeObject;
 }
 
+/// A frame whose arguments can be read: the `PyFrameObject` on 3.10, the
+/// `_PyInterpreterFrame` on 3.11+.
+#[derive(Clone, Copy)]
+pub struct Frame(*mut u8);
+
+impl Frame {
+    /// The frame behind a frame object (from the profile hook).
+    ///
+    /// # Safety
+    /// `frame` is a live frame object.
+    pub unsafe fn of(frame: *mut ffi::PyFrameObject) -> Option<Frame> {
+        #[cfg(Py_3_11)]
+        // SAFETY: PyFrameObject starts with FrameHead on 3.11–3.13.
+        let raw = (*(frame as *mut FrameHead)).f_frame;
+        #[cfg(not(Py_3_11))]
+        let raw = frame as *mut u8;
+        (!raw.is_null()).then_some(Frame(raw))
+    }
+
+    /// The frame of the Python code running on this thread, when it runs `code`.
+    ///
+    /// # Safety
+    /// The GIL is held, inside a `sys.monitoring` callback or profile event.
+    pub unsafe fn current(code: *mut ffi::PyObject) -> Option<Frame> {
+        let frame = current_raw();
+        if frame.0.is_null() || frame.code() != code {
+            return None;
+        }
+        Some(frame)
+    }
+
+    /// The code object this frame runs (borrowed).
+    unsafe fn code(self) -> *mut ffi::PyObject {
+        #[cfg(Py_3_12)]
+        {
+            // SAFETY: f_code (3.12) / f_executable (3.13) is the first field.
+            *(self.0 as *mut *mut ffi::PyObject)
+        }
+        #[cfg(all(Py_3_11, not(Py_3_12)))]
+        {
+            // SAFETY: f_code is the fifth pointer of _PyInterpreterFrame on 3.11.
+            *(self.0 as *mut *mut ffi::PyObject).add(4)
+        }
+        #[cfg(not(Py_3_11))]
+        {
+            (*(self.0 as *mut ffi::PyFrameObject)).f_code as *mut ffi::PyObject
+        }
+    }
+}
+
+#[cfg(all(Py_3_12, not(Py_3_13)))]
+unsafe fn current_raw() -> Frame {
+    // SAFETY: PyThreadState.cframe is at offset 56 and _PyCFrame.current_frame at 0 (3.12).
+    let tstate = ffi::PyThreadState_Get() as *mut u8;
+    let cframe = *(tstate.add(56) as *mut *mut u8);
+    if cframe.is_null() {
+        return Frame(std::ptr::null_mut());
+    }
+    Frame(*(cframe as *mut *mut u8))
+}
+
+#[cfg(Py_3_13)]
+unsafe fn current_raw() -> Frame {
+    // SAFETY: PyThreadState.current_frame is at offset 72 (3.13).
+    let tstate = ffi::PyThreadState_Get() as *mut u8;
+    Frame(*(tstate.add(72) as *mut *mut u8))
+}
+
+#[cfg(not(Py_3_12))]
+unsafe fn current_raw() -> Frame {
+    let f = ffi::PyEval_GetFrame();
+    if f.is_null() {
+        return Frame(std::ptr::null_mut());
+    }
+    Frame::of(f).unwrap_or(Frame(std::ptr::null_mut()))
+}
+
 /// The current value of the argument described by `arg` in `frame` (borrowed), or null
 /// when it is unset.
 ///
 /// # Safety
 /// The GIL is held; `frame` is the live frame of the code object `arg` was built from, at
 /// its call event (arguments are bound, no bytecode has rebound them yet).
-pub unsafe fn value(frame: *mut ffi::PyFrameObject, arg: &ArgSlot) -> *mut ffi::PyObject {
+pub unsafe fn value(frame: Frame, arg: &ArgSlot) -> *mut ffi::PyObject {
     let v = slot(frame, arg.slot);
     if arg.cell && !v.is_null() && ffi::Py_TYPE(v) == std::ptr::addr_of_mut!(PyCell_Type) {
         // SAFETY: a cell object's first field after the header is its content.
@@ -48,18 +128,17 @@ pub unsafe fn value(frame: *mut ffi::PyFrameObject, arg: &ArgSlot) -> *mut ffi::
 }
 
 #[cfg(not(Py_3_11))]
-unsafe fn slot(frame: *mut ffi::PyFrameObject, i: usize) -> *mut ffi::PyObject {
+unsafe fn slot(frame: Frame, i: usize) -> *mut ffi::PyObject {
     // SAFETY: `i` indexes the frame's locals or cells (from the code object's counts).
-    *(*frame).f_localsplus.as_ptr().add(i)
+    *(*(frame.0 as *mut ffi::PyFrameObject))
+        .f_localsplus
+        .as_ptr()
+        .add(i)
 }
 
 #[cfg(Py_3_11)]
-unsafe fn slot(frame: *mut ffi::PyFrameObject, i: usize) -> *mut ffi::PyObject {
-    // SAFETY: layout of PyFrameObject/_PyInterpreterFrame on 3.11–3.13, see the module docs;
-    // `i` indexes the arguments, which come first in localsplus.
-    let interp = (*(frame as *mut FrameHead)).f_frame;
-    if interp.is_null() {
-        return std::ptr::null_mut();
-    }
-    *(interp.add(LOCALSPLUS_OFFSET) as *mut *mut ffi::PyObject).add(i)
+unsafe fn slot(frame: Frame, i: usize) -> *mut ffi::PyObject {
+    // SAFETY: layout of _PyInterpreterFrame on 3.11–3.13, see the module docs; `i` indexes
+    // the arguments, which come first in localsplus.
+    *(frame.0.add(LOCALSPLUS_OFFSET) as *mut *mut ffi::PyObject).add(i)
 }

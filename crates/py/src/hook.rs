@@ -144,8 +144,8 @@ unsafe fn on_return(frame: *mut ffi::PyFrameObject, arg: *mut ffi::PyObject) {
     if arg.is_null() {
         rec.pop(state, end, FLAG_EXCEPTION, None);
     } else {
-        let detail = capture::return_detail(state, rec, arg);
-        rec.pop(state, end, 0, detail);
+        capture::record_return(state, rec, arg);
+        rec.pop(state, end, 0, None);
     }
 }
 

@@ -19,6 +19,7 @@ mod recorder;
 mod runtime;
 mod session;
 mod task;
+mod type_info;
 mod type_name;
 
 use pyo3::prelude::*;

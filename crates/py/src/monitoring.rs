@@ -379,8 +379,8 @@ unsafe fn on_return(
             if rec.stack.last().is_some_and(|t| t.flags & SKIPPED != 0) {
                 rec.pop(state, end, 0, None);
             } else if exc.is_null() {
-                let detail = capture::return_detail(state, rec, value);
-                rec.pop(state, end, 0, detail);
+                capture::record_return(state, rec, value);
+                rec.pop(state, end, 0, None);
             } else {
                 let info = exception::describe(exc, state);
                 let detail = SpanDetail {

@@ -11,19 +11,16 @@
 //! become a `"<list len=N>"` summary), and a container that contains itself is written as a
 //! `"<cycle ...>"` marker.
 
+use crate::type_info::{self, TypeInfo};
 use crate::type_name;
 use ferrotrace_core::config::PreviewMode;
 use ferrotrace_core::preview::{PreviewWriter, REDACTION_SLACK};
 use pyo3::ffi;
 use std::borrow::Cow;
-use std::ffi::CStr;
 
 /// Integers wider than this are shown as a size marker: converting them to decimal costs
 /// quadratic time.
 const MAX_INT_BITS: usize = 4096;
-
-/// `T_OBJECT` members (an object or None), as older classes and extensions declare them.
-const T_OBJECT: std::os::raw::c_int = 6;
 
 /// Containers open at once are at most `max_depth` (≤ 32) plus the argument list.
 const MAX_OPEN: usize = 40;
@@ -32,17 +29,20 @@ const MAX_OPEN: usize = 40;
 pub struct Walker<'w, 'a> {
     w: &'w mut PreviewWriter<'a>,
     mode: PreviewMode,
+    /// The configuration generation (type facts cached under another are recomputed).
+    generation: u32,
     /// Containers being written, for the cycle check.
     open: [*mut ffi::PyObject; MAX_OPEN],
     n_open: usize,
 }
 
 impl<'w, 'a> Walker<'w, 'a> {
-    /// A walker writing through `w`.
-    pub fn new(w: &'w mut PreviewWriter<'a>, mode: PreviewMode) -> Self {
+    /// A walker writing through `w`, under the configuration `generation`.
+    pub fn new(w: &'w mut PreviewWriter<'a>, mode: PreviewMode, generation: u32) -> Self {
         Walker {
             w,
             mode,
+            generation,
             open: [std::ptr::null_mut(); MAX_OPEN],
             n_open: 0,
         }
@@ -104,9 +104,35 @@ impl<'w, 'a> Walker<'w, 'a> {
             let name = type_name::qualified(obj as *mut ffi::PyTypeObject);
             return self.w.marker(&format!("<class {name}>"));
         }
+        if ffi::PyFunction_Check(obj) != 0 {
+            // SAFETY: CPython keeps a function's __qualname__ a str (its setter checks).
+            let q = (*(obj as *mut ffi::PyFunctionObject)).func_qualname;
+            return self.named("function", q);
+        }
+        if ffi::PyModule_CheckExact(obj) != 0 {
+            // SAFETY: reads `__name__` from the module's own dict; no user code runs.
+            let name = ffi::PyModule_GetNameObject(obj);
+            self.named("module", name);
+            ffi::Py_XDECREF(name);
+            return;
+        }
         match self.mode {
             PreviewMode::Repr => self.repr(obj),
             PreviewMode::Safe => self.object(obj, depth),
+        }
+    }
+
+    /// `"<kind name>"` for functions and modules; `name` is null or a `str`.
+    unsafe fn named(&mut self, kind: &str, name: *mut ffi::PyObject) {
+        let text = if name.is_null() || ffi::PyUnicode_Check(name) == 0 {
+            ffi::PyErr_Clear();
+            None
+        } else {
+            read_str(name, self.w.limits().max_str)
+        };
+        match text {
+            Some((n, _)) => self.w.marker(&format!("<{kind} {n}>")),
+            None => self.w.marker(&format!("<{kind}>")),
         }
     }
 
@@ -359,76 +385,55 @@ impl<'w, 'a> Walker<'w, 'a> {
         if !self.enter(obj, depth, -1) {
             return;
         }
+        let info = type_info::get(ty, self.w.redactor(), self.generation);
         self.w.begin_object();
         self.w.key_known("__type__");
-        self.w.marker(&type_name::qualified(ty));
+        self.w.marker(&info.name);
         let dict = instance_dict(obj, ty);
         let mut fields = 0;
         if !dict.is_null() {
-            fields = ffi::PyDict_Size(dict).max(0) as usize;
+            fields = (ffi::PyDict_Size(dict).max(0) as usize).min(self.w.limits().max_items);
             self.entries(dict, depth, 0);
             ffi::Py_DECREF(dict);
         }
-        self.slots(obj, ty, depth, fields);
+        self.slots(obj, &info, depth, fields);
         self.w.end_object();
         self.leave();
     }
 
-    /// `__slots__` values: the object members of every heap type in the MRO, read at their
-    /// offsets.
+    /// `__slots__` values, read at the member offsets.
     unsafe fn slots(
         &mut self,
         obj: *mut ffi::PyObject,
-        ty: *mut ffi::PyTypeObject,
+        info: &TypeInfo,
         depth: usize,
         mut shown: usize,
     ) {
-        let mro = (*ty).tp_mro;
-        if mro.is_null() || ffi::PyTuple_Check(mro) == 0 {
-            return;
-        }
         let max = self.w.limits().max_items;
-        for i in 0..ffi::PyTuple_GET_SIZE(mro) {
-            let base = ffi::PyTuple_GET_ITEM(mro, i) as *mut ffi::PyTypeObject;
-            if ffi::PyType_HasFeature(base, ffi::Py_TPFLAGS_HEAPTYPE) == 0 {
+        let mut hidden = 0;
+        for field in &info.slots {
+            // SAFETY: an object member of one of the object's types holds an object pointer
+            // (or null when unset) at this offset.
+            let v = *((obj as *mut u8).offset(field.offset) as *mut *mut ffi::PyObject);
+            if v.is_null() {
                 continue;
             }
-            let mut m = (*base).tp_members;
-            // SAFETY: tp_members is null or an array ended by an entry with a null name.
-            while !m.is_null() && !(*m).name.is_null() {
-                let def = &*m;
-                m = m.add(1);
-                if (def.type_code != ffi::Py_T_OBJECT_EX && def.type_code != T_OBJECT)
-                    || def.flags & ffi::Py_READONLY != 0
-                {
-                    continue;
-                }
-                let name = CStr::from_ptr(def.name).to_string_lossy();
-                if name.starts_with("__") {
-                    continue;
-                }
-                // SAFETY: an object member of one of the object's types holds an object
-                // pointer (or null when unset) at this offset.
-                let v = *((obj as *mut u8).offset(def.offset) as *mut *mut ffi::PyObject);
-                if v.is_null() {
-                    continue;
-                }
-                if shown >= max {
-                    shown += 1;
-                    continue;
-                }
-                ffi::Py_INCREF(v);
-                if self.w.key(&name) {
-                    self.w.redacted();
-                } else {
-                    self.value(v, depth + 1);
-                }
-                ffi::Py_DECREF(v);
-                shown += 1;
+            if shown >= max {
+                hidden += 1;
+                continue;
             }
+            shown += 1;
+            self.w.key_known(&field.name);
+            if field.sensitive {
+                self.w.redacted();
+                continue;
+            }
+            ffi::Py_INCREF(v);
+            self.value(v, depth + 1);
+            ffi::Py_DECREF(v);
         }
-        if shown > max {
-            self.w.more_entries(shown - max);
+        if hidden > 0 {
+            self.w.more_entries(hidden);
         }
     }
 

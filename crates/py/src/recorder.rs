@@ -303,6 +303,15 @@ impl ThreadRecorder {
             }
             (a, b) => a.or(b),
         };
+        // A span with previews that ended by an exception whose type is not known (yet)
+        // still says so, as one without a detail does.
+        let detail = match detail {
+            Some(mut d) if extra_flags & FLAG_EXCEPTION != 0 && d.exception.is_none() => {
+                d.exception = Some(ExceptionInfo::default());
+                Some(d)
+            }
+            d => d,
+        };
         if cfg!(not(Py_3_12)) && extra_flags & FLAG_EXCEPTION != 0 {
             self.pending_exceptions
                 .push((self.buffer.len(), f.activation));

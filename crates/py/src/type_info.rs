@@ -1,0 +1,144 @@
+//! What a safe preview needs to know about a type (its qualified name and its `__slots__`
+//! members, with the sensitivity of each member name), computed once per type and cached.
+//!
+//! An entry is keyed by the type's address and checked against its `tp_version_tag` (a
+//! global counter CPython bumps whenever a type is created or modified), so a type that
+//! dies and whose address is reused, or a class that is modified, is computed again. Types
+//! without a valid version tag are computed on every use.
+
+use crate::gil_cell::GilCell;
+use crate::type_name;
+use ferrotrace_core::redact::Redactor;
+use pyo3::ffi;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+
+/// More entries than this and the cache starts over (classes created in a loop).
+const MAX_ENTRIES: usize = 4096;
+
+/// `T_OBJECT` members (an object or None), as older classes and extensions declare them.
+const T_OBJECT: std::os::raw::c_int = 6;
+
+/// One `__slots__` member.
+pub struct SlotField {
+    pub name: String,
+    /// Byte offset of the object pointer in the instance.
+    pub offset: isize,
+    /// The member name is a sensitive key.
+    pub sensitive: bool,
+}
+
+/// The cached facts about one type.
+pub struct TypeInfo {
+    /// `module.QualName` (see [`type_name::qualified`]).
+    pub name: String,
+    /// Writable object members of every heap type in the MRO, except dunder names.
+    pub slots: Vec<SlotField>,
+}
+
+struct Entry {
+    version: u32,
+    generation: u32,
+    info: Rc<TypeInfo>,
+}
+
+/// Type addresses are already well spread; one multiply mixes the low bits.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Cache = HashMap<usize, Entry, BuildHasherDefault<AddressHasher>>;
+
+static CACHE: GilCell<Option<Cache>> = GilCell::new(None);
+
+/// The facts about `ty` under the configuration `generation` (whose redactor judges member
+/// names).
+///
+/// # Safety
+/// The GIL is held and `ty` is a live type object. Runs no user code.
+pub unsafe fn get(
+    ty: *mut ffi::PyTypeObject,
+    redactor: &Redactor,
+    generation: u32,
+) -> Rc<TypeInfo> {
+    let version = (*ty).tp_version_tag;
+    if version == 0 {
+        return Rc::new(compute(ty, redactor));
+    }
+    let cache = CACHE.get().get_or_insert_with(Cache::default);
+    if let Some(e) = cache.get(&(ty as usize)) {
+        if e.version == version && e.generation == generation {
+            return Rc::clone(&e.info);
+        }
+    }
+    let info = Rc::new(compute(ty, redactor));
+    if cache.len() >= MAX_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(
+        ty as usize,
+        Entry {
+            version,
+            generation,
+            info: Rc::clone(&info),
+        },
+    );
+    info
+}
+
+unsafe fn compute(ty: *mut ffi::PyTypeObject, redactor: &Redactor) -> TypeInfo {
+    TypeInfo {
+        name: type_name::qualified(ty),
+        slots: slots(ty, redactor),
+    }
+}
+
+unsafe fn slots(ty: *mut ffi::PyTypeObject, redactor: &Redactor) -> Vec<SlotField> {
+    let mut out = Vec::new();
+    let mro = (*ty).tp_mro;
+    if mro.is_null() || ffi::PyTuple_Check(mro) == 0 {
+        return out;
+    }
+    for i in 0..ffi::PyTuple_GET_SIZE(mro) {
+        let base = ffi::PyTuple_GET_ITEM(mro, i) as *mut ffi::PyTypeObject;
+        if ffi::PyType_HasFeature(base, ffi::Py_TPFLAGS_HEAPTYPE) == 0 {
+            continue;
+        }
+        let mut m = (*base).tp_members;
+        // SAFETY: tp_members is null or an array ended by an entry with a null name.
+        while !m.is_null() && !(*m).name.is_null() {
+            let def = &*m;
+            m = m.add(1);
+            if (def.type_code != ffi::Py_T_OBJECT_EX && def.type_code != T_OBJECT)
+                || def.flags & ffi::Py_READONLY != 0
+            {
+                continue;
+            }
+            let name = CStr::from_ptr(def.name).to_string_lossy().into_owned();
+            if name.starts_with("__") {
+                continue;
+            }
+            out.push(SlotField {
+                sensitive: redactor.is_sensitive_key(&name),
+                name,
+                offset: def.offset,
+            });
+        }
+    }
+    out
+}
