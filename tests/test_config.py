@@ -170,6 +170,8 @@ def test_auto_warns_once_and_falls_back(tmp_path, variable, bad, rule):
     assert len(work) == 1, recorded
     if variable == "FERROTRACE_REDACT_VALUES":
         assert "default redaction stays in force" in lines[0]
+        assert "alice@example.com" not in str(work[0]), work[0]
+        assert "[REDACTED]" in work[0]["args"]["contact"], work[0]
     else:
         assert 'using the default "' in lines[0], lines[0]
 

@@ -126,10 +126,9 @@ def shutdown(timeout: float | None = None) -> bool:
 
 def _at_exit() -> None:
     try:
-        top = _native.top_functions(10) if _exit_summary else []
         done = shutdown()
         if _exit_summary:
-            print_summary(_native.stats(), top, done)
+            print_summary(_native.stats(), _native.top_functions(10) if done else [], done)
     except Exception as exc:  # never let tracing change the program's exit
         logger.warning("ferrotrace: shutdown failed: %s", exc)
 

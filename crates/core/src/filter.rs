@@ -52,6 +52,7 @@ impl Filter {
             || module.starts_with("ferrotrace.")
             || module.starts_with("importlib._bootstrap")
             || file.starts_with("<frozen")
+            || (file == "<string>" && module.starts_with("namedtuple_"))
             || file.contains("/site-packages/")
             || file.contains("/dist-packages/")
             || self
@@ -144,6 +145,8 @@ mod tests {
             "_load",
             "<frozen importlib._bootstrap>"
         ));
+        assert!(!f.decide("namedtuple_Point", "<lambda>", "<string>"));
+        assert!(f.decide("namedtuple_Point", "<lambda>", "/src/namedtuple_Point.py"));
         let all = filter(None, None, false);
         assert!(all.decide("json", "dumps", "/usr/lib/python3.11/json/__init__.py"));
     }

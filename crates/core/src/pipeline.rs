@@ -44,6 +44,8 @@ pub struct Pipeline {
     counters: Arc<Counters>,
     batch_size: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The per-function totals, left here by the export thread when it stops.
+    final_summary: Arc<Mutex<Option<Summary>>>,
 }
 
 /// Session and control messages that may wait before new ones are dropped.
@@ -62,6 +64,7 @@ impl Pipeline {
         let (data_tx, data_rx) = bounded(capacity);
         let (control_tx, control_rx) = bounded(CONTROL_CAPACITY);
         let (pool_tx, pool_rx) = bounded(capacity + 2);
+        let final_summary = Arc::new(Mutex::new(None));
         let worker = Worker {
             exporters,
             ctx,
@@ -71,6 +74,7 @@ impl Pipeline {
             pool_tx,
             options,
             summary: Summary::default(),
+            final_summary: Arc::clone(&final_summary),
         };
         let handle = std::thread::Builder::new()
             .name("ferrotrace-export".into())
@@ -82,6 +86,7 @@ impl Pipeline {
             counters,
             batch_size,
             thread: Mutex::new(Some(handle)),
+            final_summary,
         })
     }
 
@@ -142,8 +147,14 @@ impl Pipeline {
         self.request(Control::Flush, timeout).is_some()
     }
 
-    /// The functions with the largest inclusive time seen so far.
+    /// The functions with the largest inclusive time exported so far (all of them once the
+    /// pipeline has shut down).
     pub fn top_functions(&self, n: usize, timeout: Duration) -> Vec<(u32, FunctionTotals)> {
+        let stopped = self.final_summary.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(summary) = stopped.as_ref() {
+            return summary.top(n);
+        }
+        drop(stopped);
         self.request(|tx| Control::Top(n, tx), timeout)
             .unwrap_or_default()
     }
@@ -171,6 +182,7 @@ struct Worker {
     pool_tx: Sender<SpanBatch>,
     options: PipelineOptions,
     summary: Summary,
+    final_summary: Arc<Mutex<Option<Summary>>>,
 }
 
 impl Worker {
@@ -214,6 +226,8 @@ impl Worker {
                         Err(_) => Counters::add(&self.counters.export_errors, 1),
                     }
                 }
+                *self.final_summary.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::mem::take(&mut self.summary));
                 let _ = ack.send(());
                 return false;
             }
