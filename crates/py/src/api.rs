@@ -9,6 +9,7 @@ use ferrotrace_core::clock;
 use ferrotrace_core::config::{self, Backend, Config, ConfigError};
 use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::metrics::Counters;
+use ferrotrace_core::redact::Redactor;
 use ferrotrace_core::sampling::trace_id_ratio_sampled;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -107,6 +108,8 @@ fn configure(
             cfg.backend = Backend::SetProfile;
         }
     }
+    // Patterns that compile but match the empty string are dropped by the redactor.
+    problems.extend(Redactor::new(&cfg.redact_keys, &cfg.redact_values).1);
     if !problems.is_empty() && !lenient {
         return Err(PyValueError::new_err(problems.join("\n")));
     }
