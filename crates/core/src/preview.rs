@@ -96,14 +96,14 @@ impl<'a> PreviewWriter<'a> {
     /// An integer: a JSON number when a JSON consumer keeps it exact, else a string; a 13–19
     /// digit number that is a Luhn-valid card number is redacted.
     pub fn int(&mut self, v: i64) {
+        let mut buf = itoa::Buffer::new();
+        let digits = buf.format(v);
         if v.unsigned_abs() < 1_000_000_000_000 {
             self.separator();
-            let _ = write!(self.out, "{v}");
-            return;
+            self.out.push_str(digits);
+        } else {
+            self.int_text(digits);
         }
-        let mut digits = String::with_capacity(20);
-        let _ = write!(digits, "{v}");
-        self.int_text(&digits);
     }
 
     /// An integer given as decimal text (beyond `i64`, or already formatted); written as a

@@ -10,6 +10,7 @@ use ferrotrace_core::config::{self, Backend, Config, ConfigError};
 use ferrotrace_core::config_view;
 use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::metrics::Counters;
+use ferrotrace_core::redact::Redactor;
 use ferrotrace_core::sampling::trace_id_ratio_sampled;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -133,7 +134,9 @@ fn configure(
             cfg.backend = Backend::SetProfile;
         }
     }
-    let problems = messages(&errors, lenient);
+    let mut problems = messages(&errors, lenient);
+    // Patterns that compile but match the empty string are dropped by the redactor.
+    problems.extend(Redactor::new(&cfg.redact_keys, &cfg.redact_values).1);
     if !problems.is_empty() && !lenient {
         return Err(PyValueError::new_err(problems.join("\n")));
     }

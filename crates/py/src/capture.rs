@@ -9,6 +9,7 @@ use crate::runtime::HookState;
 use ferrotrace_core::preview::PreviewWriter;
 use pyo3::ffi;
 use pyo3::Python;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The JSON object `{name: preview, ...}` of the arguments of the call starting in `frame`
 /// (null: the current frame), or None when they cannot be read.
@@ -98,12 +99,19 @@ unsafe fn build(
     let mut buf = std::mem::take(&mut rec.preview_buf);
     buf.clear();
     rec.in_preview = true;
-    {
+    // A panic must not leave the flag set (the thread would stop being traced) nor a
+    // half-written value behind.
+    let done = catch_unwind(AssertUnwindSafe(|| {
         let mut writer = PreviewWriter::new(&mut buf, &state.redactor, state.limits);
         let mut walker = Walker::new(&mut writer, state.config.preview, state.generation);
         f(&mut walker);
-    }
+    }));
     rec.in_preview = false;
+    if done.is_err() {
+        ffi::PyErr_Clear();
+        buf.clear();
+        buf.push_str("\"<preview failed>\"");
+    }
     let text = buf.as_str().to_owned();
     rec.preview_buf = buf;
     text

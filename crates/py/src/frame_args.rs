@@ -8,8 +8,9 @@
 //!   `f_frame`) holds `localsplus` at byte offset 72 on each of these versions (x86_64);
 //!   arguments come first, in `co_varnames` order.
 //! - The `sys.monitoring` backend (3.12+) gets no frame. `PyEval_GetFrame()` would
-//!   materialise a frame object for every call (an allocation and a free, measured at about
-//!   30 ns per call with previews on), so the current interpreter frame is read from the
+//!   materialise a frame object for every call (an allocation and a free: reading the thread
+//!   state instead measured about 90 ns per call less on a recursive `fib` with previews on,
+//!   CPython 3.12), so the current interpreter frame is read from the
 //!   thread state instead: `tstate->cframe->current_frame` on 3.12 (offsets 56, then 0) and
 //!   `tstate->current_frame` on 3.13 (offset 72), both from CPython's own headers. The frame
 //!   found is only used when it runs the expected code object.

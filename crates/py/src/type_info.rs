@@ -23,6 +23,7 @@ const T_OBJECT: std::os::raw::c_int = 6;
 
 /// One `__slots__` member.
 pub struct SlotField {
+    /// The member (attribute) name.
     pub name: String,
     /// Byte offset of the object pointer in the instance.
     pub offset: isize,
