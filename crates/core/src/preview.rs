@@ -8,7 +8,11 @@
 //! `max_str` characters with a visible `…[+N chars]` marker. The text is always valid JSON.
 
 use crate::redact::{Redactor, REDACTED};
+use seahash::SeaHasher;
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::hash::BuildHasherDefault;
 
 /// How many characters past `max_str` a caller should pass to [`PreviewWriter::str`] so a
 /// secret that straddles the cut is still recognised (and redacted) as a whole.
@@ -30,10 +34,48 @@ pub struct Limits {
     pub max_depth: usize,
 }
 
+/// Object keys (dict keys, field names) already judged plain on one thread under one
+/// configuration: not sensitive, unchanged by value redaction and within `max_str`. The same
+/// few keys recur in every preview of an object-heavy program, and judging one costs far more
+/// than a set lookup. Short keys only, and at most [`KeyMemo::MAX_KEYS`] of them.
+#[derive(Default)]
+pub struct KeyMemo {
+    generation: u32,
+    plain: HashSet<Box<str>, BuildHasherDefault<SeaHasher>>,
+}
+
+impl KeyMemo {
+    /// Keys remembered before the memo starts over.
+    pub const MAX_KEYS: usize = 4096;
+    /// Longest key remembered, in bytes.
+    const MAX_KEY_LEN: usize = 64;
+
+    /// The memo for configuration `generation`: what was judged under another one is
+    /// forgotten (the redaction settings may have changed).
+    pub fn for_generation(&mut self, generation: u32) -> &mut Self {
+        if self.generation != generation {
+            self.plain.clear();
+            self.generation = generation;
+        }
+        self
+    }
+
+    fn remember(&mut self, key: &str) {
+        if key.len() > Self::MAX_KEY_LEN {
+            return;
+        }
+        if self.plain.len() >= Self::MAX_KEYS {
+            self.plain.clear();
+        }
+        self.plain.insert(key.into());
+    }
+}
+
 /// Writes one JSON value (with nested containers) into a borrowed buffer.
 pub struct PreviewWriter<'a> {
     out: &'a mut String,
     redactor: &'a Redactor,
+    memo: &'a mut KeyMemo,
     limits: Limits,
     /// Bit `n` set: the container open at nesting `n` already has an item.
     has_items: u128,
@@ -45,10 +87,16 @@ pub struct PreviewWriter<'a> {
 
 impl<'a> PreviewWriter<'a> {
     /// A writer appending to `out`.
-    pub fn new(out: &'a mut String, redactor: &'a Redactor, limits: Limits) -> Self {
+    pub fn new(
+        out: &'a mut String,
+        redactor: &'a Redactor,
+        memo: &'a mut KeyMemo,
+        limits: Limits,
+    ) -> Self {
         PreviewWriter {
             out,
             redactor,
+            memo,
             limits,
             has_items: 0,
             level: 0,
@@ -211,6 +259,10 @@ impl<'a> PreviewWriter<'a> {
     /// whether it is a sensitive key, whose value the caller must write as
     /// [`Self::redacted`].
     pub fn key(&mut self, key: &str) -> bool {
+        if self.memo.plain.contains(key) {
+            self.key_known(key);
+            return false;
+        }
         let sensitive = self.redactor.is_sensitive_key(key);
         let window = match key
             .char_indices()
@@ -224,6 +276,9 @@ impl<'a> PreviewWriter<'a> {
             Some((cut, _)) => &text[..cut],
             None => &text,
         };
+        if !sensitive && matches!(text, Cow::Borrowed(_)) && shown.len() == key.len() {
+            self.memo.remember(key);
+        }
         self.key_known(shown);
         sensitive
     }
@@ -321,9 +376,31 @@ mod tests {
     fn with(f: impl FnOnce(&mut PreviewWriter)) -> String {
         let r = Redactor::default();
         let mut out = String::new();
-        let mut w = PreviewWriter::new(&mut out, &r, LIMITS);
+        let mut memo = KeyMemo::default();
+        let mut w = PreviewWriter::new(&mut out, &r, &mut memo, LIMITS);
         f(&mut w);
         out
+    }
+
+    #[test]
+    fn key_memo_remembers_only_plain_keys_per_generation() {
+        let r = Redactor::new(&["colour".to_string()], &[]).0;
+        let mut memo = KeyMemo::default();
+        let mut out = String::new();
+        for _ in 0..2 {
+            let mut w = PreviewWriter::new(&mut out, &r, memo.for_generation(1), LIMITS);
+            w.begin_object();
+            assert!(!w.key("name"));
+            w.null();
+            assert!(w.key("password"));
+            w.redacted();
+            assert!(w.key("colour"));
+            w.redacted();
+            w.end_object();
+        }
+        assert!(memo.plain.contains("name"));
+        assert!(!memo.plain.contains("password") && !memo.plain.contains("colour"));
+        assert!(memo.for_generation(2).plain.is_empty());
     }
 
     #[test]

@@ -98,11 +98,13 @@ unsafe fn build(
 ) -> String {
     let mut buf = std::mem::take(&mut rec.preview_buf);
     buf.clear();
+    let mut memo = std::mem::take(&mut rec.key_memo);
     rec.in_preview = true;
     // A panic must not leave the flag set (the thread would stop being traced) nor a
     // half-written value behind.
     let done = catch_unwind(AssertUnwindSafe(|| {
-        let mut writer = PreviewWriter::new(&mut buf, &state.redactor, state.limits);
+        let memo = memo.for_generation(state.generation);
+        let mut writer = PreviewWriter::new(&mut buf, &state.redactor, memo, state.limits);
         let mut walker = Walker::new(&mut writer, state.config.preview, state.generation);
         f(&mut walker);
     }));
@@ -114,5 +116,6 @@ unsafe fn build(
     }
     let text = buf.as_str().to_owned();
     rec.preview_buf = buf;
+    rec.key_memo = memo;
     text
 }

@@ -17,6 +17,7 @@ use ferrotrace_core::event::{
     FLAG_UNFINISHED,
 };
 use ferrotrace_core::ids::{IdGenerator, TraceId};
+use ferrotrace_core::preview::KeyMemo;
 use pyo3::ffi;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -73,6 +74,8 @@ pub struct ThreadRecorder {
     pub in_preview: bool,
     /// Reused by every preview of this thread.
     pub preview_buf: String,
+    /// Object keys this thread's previews already judged plain.
+    pub key_memo: KeyMemo,
     orphaned: AtomicBool,
 }
 
@@ -141,6 +144,7 @@ pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> 
         ids: IdGenerator::new(),
         in_preview: false,
         preview_buf: String::new(),
+        key_memo: KeyMemo::default(),
         orphaned: AtomicBool::new(false),
     }));
     if SLOT.try_with(|s| s.0.set(rec)).is_err() {
