@@ -436,7 +436,7 @@ def write_results(results: list[VersionResult], args: argparse.Namespace, comman
         "",
         *(version_report(r) for r in results),
     ]
-    path = _env.BENCHES / "RESULTS.md"
+    path = Path(args.output)
     path.write_text("\n".join(lines))
     return path
 
@@ -459,6 +459,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
     parser.add_argument("--configs", help="comma-separated config names to run (untraced always runs)")
     parser.add_argument("--quick", action="store_true", help="fewer iterations and 3 reps: a smoke run")
+    parser.add_argument(
+        "--output",
+        default=str(_env.BENCHES / "RESULTS.md"),
+        help="where to write the report (default benches/RESULTS.md)",
+    )
     args = parser.parse_args()
     args.python = args.python or VERSIONS
     args.reps = args.reps or (3 if args.quick else 7)
