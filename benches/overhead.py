@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -144,6 +145,9 @@ def run_child(
         written = count_spans(Path(trace_dir)) if spans else 0
     finally:
         shutil.rmtree(trace_dir, ignore_errors=True)
+        # Tracers that wrote hundreds of MB leave dirty pages; write them back now, untimed,
+        # rather than during the next configuration's run.
+        os.sync()
     return proc, written
 
 
@@ -261,8 +265,12 @@ def bench_version(version: str, args: argparse.Namespace) -> VersionResult:
     times: dict[tuple[str, str], list[float]] = {}
     for rep in range(args.reps):
         log(f"[{version}] repetition {rep + 1}/{args.reps}")
+        # A different (reproducible) order each repetition, so no configuration always runs
+        # right after the same heavy one.
+        order = list(configs)
+        random.Random(rep).shuffle(order)
         for workload in args.workloads:
-            for config in configs:
+            for config in order:
                 seconds = measure(env, config, workload, iterations[workload])
                 if seconds is not None:
                     times.setdefault((workload, config.name), []).append(seconds)
