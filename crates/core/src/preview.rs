@@ -8,11 +8,10 @@
 //! `max_str` characters with a visible `…[+N chars]` marker. The text is always valid JSON.
 
 use crate::redact::{Redactor, REDACTED};
-use seahash::SeaHasher;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// How many characters past `max_str` a caller should pass to [`PreviewWriter::str`] so a
 /// secret that straddles the cut is still recognised (and redacted) as a whole.
@@ -41,7 +40,45 @@ pub struct Limits {
 #[derive(Default)]
 pub struct KeyMemo {
     generation: u32,
-    plain: HashSet<Box<str>, BuildHasherDefault<SeaHasher>>,
+    plain: HashSet<Box<str>, BuildHasherDefault<KeyHasher>>,
+}
+
+/// A multiply-rotate hash over 8-byte words (as rustc's FxHash): keys are short, and a
+/// general-purpose hasher cost more than the lookup it serves.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
 }
 
 impl KeyMemo {

@@ -1,10 +1,11 @@
 //! What a safe preview needs to know about a type (its qualified name and its `__slots__`
 //! members, with the sensitivity of each member name), computed once per type and cached.
 //!
-//! An entry is keyed by the type's address and checked against its `tp_version_tag` (a
-//! global counter CPython bumps whenever a type is created or modified), so a type that
-//! dies and whose address is reused, or a class that is modified, is computed again. Types
-//! without a valid version tag are computed on every use.
+//! An entry is keyed by the type's address and holds a strong reference to the type, so the
+//! address cannot be reused by another type while the entry exists. A type's members (its
+//! `__slots__` layout) never change after creation; its name can, so an entry is computed
+//! again when the type's `tp_version_tag` changed to another valid tag (a tag of 0, which
+//! CPython gives a modified type until its next lookup, keeps the entry).
 
 use crate::gil_cell::GilCell;
 use crate::type_name;
@@ -40,9 +41,19 @@ pub struct TypeInfo {
 }
 
 struct Entry {
+    /// A strong reference, released when the entry is dropped.
+    ty: *mut ffi::PyTypeObject,
     version: u32,
     generation: u32,
     info: Rc<TypeInfo>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // SAFETY: entries live in a GIL-protected cache and are dropped with the GIL held;
+        // `ty` is the reference taken when the entry was made.
+        unsafe { ffi::Py_DECREF(self.ty as *mut ffi::PyObject) };
+    }
 }
 
 /// Type addresses are already well spread; one multiply mixes the low bits.
@@ -78,12 +89,9 @@ pub unsafe fn get(
     generation: u32,
 ) -> Rc<TypeInfo> {
     let version = (*ty).tp_version_tag;
-    if version == 0 {
-        return Rc::new(compute(ty, redactor));
-    }
     let cache = CACHE.get().get_or_insert_with(Cache::default);
     if let Some(e) = cache.get(&(ty as usize)) {
-        if e.version == version && e.generation == generation {
+        if (version == 0 || e.version == version) && e.generation == generation {
             return Rc::clone(&e.info);
         }
     }
@@ -91,9 +99,11 @@ pub unsafe fn get(
     if cache.len() >= MAX_ENTRIES {
         cache.clear();
     }
+    ffi::Py_INCREF(ty as *mut ffi::PyObject);
     cache.insert(
         ty as usize,
         Entry {
+            ty,
             version,
             generation,
             info: Rc::clone(&info),
