@@ -88,17 +88,7 @@ pub fn install(py: Python<'_>, tool: i32) -> PyResult<()> {
         };
         module.call_method1("register_callback", (tool, bit, func))?;
     }
-    let disable = module.getattr("DISABLE")?.unbind().into_ptr();
-    // SAFETY: the GIL is held (we have `py`).
-    unsafe {
-        *HANDLES.get() = Some(Handles {
-            disable,
-            module: module.unbind().into_ptr(),
-            mask,
-        });
-    }
-    TOOL.store(tool, Ordering::Release);
-    Ok(())
+    publish(module, tool, mask)
 }
 
 /// For the setprofile backend on 3.12+: `PY_UNWIND` on `tool` (whose callback the caller
@@ -107,8 +97,14 @@ pub fn install(py: Python<'_>, tool: i32) -> PyResult<()> {
 pub fn install_unwind_only(py: Python<'_>, tool: i32) -> PyResult<()> {
     let module = py.import("sys")?.getattr("monitoring")?;
     let mask: u64 = module.getattr("events")?.getattr("PY_UNWIND")?.extract()?;
+    publish(module, tool, mask)
+}
+
+/// Keeps `sys.monitoring`, its `DISABLE` and the event `mask` for the callbacks and marks
+/// `tool` as ferrotrace's.
+fn publish(module: Bound<'_, PyAny>, tool: i32, mask: u64) -> PyResult<()> {
     let disable = module.getattr("DISABLE")?.unbind().into_ptr();
-    // SAFETY: the GIL is held (we have `py`).
+    // SAFETY: the GIL is held (`module` is bound to it).
     unsafe {
         *HANDLES.get() = Some(Handles {
             disable,
