@@ -4,7 +4,7 @@
 //! Run: `cargo bench -p ferrotrace-exporters --bench export`.
 
 use ferrotrace_core::config::{Compression, Config, OtlpProtocol};
-use ferrotrace_core::event::SpanRecord;
+use ferrotrace_core::event::{SpanBatch, SpanRecord};
 use ferrotrace_core::exporter::{ExportContext, Exporter, MetaInfo};
 use ferrotrace_core::functions::{FunctionInfo, FunctionTable};
 use ferrotrace_core::ids::TraceId;
@@ -20,7 +20,7 @@ use std::time::Instant;
 const BATCH: usize = 512;
 const BATCHES: usize = 4_000;
 
-fn batch(functions: &FunctionTable) -> Vec<SpanRecord> {
+fn batch(functions: &FunctionTable) -> SpanBatch {
     let ids: Vec<u32> = (0..64)
         .map(|i| {
             functions.intern(FunctionInfo {
@@ -44,7 +44,8 @@ fn batch(functions: &FunctionTable) -> Vec<SpanRecord> {
             depth: (i % 12) as u32,
             ..Default::default()
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .into()
 }
 
 fn report(what: &str, spans: usize, secs: f64, bytes: Option<u64>) {
@@ -92,7 +93,10 @@ fn main() {
     let t = Instant::now();
     let mut bytes = 0u64;
     for _ in 0..BATCHES / 4 {
-        let converted = spans.iter().map(|s| encoder.span(s, &functions)).collect();
+        let converted = spans
+            .iter()
+            .map(|s| encoder.span(s, &spans, &functions))
+            .collect();
         bytes += prost::Message::encode_to_vec(&encoder.request(converted)).len() as u64;
     }
     report(
@@ -114,7 +118,10 @@ fn main() {
     .unwrap();
     let t = Instant::now();
     for _ in 0..BATCHES / 16 {
-        let converted = spans.iter().map(|s| encoder.span(s, &functions)).collect();
+        let converted = spans
+            .iter()
+            .map(|s| encoder.span(s, &spans, &functions))
+            .collect();
         black_box(exporter.payload(converted));
     }
     report(

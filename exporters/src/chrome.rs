@@ -20,7 +20,9 @@
 use crate::json::{push_str, write_str, write_u64};
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::now_ns;
-use ferrotrace_core::event::{SessionRecord, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED};
+use ferrotrace_core::event::{
+    SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED,
+};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::span_hex;
 use ferrotrace_core::metrics::Snapshot;
@@ -136,7 +138,7 @@ impl ChromeExporter {
         cache[i].get_or_insert_with(render)
     }
 
-    fn render_span(&mut self, s: &SpanRecord, ctx: &ExportContext) {
+    fn render_span(&mut self, s: &SpanRecord, batch: &SpanBatch, ctx: &ExportContext) {
         let tid = self.track(s.thread_id, "");
         let info = ctx.functions.get(s.func_id);
         let name = Self::cached(&mut self.names, s.func_id, || {
@@ -181,23 +183,21 @@ impl ChromeExporter {
         if s.flags & FLAG_UNFINISHED != 0 {
             w.extend_from_slice(b",\"unfinished\":true");
         }
-        match &s.detail {
-            Some(d) => {
-                if let Some(args) = &d.args_json {
-                    w.extend_from_slice(b",\"args\":");
-                    w.extend_from_slice(args.as_bytes());
-                }
-                if let Some(ret) = &d.return_json {
-                    w.extend_from_slice(b",\"return\":");
-                    w.extend_from_slice(ret.as_bytes());
-                }
-                if let Some(e) = &d.exception {
-                    w.extend_from_slice(b",\"exception\":{\"type\":");
-                    let _ = write_str(w, &e.type_name);
-                    w.extend_from_slice(b",\"message\":");
-                    let _ = write_str(w, &e.message);
-                    w.push(b'}');
-                }
+        if let Some(args) = batch.args(s) {
+            w.extend_from_slice(b",\"args\":");
+            w.extend_from_slice(args.as_bytes());
+        }
+        if let Some(ret) = batch.return_value(s) {
+            w.extend_from_slice(b",\"return\":");
+            w.extend_from_slice(ret.as_bytes());
+        }
+        match &s.exception {
+            Some(e) => {
+                w.extend_from_slice(b",\"exception\":{\"type\":");
+                let _ = write_str(w, &e.type_name);
+                w.extend_from_slice(b",\"message\":");
+                let _ = write_str(w, &e.message);
+                w.push(b'}');
             }
             None if s.flags & FLAG_EXCEPTION != 0 => {
                 w.extend_from_slice(b",\"exception\":{\"type\":\"\",\"message\":\"\"}");
@@ -277,13 +277,9 @@ impl Exporter for ChromeExporter {
         "chrome"
     }
 
-    fn export_spans(
-        &mut self,
-        spans: &[SpanRecord],
-        ctx: &ExportContext,
-    ) -> Result<u64, ExportError> {
-        for s in spans {
-            self.render_span(s, ctx);
+    fn export_spans(&mut self, spans: &SpanBatch, ctx: &ExportContext) -> Result<u64, ExportError> {
+        for s in spans.iter() {
+            self.render_span(s, spans, ctx);
             self.emit()?;
         }
         Ok(self.out.take_written())
@@ -334,7 +330,7 @@ impl Exporter for ChromeExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotrace_core::event::{ExceptionInfo, SpanDetail};
+    use ferrotrace_core::event::ExceptionInfo;
 
     use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;
@@ -367,7 +363,9 @@ mod tests {
             ..Default::default()
         };
         e.export_session(&session, ctx).unwrap();
-        let spans: Vec<SpanRecord> = [(7u64, 0u32), (8, 0), (u64::MAX - 1, FLAG_EXCEPTION)]
+        let mut spans = SpanBatch::default();
+        let args = spans.add_text("{\"x\":1}");
+        spans.spans = [(7u64, 0u32), (8, 0), (u64::MAX - 1, FLAG_EXCEPTION)]
             .iter()
             .enumerate()
             .map(|(i, &(thread_id, flags))| SpanRecord {
@@ -379,14 +377,11 @@ mod tests {
                 thread_id,
                 func_id: f,
                 flags,
-                detail: (flags != 0).then(|| {
-                    Box::new(SpanDetail {
-                        args_json: Some("{\"x\":1}".into()),
-                        exception: Some(ExceptionInfo {
-                            type_name: "ValueError".into(),
-                            message: "bad \"x\"".into(),
-                        }),
-                        ..Default::default()
+                args: if flags != 0 { args } else { Default::default() },
+                exception: (flags != 0).then(|| {
+                    Box::new(ExceptionInfo {
+                        type_name: "ValueError".into(),
+                        message: "bad \"x\"".into(),
                     })
                 }),
                 ..Default::default()

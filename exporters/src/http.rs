@@ -11,7 +11,7 @@ use crate::factory::NetworkOptions;
 use crate::jsonl::JsonlRenderer;
 use crate::spool::Payload;
 use ferrotrace_core::config::{is_loopback_host, parse_http_url, Config};
-use ferrotrace_core::event::{SessionRecord, SpanRecord};
+use ferrotrace_core::event::{SessionRecord, SpanBatch};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::metrics::Snapshot;
 use std::time::{Duration, Instant};
@@ -108,13 +108,9 @@ impl Exporter for HttpExporter {
         true
     }
 
-    fn export_spans(
-        &mut self,
-        spans: &[SpanRecord],
-        ctx: &ExportContext,
-    ) -> Result<u64, ExportError> {
-        for s in spans {
-            self.renderer.span(s, ctx, &mut self.body);
+    fn export_spans(&mut self, spans: &SpanBatch, ctx: &ExportContext) -> Result<u64, ExportError> {
+        for s in spans.iter() {
+            self.renderer.span(s, spans, ctx, &mut self.body);
         }
         let n = spans.len() as u64;
         self.added(n, n);
@@ -180,15 +176,15 @@ mod tests {
                 line: 1,
             },
         );
-        let spans: Vec<SpanRecord> = (1..=3)
-            .map(|i| SpanRecord {
+        let spans: Vec<ferrotrace_core::event::SpanRecord> = (1..=3)
+            .map(|i| ferrotrace_core::event::SpanRecord {
                 trace_id: TraceId(5),
                 span_id: i,
                 func_id: f,
                 ..Default::default()
             })
             .collect();
-        e.export_spans(&spans, &ctx).unwrap();
+        e.export_spans(&SpanBatch::from(spans), &ctx).unwrap();
         e.shutdown(&Snapshot::default(), &ctx).unwrap();
         let reqs = server.requests();
         assert_eq!(reqs.len(), 1);

@@ -5,7 +5,9 @@
 use crate::json::{push_hex, push_json_str, push_str, push_u64, push_uint};
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::to_unix_ns;
-use ferrotrace_core::event::{SessionRecord, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED};
+use ferrotrace_core::event::{
+    SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED,
+};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::metrics::Snapshot;
 use std::io::Write;
@@ -67,7 +69,13 @@ impl JsonlRenderer {
     }
 
     /// Appends one `span` line.
-    pub fn span(&mut self, s: &SpanRecord, ctx: &ExportContext, out: &mut Vec<u8>) {
+    pub fn span(
+        &mut self,
+        s: &SpanRecord,
+        batch: &SpanBatch,
+        ctx: &ExportContext,
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(&self.span_prefix);
         push_hex(out, s.trace_id.0, 32);
         out.extend_from_slice(b"\",\"span_id\":\"");
@@ -91,22 +99,20 @@ impl JsonlRenderer {
         if s.flags & FLAG_UNFINISHED != 0 {
             out.extend_from_slice(b",\"unfinished\":true");
         }
-        if let Some(d) = &s.detail {
-            if let Some(args) = &d.args_json {
-                out.extend_from_slice(b",\"args\":");
-                out.extend_from_slice(args.as_bytes());
-            }
-            if let Some(ret) = &d.return_json {
-                out.extend_from_slice(b",\"return\":");
-                out.extend_from_slice(ret.as_bytes());
-            }
-            if let Some(e) = &d.exception {
-                out.extend_from_slice(b",\"exception\":{\"type\":");
-                push_json_str(out, &e.type_name);
-                out.extend_from_slice(b",\"message\":");
-                push_json_str(out, &e.message);
-                out.push(b'}');
-            }
+        if let Some(args) = batch.args(s) {
+            out.extend_from_slice(b",\"args\":");
+            out.extend_from_slice(args.as_bytes());
+        }
+        if let Some(ret) = batch.return_value(s) {
+            out.extend_from_slice(b",\"return\":");
+            out.extend_from_slice(ret.as_bytes());
+        }
+        if let Some(e) = &s.exception {
+            out.extend_from_slice(b",\"exception\":{\"type\":");
+            push_json_str(out, &e.type_name);
+            out.extend_from_slice(b",\"message\":");
+            push_json_str(out, &e.message);
+            out.push(b'}');
         } else if s.flags & FLAG_EXCEPTION != 0 {
             out.extend_from_slice(b",\"exception\":{\"type\":\"\",\"message\":\"\"}");
         }
@@ -214,13 +220,9 @@ impl Exporter for JsonlExporter {
         "jsonl"
     }
 
-    fn export_spans(
-        &mut self,
-        spans: &[SpanRecord],
-        ctx: &ExportContext,
-    ) -> Result<u64, ExportError> {
-        for s in spans {
-            self.renderer.span(s, ctx, &mut self.scratch);
+    fn export_spans(&mut self, spans: &SpanBatch, ctx: &ExportContext) -> Result<u64, ExportError> {
+        for s in spans.iter() {
+            self.renderer.span(s, spans, ctx, &mut self.scratch);
         }
         Ok(self.emit()?)
     }
@@ -250,7 +252,7 @@ impl Exporter for JsonlExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotrace_core::event::{ExceptionInfo, SpanDetail};
+    use ferrotrace_core::event::ExceptionInfo;
 
     use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;
@@ -279,12 +281,9 @@ mod tests {
             duration_ns: 10,
             func_id: f,
             flags: FLAG_EXCEPTION,
-            detail: Some(Box::new(SpanDetail {
-                exception: Some(ExceptionInfo {
-                    type_name: "ValueError".into(),
-                    message: "bad\n".into(),
-                }),
-                ..Default::default()
+            exception: Some(Box::new(ExceptionInfo {
+                type_name: "ValueError".into(),
+                message: "bad\n".into(),
             })),
             ..Default::default()
         };
@@ -296,7 +295,7 @@ mod tests {
             end_ns: Some(9),
             ..Default::default()
         };
-        e.export_spans(&[span], &ctx).unwrap();
+        e.export_spans(&SpanBatch::from(vec![span]), &ctx).unwrap();
         e.export_session(&session, &ctx).unwrap();
         e.shutdown(
             &Snapshot {

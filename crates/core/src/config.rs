@@ -101,8 +101,13 @@ impl Capture {
 /// How objects without a native preview are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PreviewMode {
-    /// Type name plus instance attributes read without running user code.
+    /// Without running user code: an object whose class keeps `object.__repr__` shows as that
+    /// repr would (`<mod.Class object at 0x…>`), any other as its type name plus its instance
+    /// attributes.
     Safe,
+    /// Every such object as its type name plus its instance attributes, read without running
+    /// user code.
+    Fields,
     /// A guarded `repr()` (exceptions swallowed, calls it makes not traced).
     Repr,
 }
@@ -246,7 +251,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("CAPTURE_ONLY_CWD", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("EXCLUDE_DEFAULTS", "1", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("CAPTURE", "none", "one of none, args, return, all"),
-    setting!("PREVIEW", "safe", "one of safe, repr"),
+    setting!("PREVIEW", "safe", "one of safe, fields, repr"),
     setting!("MAX_STR", "256", "a whole number from 8 to 1048576"),
     setting!("MAX_ITEMS", "16", "a whole number from 1 to 10000"),
     setting!("MAX_PREVIEW_DEPTH", "2", "a whole number from 0 to 32"),
@@ -773,7 +778,11 @@ impl Config {
                 |r, s| parse_choice(
                     r,
                     s,
-                    &[("safe", PreviewMode::Safe), ("repr", PreviewMode::Repr)]
+                    &[
+                        ("safe", PreviewMode::Safe),
+                        ("fields", PreviewMode::Fields),
+                        ("repr", PreviewMode::Repr)
+                    ]
                 ),
                 PreviewMode::Safe
             ),

@@ -48,6 +48,7 @@ pub fn effective_value(cfg: &Config, name: &str) -> Option<String> {
         .to_string(),
         "PREVIEW" => match cfg.preview {
             PreviewMode::Safe => "safe",
+            PreviewMode::Fields => "fields",
             PreviewMode::Repr => "repr",
         }
         .to_string(),

@@ -31,18 +31,28 @@ pub struct SpanRecord {
     pub depth: u32,
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// Rare, variable-sized parts: present only when previews are on or an exception left.
-    pub detail: Option<Box<SpanDetail>>,
+    /// JSON text of the argument preview (an object of name → preview) in the batch's text.
+    pub args: TextRef,
+    /// JSON text of the return-value preview in the batch's text.
+    pub ret: TextRef,
+    /// The exception that left the frame (rare). With `FLAG_EXCEPTION` set and no info, its
+    /// type could not be known.
+    pub exception: Option<Box<ExceptionInfo>>,
 }
 
-/// The variable-sized parts of a span, already bounded and redacted.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct SpanDetail {
-    /// JSON text of the argument preview (an object of name → preview).
-    pub args_json: Option<String>,
-    /// JSON text of the return-value preview.
-    pub return_json: Option<String>,
-    pub exception: Option<ExceptionInfo>,
+/// A piece of a [`SpanBatch`]'s text (empty: none). Previews are written into the batch
+/// they travel in, so a span costs no allocation of its own.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TextRef {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl TextRef {
+    /// No text.
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
 }
 
 /// An exception that left a frame.
@@ -75,5 +85,87 @@ pub struct SessionRecord {
     pub end_ns: Option<u64>,
 }
 
-/// A batch of span records from one thread's buffer, handed over in one channel send.
-pub type SpanBatch = Vec<SpanRecord>;
+/// A batch of span records from one thread's buffer, handed over in one channel send, with
+/// the text (already bounded and redacted previews) its records point into. It derefs to
+/// its records.
+#[derive(Debug, Default)]
+pub struct SpanBatch {
+    pub spans: Vec<SpanRecord>,
+    pub text: String,
+}
+
+impl SpanBatch {
+    /// An empty batch with room for `spans` records.
+    pub fn with_capacity(spans: usize) -> Self {
+        SpanBatch {
+            spans: Vec::with_capacity(spans),
+            text: String::new(),
+        }
+    }
+
+    /// Appends `text` to the batch's text and returns where it lies. Text beyond 4 GiB
+    /// in one batch is not kept.
+    pub fn add_text(&mut self, text: &str) -> TextRef {
+        let (Ok(start), Ok(len)) = (u32::try_from(self.text.len()), u32::try_from(text.len()))
+        else {
+            return TextRef::default();
+        };
+        if start.checked_add(len).is_none() {
+            return TextRef::default();
+        }
+        self.text.push_str(text);
+        TextRef { start, len }
+    }
+
+    /// The text at `r`, None when empty (or not in this batch).
+    pub fn text_at(&self, r: TextRef) -> Option<&str> {
+        if r.is_empty() {
+            return None;
+        }
+        let start = r.start as usize;
+        self.text.get(start..start + r.len as usize)
+    }
+
+    /// The argument preview of `span` (a record of this batch).
+    pub fn args(&self, span: &SpanRecord) -> Option<&str> {
+        self.text_at(span.args)
+    }
+
+    /// The return-value preview of `span` (a record of this batch).
+    pub fn return_value(&self, span: &SpanRecord) -> Option<&str> {
+        self.text_at(span.ret)
+    }
+
+    /// Empties the batch, keeping its memory (but not an unusually large text).
+    pub fn clear(&mut self) {
+        const MAX_KEPT_TEXT: usize = 8 << 20;
+        self.spans.clear();
+        if self.text.capacity() > MAX_KEPT_TEXT {
+            self.text = String::new();
+        } else {
+            self.text.clear();
+        }
+    }
+}
+
+impl std::ops::Deref for SpanBatch {
+    type Target = Vec<SpanRecord>;
+    fn deref(&self) -> &Vec<SpanRecord> {
+        &self.spans
+    }
+}
+
+impl std::ops::DerefMut for SpanBatch {
+    fn deref_mut(&mut self) -> &mut Vec<SpanRecord> {
+        &mut self.spans
+    }
+}
+
+impl From<Vec<SpanRecord>> for SpanBatch {
+    fn from(spans: Vec<SpanRecord>) -> Self {
+        SpanBatch {
+            spans,
+            text: String::new(),
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! The contract between the export thread and the exporters. Exporters only consume.
 
-use crate::event::{SessionRecord, SpanRecord};
+use crate::event::{SessionRecord, SpanBatch};
 use crate::functions::FunctionTable;
 use crate::metrics::Snapshot;
 use std::sync::Arc;
@@ -35,12 +35,9 @@ impl<E: std::error::Error> From<E> for ExportError {
 pub trait Exporter: Send {
     /// Short name used in errors and stats (`jsonl`, `chrome`, ...).
     fn name(&self) -> &'static str;
-    /// Exports finished span records. Returns the bytes written, if the exporter counts them.
-    fn export_spans(
-        &mut self,
-        spans: &[SpanRecord],
-        ctx: &ExportContext,
-    ) -> Result<u64, ExportError>;
+    /// Exports finished span records (with the text their previews point into). Returns the
+    /// bytes written, if the exporter counts them.
+    fn export_spans(&mut self, batch: &SpanBatch, ctx: &ExportContext) -> Result<u64, ExportError>;
     /// Exports a session start (`end_ns` is None) or end.
     fn export_session(
         &mut self,

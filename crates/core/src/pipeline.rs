@@ -104,7 +104,7 @@ impl Pipeline {
     pub fn take_buffer(&self) -> SpanBatch {
         self.pool_rx
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(self.batch_size))
+            .unwrap_or_else(|_| SpanBatch::with_capacity(self.batch_size))
     }
 
     /// Hands a full (or final) batch to the export thread without blocking.
@@ -317,7 +317,7 @@ mod tests {
         }
         fn export_spans(
             &mut self,
-            spans: &[SpanRecord],
+            spans: &SpanBatch,
             _: &ExportContext,
         ) -> Result<u64, ExportError> {
             self.0.lock().unwrap().0 += spans.len() as u64;
@@ -363,7 +363,7 @@ mod tests {
     }
 
     fn batch(n: usize) -> SpanBatch {
-        (0..n).map(|_| SpanRecord::default()).collect()
+        SpanBatch::from((0..n).map(|_| SpanRecord::default()).collect::<Vec<_>>())
     }
 
     #[test]
@@ -389,11 +389,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "final"
         }
-        fn export_spans(
-            &mut self,
-            _: &[SpanRecord],
-            _: &ExportContext,
-        ) -> Result<u64, ExportError> {
+        fn export_spans(&mut self, _: &SpanBatch, _: &ExportContext) -> Result<u64, ExportError> {
             Ok(0)
         }
         fn export_session(

@@ -251,6 +251,15 @@ impl<'a> PreviewWriter<'a> {
         self.out.push('"');
     }
 
+    /// `"<type_name object at 0x…>"`, the default repr of an object at address `addr`,
+    /// from its start rendered by [`object_at_prefix`].
+    pub fn object_at(&mut self, prefix: &str, addr: usize) {
+        self.separator();
+        self.out.push_str(prefix);
+        push_hex(self.out, addr as u64);
+        self.out.push_str(">\"");
+    }
+
     /// `"[REDACTED]"`.
     pub fn redacted(&mut self) {
         self.marker(REDACTED);
@@ -320,6 +329,15 @@ impl<'a> PreviewWriter<'a> {
         sensitive
     }
 
+    /// Writes an object key already rendered by [`json_key`] (argument names, judged once
+    /// per code object).
+    #[inline]
+    pub fn key_json(&mut self, rendered: &str) {
+        self.separator();
+        self.out.push_str(rendered);
+        self.after_key = true;
+    }
+
     /// Writes an object key as given, without judging it (argument names, judged once per
     /// code object, and markers).
     pub fn key_known(&mut self, key: &str) {
@@ -344,6 +362,25 @@ impl<'a> PreviewWriter<'a> {
         let _ = write!(text, "[+{n} items]");
         self.marker(&text);
     }
+}
+
+/// `key` as a JSON object key with its colon (`"key":`), for [`PreviewWriter::key_json`].
+pub fn json_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 3);
+    out.push('"');
+    escape_into(&mut out, key);
+    out.push_str("\":");
+    out
+}
+
+/// `<type_name object at 0x` as the start of a JSON string, for
+/// [`PreviewWriter::object_at`].
+pub fn object_at_prefix(type_name: &str) -> String {
+    let mut out = String::with_capacity(type_name.len() + 16);
+    out.push_str("\"<");
+    escape_into(&mut out, type_name);
+    out.push_str(" object at 0x");
+    out
 }
 
 /// Redacts `text` (a prefix of a string of `total_chars` characters) by value and cuts it to
@@ -375,11 +412,33 @@ fn cut<'r>(given: &str, redacted: &'r str, total_chars: usize, max: usize) -> (&
     }
 }
 
+/// Appends `v` in lowercase hexadecimal without leading zeros (as `%p` prints an address).
+fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    // SAFETY: every byte written is an ASCII hex digit, so the slice is valid UTF-8.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[i..]) });
+}
+
 /// Appends `s` as the inside of a JSON string.
 pub fn escape_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| needs_escape(b)) else {
+        out.push_str(s);
+        return;
+    };
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -398,6 +457,12 @@ pub fn escape_into(out: &mut String, s: &str) {
         start = i + 1;
     }
     out.push_str(&s[start..]);
+}
+
+/// The byte must be escaped inside a JSON string.
+#[inline(always)]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::recorder::ThreadRecorder;
 use crate::runtime::HookState;
 use crate::session;
 use crate::task;
-use ferrotrace_core::event::SpanDetail;
+use ferrotrace_core::event::TextRef;
 use pyo3::ffi;
 use pyo3::Python;
 
@@ -54,15 +54,10 @@ pub unsafe fn enter(
         Some(top) if top.session_key == session.key => (top.span_id, top.task_id),
         _ => (session.span_id, task::current_task_id()),
     };
-    let detail = if state.config.capture.args() {
-        capture::args_json(py, state, rec, code, frame, func_id).map(|args| {
-            Box::new(SpanDetail {
-                args_json: Some(args),
-                ..Default::default()
-            })
-        })
+    let args = if state.config.capture.args() {
+        capture::args_preview(py, state, rec, code, frame, func_id)
     } else {
-        None
+        TextRef::default()
     };
     let flags = rec.enter_function(func_id);
     rec.push(
@@ -73,6 +68,6 @@ pub unsafe fn enter(
         session.key,
         task_id,
         flags,
-        detail,
+        args,
     );
 }

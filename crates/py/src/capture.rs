@@ -1,41 +1,49 @@
-//! Argument and return-value previews of a recorded call (`FERROTRACE_CAPTURE`), built in the
-//! thread's reusable buffer and copied out once, already bounded and redacted.
+//! Argument and return-value previews of a recorded call (`FERROTRACE_CAPTURE`), already
+//! bounded and redacted, written straight into the thread's text of open calls (copied into
+//! the span batch when the call ends, so a span costs no allocation of its own).
 
 use crate::code_info;
 use crate::frame_args::{self, Frame};
 use crate::preview::Walker;
-use crate::recorder::ThreadRecorder;
+use crate::recorder::{ThreadRecorder, SKIPPED};
 use crate::runtime::HookState;
+use ferrotrace_core::event::TextRef;
 use ferrotrace_core::preview::PreviewWriter;
 use pyo3::ffi;
 use pyo3::Python;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// The JSON object `{name: preview, ...}` of the arguments of the call starting in `frame`
-/// (null: the current frame), or None when they cannot be read.
+/// Writes the JSON object `{name: preview, ...}` of the arguments of the call starting in
+/// `frame` (null: the current frame) at the end of the thread's open text, and returns where
+/// it lies (empty when they cannot be read).
 ///
 /// # Safety
 /// The GIL is held, no exception is set, `code` is the code object running in `frame` (or,
 /// with a null `frame`, in the current frame) at its call event.
-pub unsafe fn args_json(
+pub unsafe fn args_preview(
     py: Python<'_>,
     state: &HookState,
     rec: &mut ThreadRecorder,
     code: *mut ffi::PyObject,
     frame: *mut ffi::PyFrameObject,
     func_id: u32,
-) -> Option<String> {
-    let spec = code_info::arg_spec(py, code, func_id, state)?;
+) -> TextRef {
+    let Some(spec) = code_info::arg_spec(py, code, func_id, state) else {
+        return TextRef::default();
+    };
     let frame = if frame.is_null() {
-        Frame::current(code)?
+        Frame::current(code)
     } else {
-        Frame::of(frame)?
+        Frame::of(frame)
+    };
+    let Some(frame) = frame else {
+        return TextRef::default();
     };
     let max_items = state.limits.max_items;
-    Some(build(state, rec, |walker| {
+    build(state, rec, |walker| {
         walker.writer().begin_object();
         for arg in spec.args.iter().take(max_items) {
-            walker.writer().key_known(&arg.name);
+            walker.writer().key_json(&arg.key);
             if arg.sensitive {
                 walker.writer().redacted();
                 continue;
@@ -53,12 +61,12 @@ pub unsafe fn args_json(
             walker.writer().more_entries(spec.args.len() - max_items);
         }
         walker.writer().end_object();
-    }))
+    })
 }
 
-/// Stores the preview of the value the innermost open call returns (or yields) in its
-/// detail, when `FERROTRACE_CAPTURE` asks for return values. Called right before that call
-/// is closed, so the span gets it without another allocation.
+/// Writes the preview of the value the innermost open (recorded) call returns or yields and
+/// notes it on that call, when `FERROTRACE_CAPTURE` asks for return values. Called right
+/// before that call is closed.
 ///
 /// # Safety
 /// The GIL is held, no exception is set and `value` is a live object.
@@ -68,36 +76,27 @@ pub unsafe fn record_return(
     rec: &mut ThreadRecorder,
     value: *mut ffi::PyObject,
 ) {
-    if !state.config.capture.returns() || value.is_null() {
+    if !state.config.capture.returns()
+        || value.is_null()
+        || rec.stack.last().is_none_or(|top| top.flags & SKIPPED != 0)
+    {
         return;
     }
-    let json = value_json(state, rec, value);
+    let ret = build(state, rec, |walker| walker.value(value, 0));
     if let Some(top) = rec.stack.last_mut() {
-        top.detail.get_or_insert_with(Default::default).return_json = Some(json);
+        top.ret = ret;
     }
 }
 
-/// The JSON preview of one value (a return value).
-///
-/// # Safety
-/// The GIL is held, no exception is set and `obj` is a live object.
-pub unsafe fn value_json(
-    state: &HookState,
-    rec: &mut ThreadRecorder,
-    obj: *mut ffi::PyObject,
-) -> String {
-    build(state, rec, |walker| walker.value(obj, 0))
-}
-
-/// Runs `f` on a walker over the thread's buffer, with the re-entrancy flag set (a repr in
-/// repr mode may call traced code), and returns a copy of the text.
+/// Runs `f` on a walker appending to the thread's open text, with the re-entrancy flag set
+/// (a repr in repr mode may call traced code), and returns where the text it wrote lies.
 unsafe fn build(
     state: &HookState,
     rec: &mut ThreadRecorder,
     f: impl FnOnce(&mut Walker),
-) -> String {
-    let mut buf = std::mem::take(&mut rec.preview_buf);
-    buf.clear();
+) -> TextRef {
+    let mut buf = std::mem::take(&mut rec.open_text);
+    let start = buf.len();
     let mut memo = std::mem::take(&mut rec.key_memo);
     rec.in_preview = true;
     // A panic must not leave the flag set (the thread would stop being traced) nor a
@@ -111,11 +110,17 @@ unsafe fn build(
     rec.in_preview = false;
     if done.is_err() {
         ffi::PyErr_Clear();
-        buf.clear();
+        buf.truncate(start);
         buf.push_str("\"<preview failed>\"");
     }
-    let text = buf.as_str().to_owned();
-    rec.preview_buf = buf;
+    let written = match (u32::try_from(start), u32::try_from(buf.len() - start)) {
+        (Ok(start), Ok(len)) if start.checked_add(len).is_some() => TextRef { start, len },
+        _ => {
+            buf.truncate(start);
+            TextRef::default()
+        }
+    };
+    rec.open_text = buf;
     rec.key_memo = memo;
-    text
+    written
 }

@@ -10,6 +10,7 @@ use crate::gil_cell::GilCell;
 use crate::runtime::HookState;
 use ferrotrace_core::functions::FunctionInfo;
 use ferrotrace_core::metrics::Counters;
+use ferrotrace_core::preview::json_key;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -282,8 +283,9 @@ fn function_qualname(func: &Bound<'_, PyAny>, code: &Bound<'_, PyAny>) -> Option
 /// Where one argument of a code object lives in its frame, and how it is shown.
 #[derive(Debug)]
 pub struct ArgSlot {
-    /// Shown name: the parameter name, `*name` for the varargs tuple, `**name` for kwargs.
-    pub name: String,
+    /// The shown name (the parameter name, `*name` for the varargs tuple, `**name` for
+    /// kwargs) as a JSON object key, ready to write.
+    pub key: String,
     /// The parameter name is a sensitive key: its value is never read.
     pub sensitive: bool,
     /// Index into the frame's fast locals.
@@ -375,7 +377,7 @@ unsafe fn build_arg_spec(
                     _ => i,
                 };
                 ArgSlot {
-                    name: shown,
+                    key: json_key(&shown),
                     sensitive: state.redactor.is_sensitive_key(name),
                     slot,
                     cell: cell_index.is_some(),

@@ -25,7 +25,7 @@ use crate::recorder::{self, ThreadRecorder, SKIPPED};
 use crate::runtime::{self, HookState};
 use crate::session;
 use ferrotrace_core::clock;
-use ferrotrace_core::event::{SpanDetail, FLAG_EXCEPTION};
+use ferrotrace_core::event::FLAG_EXCEPTION;
 use ferrotrace_core::metrics::Counters;
 use pyo3::prelude::*;
 use pyo3::{ffi, Python};
@@ -379,11 +379,7 @@ unsafe fn on_return(
                 rec.pop(state, end, 0, None);
             } else {
                 let info = exception::describe(exc, state);
-                let detail = SpanDetail {
-                    exception: Some(info),
-                    ..Default::default()
-                };
-                rec.pop(state, end, FLAG_EXCEPTION, Some(Box::new(detail)));
+                rec.pop(state, end, FLAG_EXCEPTION, Some(Box::new(info)));
             }
             return false;
         }

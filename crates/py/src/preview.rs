@@ -2,21 +2,25 @@
 //!
 //! Safe mode (`FERROTRACE_PREVIEW=safe`, the default) never runs user code: built-in types
 //! and their subclasses are read through their C storage (never through `__repr__`,
-//! `__iter__`, `__len__`, `__eq__` or `__hash__`), and any other object is shown as its
-//! qualified type name plus its instance `__dict__` (read through the dict pointer, no
-//! descriptors) and `__slots__` values (read at the member offsets). Repr mode calls `repr()`
-//! for those other objects, with the caller's re-entrancy flag set; its exception is cleared.
+//! `__iter__`, `__len__`, `__eq__` or `__hash__`). Any other object whose class keeps
+//! `object.__repr__` is written as that repr would be (`<mod.Qual object at 0x…>`, formatted
+//! here); one whose class defines its own `__repr__` (a dataclass, a model) is shown by its
+//! fields: its qualified type name plus its instance `__dict__` (read through the dict
+//! pointer, no descriptors) and `__slots__` values (read at the member offsets). Fields mode
+//! shows every such object by its fields. Repr mode calls `repr()` for those other objects,
+//! with the caller's re-entrancy flag set; its exception is cleared.
 //!
 //! Every container is bounded by `max_items`, nesting by `max_depth` (deeper containers
 //! become a `"<list len=N>"` summary), and a container that contains itself is written as a
 //! `"<cycle ...>"` marker.
 
-use crate::type_info::{self, TypeInfo};
+use crate::type_info::{self, Kind, TypeInfo};
 use crate::type_name;
 use ferrotrace_core::config::PreviewMode;
 use ferrotrace_core::preview::{PreviewWriter, REDACTION_SLACK};
 use pyo3::ffi;
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 /// Integers wider than this are shown as a size marker: converting them to decimal costs
 /// quadratic time.
@@ -32,7 +36,8 @@ pub struct Walker<'w, 'a> {
     /// The configuration generation (type facts cached under another are recomputed).
     generation: u32,
     /// Containers being written, for the cycle check.
-    open: [*mut ffi::PyObject; MAX_OPEN],
+    /// The first `n_open` entries are set.
+    open: [MaybeUninit<*mut ffi::PyObject>; MAX_OPEN],
     n_open: usize,
 }
 
@@ -43,7 +48,7 @@ impl<'w, 'a> Walker<'w, 'a> {
             w,
             mode,
             generation,
-            open: [std::ptr::null_mut(); MAX_OPEN],
+            open: [MaybeUninit::uninit(); MAX_OPEN],
             n_open: 0,
         }
     }
@@ -67,58 +72,65 @@ impl<'w, 'a> Walker<'w, 'a> {
             return self.w.null();
         }
         let ty = ffi::Py_TYPE(obj);
-        if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
-            return self.w.bool(obj == ffi::Py_True());
-        }
-        if ffi::PyLong_Check(obj) != 0 {
+        // Built-in categories CPython marks in tp_flags first: one load decides them.
+        let flags = (*ty).tp_flags;
+        if flags & ffi::Py_TPFLAGS_LONG_SUBCLASS != 0 {
+            if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
+                return self.w.bool(obj == ffi::Py_True());
+            }
             return self.int(obj);
         }
-        if ffi::PyFloat_Check(obj) != 0 {
-            // SAFETY: a float (or subclass) instance stores its value in ob_fval.
-            return self.w.float(ffi::PyFloat_AS_DOUBLE(obj));
-        }
-        if ffi::PyUnicode_Check(obj) != 0 {
+        if flags & ffi::Py_TPFLAGS_UNICODE_SUBCLASS != 0 {
             return self.str(obj);
         }
-        if ffi::PyBytes_Check(obj) != 0 {
+        if flags & ffi::Py_TPFLAGS_BYTES_SUBCLASS != 0 {
             let data = ffi::PyBytes_AsString(obj) as *const u8;
             let len = ffi::PyBytes_Size(obj).max(0) as usize;
             return self.bytes("b'", data, len, "'");
         }
-        if ffi::PyByteArray_Check(obj) != 0 {
-            let data = ffi::PyByteArray_AsString(obj) as *const u8;
-            let len = ffi::PyByteArray_Size(obj).max(0) as usize;
-            return self.bytes("bytearray(b'", data, len, "')");
+        if flags & (ffi::Py_TPFLAGS_LIST_SUBCLASS | ffi::Py_TPFLAGS_TUPLE_SUBCLASS) != 0 {
+            return self.sequence(obj, flags & ffi::Py_TPFLAGS_LIST_SUBCLASS != 0, depth);
         }
-        let is_list = ffi::PyList_Check(obj) != 0;
-        if is_list || ffi::PyTuple_Check(obj) != 0 {
-            return self.sequence(obj, is_list, depth);
-        }
-        if ffi::PyDict_Check(obj) != 0 {
+        if flags & ffi::Py_TPFLAGS_DICT_SUBCLASS != 0 {
             return self.dict(obj, depth);
         }
-        if ffi::PyAnySet_Check(obj) != 0 {
-            return self.set(obj, depth);
-        }
-        if ffi::PyType_Check(obj) != 0 {
+        if flags & ffi::Py_TPFLAGS_TYPE_SUBCLASS != 0 {
             let name = type_name::qualified(obj as *mut ffi::PyTypeObject);
             return self.w.marker(&format!("<class {name}>"));
         }
-        if ffi::PyFunction_Check(obj) != 0 {
-            // SAFETY: CPython keeps a function's __qualname__ a str (its setter checks).
-            let q = (*(obj as *mut ffi::PyFunctionObject)).func_qualname;
-            return self.named("function", q);
+        if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            // SAFETY: a float instance stores its value in ob_fval.
+            return self.w.float(ffi::PyFloat_AS_DOUBLE(obj));
         }
-        if ffi::PyModule_CheckExact(obj) != 0 {
-            // SAFETY: reads `__name__` from the module's own dict; no user code runs.
-            let name = ffi::PyModule_GetNameObject(obj);
-            self.named("module", name);
-            ffi::Py_XDECREF(name);
-            return;
-        }
-        match self.mode {
-            PreviewMode::Repr => self.repr(obj),
-            PreviewMode::Safe => self.object(obj, depth),
+        let info = type_info::get(ty, self.w.redactor(), self.generation);
+        match info.kind {
+            // SAFETY: a float subclass instance stores its value in ob_fval.
+            Kind::Float => self.w.float(ffi::PyFloat_AS_DOUBLE(obj)),
+            Kind::ByteArray => {
+                let data = ffi::PyByteArray_AsString(obj) as *const u8;
+                let len = ffi::PyByteArray_Size(obj).max(0) as usize;
+                self.bytes("bytearray(b'", data, len, "')")
+            }
+            Kind::Set => self.set(obj, depth),
+            Kind::Function => {
+                // SAFETY: CPython keeps a function's __qualname__ a str (its setter checks).
+                let q = (*(obj as *mut ffi::PyFunctionObject)).func_qualname;
+                self.named("function", q)
+            }
+            Kind::Module => {
+                // SAFETY: reads `__name__` from the module's own dict; no user code runs.
+                let name = ffi::PyModule_GetNameObject(obj);
+                self.named("module", name);
+                ffi::Py_XDECREF(name);
+            }
+            Kind::Object => match self.mode {
+                PreviewMode::Repr => self.repr(obj),
+                PreviewMode::Fields => self.object(obj, &info, depth),
+                PreviewMode::Safe if info.default_repr => {
+                    self.w.object_at(&info.repr_prefix, obj as usize)
+                }
+                PreviewMode::Safe => self.object(obj, &info, depth),
+            },
         }
     }
 
@@ -208,7 +220,11 @@ impl<'w, 'a> Walker<'w, 'a> {
     /// Enters a container; false (and a marker written) when it is already open (a cycle)
     /// or too deep.
     unsafe fn enter(&mut self, obj: *mut ffi::PyObject, depth: usize, len: isize) -> bool {
-        if self.open[..self.n_open].contains(&obj) {
+        // SAFETY: the first `n_open` entries were written by earlier calls.
+        if self.open[..self.n_open]
+            .iter()
+            .any(|o| unsafe { o.assume_init() } == obj)
+        {
             let name = type_name::short(ffi::Py_TYPE(obj));
             self.w.marker(&format!("<cycle {name}>"));
             return false;
@@ -222,7 +238,7 @@ impl<'w, 'a> Walker<'w, 'a> {
             }
             return false;
         }
-        self.open[self.n_open] = obj;
+        self.open[self.n_open] = MaybeUninit::new(obj);
         self.n_open += 1;
         true
     }
@@ -379,13 +395,12 @@ impl<'w, 'a> Walker<'w, 'a> {
         self.leave();
     }
 
-    /// Any other object in safe mode: `{"__type__": "mod.Qual", field: preview, ...}`.
-    unsafe fn object(&mut self, obj: *mut ffi::PyObject, depth: usize) {
+    /// Any other object shown by its fields: `{"__type__": "mod.Qual", field: preview, ...}`.
+    unsafe fn object(&mut self, obj: *mut ffi::PyObject, info: &TypeInfo, depth: usize) {
         let ty = ffi::Py_TYPE(obj);
         if !self.enter(obj, depth, -1) {
             return;
         }
-        let info = type_info::get(ty, self.w.redactor(), self.generation);
         self.w.begin_object();
         self.w.key_known("__type__");
         self.w.marker(&info.name);
@@ -396,7 +411,7 @@ impl<'w, 'a> Walker<'w, 'a> {
             self.entries(dict, depth, 0);
             ffi::Py_DECREF(dict);
         }
-        self.slots(obj, &info, depth, fields);
+        self.slots(obj, info, depth, fields);
         self.w.end_object();
         self.leave();
     }

@@ -13,8 +13,7 @@ use crate::runtime::HookState;
 use crate::session::SessionCache;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::{
-    ExceptionInfo, SpanBatch, SpanDetail, SpanRecord, FLAG_EXCEPTION, FLAG_RECURSIVE,
-    FLAG_UNFINISHED,
+    ExceptionInfo, SpanBatch, SpanRecord, TextRef, FLAG_EXCEPTION, FLAG_RECURSIVE, FLAG_UNFINISHED,
 };
 use ferrotrace_core::ids::{IdGenerator, TraceId};
 use ferrotrace_core::preview::KeyMemo;
@@ -45,7 +44,27 @@ pub struct OpenFrame {
     /// Recorded ancestors on this thread.
     pub depth: u32,
     pub flags: u32,
-    pub detail: Option<Box<SpanDetail>>,
+    /// The argument preview, in the recorder's `open_text`.
+    pub args: TextRef,
+    /// The return-value preview, in the recorder's `open_text`.
+    pub ret: TextRef,
+}
+
+impl OpenFrame {
+    /// Where this call's previews start in `open_text`, if it has any.
+    fn text_start(&self) -> Option<usize> {
+        match (self.args.is_empty(), self.ret.is_empty()) {
+            (false, _) => Some(self.args.start as usize),
+            (true, false) => Some(self.ret.start as usize),
+            (true, true) => None,
+        }
+    }
+
+    /// Where this call's previews end in `open_text` (0: it has none).
+    fn text_end(&self) -> usize {
+        let end = |r: TextRef| (r.start + r.len) as usize * usize::from(!r.is_empty());
+        end(self.args).max(end(self.ret))
+    }
 }
 
 /// One thread's recording state.
@@ -72,8 +91,9 @@ pub struct ThreadRecorder {
     ids: IdGenerator,
     /// A preview is being built: calls it makes (a `repr` in repr mode) are not traced.
     pub in_preview: bool,
-    /// Reused by every preview of this thread.
-    pub preview_buf: String,
+    /// The previews of the open calls, outermost first (a stack, like `stack`); a call's
+    /// are copied into the span batch when it ends.
+    pub open_text: String,
     /// Object keys this thread's previews already judged plain.
     pub key_memo: KeyMemo,
     orphaned: AtomicBool,
@@ -143,7 +163,7 @@ pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> 
         last_recorded: None,
         ids: IdGenerator::new(),
         in_preview: false,
-        preview_buf: String::new(),
+        open_text: String::new(),
         key_memo: KeyMemo::default(),
         orphaned: AtomicBool::new(false),
     }));
@@ -223,7 +243,7 @@ impl ThreadRecorder {
         session_key: u64,
         task_id: u64,
         flags: u32,
-        detail: Option<Box<SpanDetail>>,
+        args: TextRef,
     ) {
         self.stack.push(OpenFrame {
             activation,
@@ -237,7 +257,8 @@ impl ThreadRecorder {
             func_id,
             depth: self.next_depth(),
             flags,
-            detail,
+            args,
+            ret: TextRef::default(),
         });
     }
 
@@ -256,7 +277,8 @@ impl ThreadRecorder {
             func_id: u32::MAX,
             depth: self.next_depth(),
             flags: SKIPPED,
-            detail: None,
+            args: TextRef::default(),
+            ret: TextRef::default(),
         });
     }
 
@@ -274,19 +296,21 @@ impl ThreadRecorder {
         self.stack.iter().rev().find(|f| f.flags & SKIPPED == 0)
     }
 
-    /// Closes the top call, whose frame is returning, and records its span.
+    /// Closes the top call, whose frame is returning (or unwinding with `exception`), and
+    /// records its span.
     #[inline(always)]
     pub fn pop(
         &mut self,
         state: &HookState,
         end_ns: u64,
         extra_flags: u32,
-        detail: Option<Box<SpanDetail>>,
+        exception: Option<Box<ExceptionInfo>>,
     ) {
-        let Some(mut f) = self.stack.pop() else {
+        let Some(f) = self.stack.pop() else {
             return;
         };
         if f.flags & SKIPPED != 0 {
+            self.release_text(&f, false);
             return;
         }
         let duration = end_ns.saturating_sub(f.start_ns);
@@ -296,36 +320,49 @@ impl ThreadRecorder {
         if let Some(n) = self.active.get_mut(f.func_id as usize) {
             *n = n.saturating_sub(1);
         }
-        if duration < state.min_duration_ns {
+        let keep = duration >= state.min_duration_ns;
+        let (args, ret) = self.release_text(&f, keep);
+        if !keep {
             return;
         }
-        let detail = match (f.detail.take(), detail) {
-            (Some(mut a), Some(b)) => {
-                a.return_json = b.return_json.or(a.return_json);
-                a.exception = b.exception.or(a.exception);
-                Some(a)
-            }
-            (a, b) => a.or(b),
-        };
-        // A span with previews that ended by an exception whose type is not known (yet)
-        // still says so, as one without a detail does.
-        let detail = match detail {
-            Some(mut d) if extra_flags & FLAG_EXCEPTION != 0 && d.exception.is_none() => {
-                d.exception = Some(ExceptionInfo::default());
-                Some(d)
-            }
-            d => d,
-        };
         if cfg!(not(Py_3_12)) && extra_flags & FLAG_EXCEPTION != 0 {
             self.pending_exceptions
                 .push((self.buffer.len(), f.activation));
         }
         self.last_recorded = Some((f.activation, self.buffer.len()));
-        self.record(
-            state,
-            span_of(&f, self.thread_id, duration, f.flags | extra_flags, detail),
-            end_ns,
-        );
+        let mut span = span_of(&f, self.thread_id, duration, f.flags | extra_flags);
+        span.args = args;
+        span.ret = ret;
+        span.exception = exception;
+        self.record(state, span, end_ns);
+    }
+
+    /// Copies the previews of `f` (just taken off the stack) into the span batch when `keep`
+    /// is set, and frees their room in `open_text`.
+    #[inline(always)]
+    fn release_text(&mut self, f: &OpenFrame, keep: bool) -> (TextRef, TextRef) {
+        let Some(start) = f.text_start() else {
+            return (TextRef::default(), TextRef::default());
+        };
+        let copied = if keep {
+            (self.copy_text(f.args), self.copy_text(f.ret))
+        } else {
+            (TextRef::default(), TextRef::default())
+        };
+        self.open_text.truncate(start);
+        copied
+    }
+
+    /// Copies the piece `r` of `open_text` into the span batch.
+    fn copy_text(&mut self, r: TextRef) -> TextRef {
+        if r.is_empty() {
+            return r;
+        }
+        let start = r.start as usize;
+        match self.open_text.get(start..start + r.len as usize) {
+            Some(text) => self.buffer.add_text(text),
+            None => TextRef::default(),
+        }
     }
 
     /// Marks the span just recorded for `frame` as ended by `exception` (3.12+).
@@ -338,10 +375,9 @@ impl ThreadRecorder {
             if f == frame {
                 if let Some(span) = self.buffer.get_mut(i) {
                     span.flags |= FLAG_EXCEPTION;
-                    let detail = span.detail.get_or_insert_with(Default::default);
                     // The legacy profiler reported this exit as a return of None.
-                    detail.return_json = None;
-                    detail.exception = Some(exception());
+                    span.ret = TextRef::default();
+                    span.exception = Some(Box::new(exception()));
                 }
             }
         }
@@ -367,7 +403,7 @@ impl ThreadRecorder {
         let Some(info) = found(innermost) else { return };
         for (i, _) in pending {
             if let Some(span) = self.buffer.get_mut(i) {
-                span.detail.get_or_insert_with(Default::default).exception = Some(info.clone());
+                span.exception = Some(Box::new(info.clone()));
             }
         }
     }
@@ -402,27 +438,26 @@ impl ThreadRecorder {
     pub fn close_unfinished(&mut self, state: &HookState, pred: impl Fn(&OpenFrame) -> bool) {
         let now = clock::now_ns();
         let mut kept = Vec::with_capacity(self.stack.len());
-        for mut f in std::mem::take(&mut self.stack) {
+        for f in std::mem::take(&mut self.stack) {
             if pred(&f) && f.flags & SKIPPED != 0 {
                 continue;
             }
             if pred(&f) {
-                let detail = f.detail.take();
-                self.record(
-                    state,
-                    span_of(
-                        &f,
-                        self.thread_id,
-                        now.saturating_sub(f.start_ns),
-                        f.flags | FLAG_UNFINISHED,
-                        detail,
-                    ),
-                    now,
+                let mut span = span_of(
+                    &f,
+                    self.thread_id,
+                    now.saturating_sub(f.start_ns),
+                    f.flags | FLAG_UNFINISHED,
                 );
+                span.args = self.copy_text(f.args);
+                span.ret = self.copy_text(f.ret);
+                self.record(state, span, now);
             } else {
                 kept.push(f);
             }
         }
+        let text_end = kept.iter().map(OpenFrame::text_end).max().unwrap_or(0);
+        self.open_text.truncate(text_end);
         self.stack = kept;
         self.active.iter_mut().for_each(|n| *n = 0);
         for f in &self.stack {
@@ -452,13 +487,8 @@ impl ThreadRecorder {
     }
 }
 
-fn span_of(
-    f: &OpenFrame,
-    thread_id: u64,
-    duration: u64,
-    flags: u32,
-    detail: Option<Box<SpanDetail>>,
-) -> SpanRecord {
+/// The span of `f`, without previews or exception.
+fn span_of(f: &OpenFrame, thread_id: u64, duration: u64, flags: u32) -> SpanRecord {
     SpanRecord {
         trace_id: f.trace_id,
         span_id: f.span_id,
@@ -471,6 +501,6 @@ fn span_of(
         func_id: f.func_id,
         depth: f.depth,
         flags,
-        detail,
+        ..Default::default()
     }
 }

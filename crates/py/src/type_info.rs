@@ -9,6 +9,7 @@
 
 use crate::gil_cell::GilCell;
 use crate::type_name;
+use ferrotrace_core::preview::object_at_prefix;
 use ferrotrace_core::redact::Redactor;
 use pyo3::ffi;
 use std::collections::HashMap;
@@ -32,10 +33,35 @@ pub struct SlotField {
     pub sensitive: bool,
 }
 
+/// How instances of a type without a tp_flags category (int, str, bytes, list, tuple, dict,
+/// type) are previewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `float` or a subclass.
+    Float,
+    /// `bytearray` or a subclass.
+    ByteArray,
+    /// `set`, `frozenset` or a subclass.
+    Set,
+    /// Exactly `function`.
+    Function,
+    /// Exactly `module`.
+    Module,
+    /// Anything else: by the preview mode.
+    Object,
+}
+
 /// The cached facts about one type.
 pub struct TypeInfo {
+    /// How its instances are previewed.
+    pub kind: Kind,
     /// `module.QualName` (see [`type_name::qualified`]).
     pub name: String,
+    /// The type keeps `object.__repr__`, so its repr is `<module.QualName object at 0x…>`
+    /// and can be written without running user code.
+    pub default_repr: bool,
+    /// The start of that repr as JSON text (see [`object_at_prefix`]).
+    pub repr_prefix: String,
     /// Writable object members of every heap type in the MRO, except dunder names.
     pub slots: Vec<SlotField>,
 }
@@ -113,9 +139,35 @@ pub unsafe fn get(
 }
 
 unsafe fn compute(ty: *mut ffi::PyTypeObject, redactor: &Redactor) -> TypeInfo {
+    let name = type_name::qualified(ty);
     TypeInfo {
-        name: type_name::qualified(ty),
+        kind: kind(ty),
+        repr_prefix: object_at_prefix(&name),
+        name,
+        default_repr: (*ty).tp_repr.map(|f| f as usize)
+            == (*std::ptr::addr_of!(ffi::PyBaseObject_Type))
+                .tp_repr
+                .map(|f| f as usize),
         slots: slots(ty, redactor),
+    }
+}
+
+unsafe fn kind(ty: *mut ffi::PyTypeObject) -> Kind {
+    let is = |base: *mut ffi::PyTypeObject| ffi::PyType_IsSubtype(ty, base) != 0;
+    if ty == std::ptr::addr_of_mut!(ffi::PyFunction_Type) {
+        Kind::Function
+    } else if ty == std::ptr::addr_of_mut!(ffi::PyModule_Type) {
+        Kind::Module
+    } else if is(std::ptr::addr_of_mut!(ffi::PyFloat_Type)) {
+        Kind::Float
+    } else if is(std::ptr::addr_of_mut!(ffi::PyByteArray_Type)) {
+        Kind::ByteArray
+    } else if is(std::ptr::addr_of_mut!(ffi::PySet_Type))
+        || is(std::ptr::addr_of_mut!(ffi::PyFrozenSet_Type))
+    {
+        Kind::Set
+    } else {
+        Kind::Object
     }
 }
 

@@ -5,7 +5,9 @@
 //! `code.*` attributes; an exception is an `exception` span event and an ERROR status.
 
 use ferrotrace_core::clock::to_unix_ns;
-use ferrotrace_core::event::{SessionRecord, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED};
+use ferrotrace_core::event::{
+    SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED,
+};
 use ferrotrace_core::functions::FunctionTable;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -136,7 +138,7 @@ impl Encoder {
     }
 
     /// Converts one call record.
-    pub fn span(&mut self, s: &SpanRecord, table: &FunctionTable) -> Span {
+    pub fn span(&mut self, s: &SpanRecord, batch: &SpanBatch, table: &FunctionTable) -> Span {
         let (name, code) = self.function(s.func_id, table);
         let mut attributes = Vec::with_capacity(code.len() + 4);
         attributes.extend_from_slice(code);
@@ -152,33 +154,31 @@ impl Encoder {
         let end = start.saturating_add(s.duration_ns);
         let mut events = Vec::new();
         let mut status = None;
-        if let Some(d) = &s.detail {
-            if let Some(a) = &d.args_json {
-                attributes.push(kv_str("ferrotrace.args", a));
-            }
-            if let Some(r) = &d.return_json {
-                attributes.push(kv_str("ferrotrace.return", r));
-            }
-            if let Some(e) = &d.exception {
-                events.push(Event {
-                    time_unix_nano: end,
-                    name: "exception".into(),
-                    attributes: vec![
-                        kv_str("exception.type", &e.type_name),
-                        kv_str("exception.message", &e.message),
-                    ],
-                    dropped_attributes_count: 0,
-                });
-                let message = if e.message.is_empty() {
-                    e.type_name.clone()
-                } else {
-                    format!("{}: {}", e.type_name, e.message)
-                };
-                status = Some(Status {
-                    message,
-                    code: StatusCode::Error as i32,
-                });
-            }
+        if let Some(a) = batch.args(s) {
+            attributes.push(kv_str("ferrotrace.args", a));
+        }
+        if let Some(r) = batch.return_value(s) {
+            attributes.push(kv_str("ferrotrace.return", r));
+        }
+        if let Some(e) = &s.exception {
+            events.push(Event {
+                time_unix_nano: end,
+                name: "exception".into(),
+                attributes: vec![
+                    kv_str("exception.type", &e.type_name),
+                    kv_str("exception.message", &e.message),
+                ],
+                dropped_attributes_count: 0,
+            });
+            let message = if e.message.is_empty() {
+                e.type_name.clone()
+            } else {
+                format!("{}: {}", e.type_name, e.message)
+            };
+            status = Some(Status {
+                message,
+                code: StatusCode::Error as i32,
+            });
         }
         if status.is_none() && s.flags & FLAG_EXCEPTION != 0 {
             status = Some(Status {
@@ -262,7 +262,7 @@ mod tests {
             flags: FLAG_EXCEPTION,
             ..Default::default()
         };
-        let span = encoder.span(&record, &FunctionTable::default());
+        let span = encoder.span(&record, &SpanBatch::default(), &FunctionTable::default());
         assert!(span.events.is_empty());
         assert_eq!(span.status.unwrap().code, StatusCode::Error as i32);
     }

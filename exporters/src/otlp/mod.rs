@@ -8,7 +8,7 @@ use crate::factory::NetworkOptions;
 use crate::spool::Payload;
 use encode::Encoder;
 use ferrotrace_core::config::{Compression, Config, OtlpProtocol};
-use ferrotrace_core::event::{SessionRecord, SpanRecord};
+use ferrotrace_core::event::{SessionRecord, SpanBatch};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::metrics::Snapshot;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -164,13 +164,9 @@ impl Exporter for OtlpExporter {
         true
     }
 
-    fn export_spans(
-        &mut self,
-        spans: &[SpanRecord],
-        ctx: &ExportContext,
-    ) -> Result<u64, ExportError> {
-        for s in spans {
-            let span = self.encoder.span(s, &ctx.functions);
+    fn export_spans(&mut self, spans: &SpanBatch, ctx: &ExportContext) -> Result<u64, ExportError> {
+        for s in spans.iter() {
+            let span = self.encoder.span(s, spans, &ctx.functions);
             self.push(span);
         }
         self.send_if_old();
@@ -206,7 +202,7 @@ impl Exporter for OtlpExporter {
 mod tests {
     use super::*;
     use crate::testserver::{Reply, TestServer};
-    use ferrotrace_core::event::{ExceptionInfo, SpanDetail, FLAG_EXCEPTION};
+    use ferrotrace_core::event::{ExceptionInfo, SpanRecord, FLAG_EXCEPTION};
 
     use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;
@@ -253,7 +249,9 @@ mod tests {
             ..Default::default()
         };
         e.export_session(&session, &ctx).unwrap();
-        let spans = [
+        let mut spans = SpanBatch::default();
+        let args = spans.add_text("{\"n\":3}");
+        spans.spans = vec![
             SpanRecord {
                 trace_id: TRACE,
                 span_id: 0x20,
@@ -273,13 +271,10 @@ mod tests {
                 thread_id: 1,
                 func_id: f,
                 flags: FLAG_EXCEPTION,
-                detail: Some(Box::new(SpanDetail {
-                    args_json: Some("{\"n\":3}".into()),
-                    exception: Some(ExceptionInfo {
-                        type_name: "ValueError".into(),
-                        message: "empty cart".into(),
-                    }),
-                    ..Default::default()
+                args,
+                exception: Some(Box::new(ExceptionInfo {
+                    type_name: "ValueError".into(),
+                    message: "empty cart".into(),
                 })),
                 ..Default::default()
             },
