@@ -161,6 +161,9 @@ pub struct Redactor {
     set: RegexSet,
     /// `rules[i]` is applied when pattern `i` of `set` matched.
     rules: Vec<Rule>,
+    /// No pattern of `set` matches a string shorter than this many bytes: short strings
+    /// (most argument values) skip the scan.
+    min_match_len: usize,
     /// Normalized `FERROTRACE_REDACT_KEYS`; sensitive wherever they occur in a normalized key.
     extra_keys: Vec<String>,
 }
@@ -218,10 +221,17 @@ impl Redactor {
             .map(|k| normalize_key(k))
             .filter(|k| !k.is_empty())
             .collect();
+        let min_match_len = set
+            .patterns()
+            .iter()
+            .map(|p| minimum_match_len(p))
+            .min()
+            .unwrap_or(0);
         (
             Redactor {
                 set,
                 rules,
+                min_match_len,
                 extra_keys,
             },
             warnings,
@@ -274,7 +284,7 @@ impl Redactor {
     pub fn redact_value<'a>(&self, s: &'a str) -> Cow<'a, str> {
         // `is_match` may stop early and skips the bookkeeping of which patterns matched: the
         // common no-secret case costs about 2 ns per byte (release build).
-        if !self.set.is_match(s) {
+        if s.len() < self.min_match_len || !self.set.is_match(s) {
             return Cow::Borrowed(s);
         }
         let hits = self.set.matches(s);
@@ -648,6 +658,14 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
+/// The fewest bytes a match of `pattern` can span (0 when unknown).
+fn minimum_match_len(pattern: &str) -> usize {
+    regex_syntax::parse(pattern)
+        .ok()
+        .and_then(|hir| hir.properties().minimum_len())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,6 +771,18 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn short_strings_skip_the_scan_but_not_a_short_pattern() {
+        let r = r();
+        assert!(r.min_match_len >= 5, "{}", r.min_match_len);
+        assert_eq!(r.redact_value("v0"), "v0");
+        let (short, warnings) = Redactor::new(&[], &["ab".to_string()]);
+        assert!(warnings.is_empty());
+        assert_eq!(short.min_match_len, 2);
+        assert_eq!(short.redact_value("ab"), REDACTED);
+        assert_eq!(short.redact_value("a"), "a");
     }
 
     #[test]
