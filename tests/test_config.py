@@ -30,7 +30,7 @@ BAD = [
     ("CAPTURE_ONLY_CWD", "sometimes", "a boolean"),
     ("EXCLUDE_DEFAULTS", "nope", "a boolean"),
     ("CAPTURE", "everything", "one of none, args, return, all"),
-    ("PREVIEW", "pretty", "one of safe, repr"),
+    ("PREVIEW", "pretty", "one of safe, fields, repr"),
     ("MAX_STR", "4", "from 8 to 1048576"),
     ("MAX_ITEMS", "0", "from 1 to 10000"),
     ("MAX_PREVIEW_DEPTH", "33", "from 0 to 32"),

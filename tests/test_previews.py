@@ -4,12 +4,13 @@ and the previews show what a user expects."""
 
 import json
 
+import pytest
 from conftest import spans
 
 HOSTILE = r"""
-import json, sys, time
+import json, os, sys, time
 import ferrotrace
-ferrotrace.configure(output="trace.jsonl", capture="all")
+ferrotrace.configure(output="trace.jsonl", capture="all", preview=os.environ["PREVIEW_MODE"])
 
 SIDE = []
 
@@ -154,6 +155,8 @@ objects = {
 def take(name, obj):
     return obj
 
+# What repr() shows of the objects whose class keeps object.__repr__ (it runs no user code).
+default_reprs = {k: object.__repr__(v) for k, v in objects.items()}
 results = {}
 SIDE.clear()
 with ferrotrace.session("hostile"):
@@ -164,6 +167,7 @@ print(json.dumps({
     "side_effects": SIDE,
     "same": all(results[k] is objects[k] for k in objects),
     "big_len": len(results["big_str"]),
+    "default_reprs": default_reprs,
 }))
 """
 
@@ -176,10 +180,12 @@ def previews(records, name):
     raise AssertionError(f"no take span for {name}")
 
 
-def test_hostile_objects_run_no_user_code(runner):
-    proc = runner.run(HOSTILE)
+@pytest.mark.parametrize("mode", ["safe", "fields"])
+def test_hostile_objects_run_no_user_code(runner, mode):
+    proc = runner.run(HOSTILE, env={"PREVIEW_MODE": mode})
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
+    default_reprs = out.pop("default_reprs")
     assert out == {"side_effects": [], "same": True, "big_len": 100 * 1024 * 1024}
     records = [json.loads(line) for line in (runner.tmp / "trace.jsonl").read_text().splitlines()]
     takes = [s for s in spans(records) if s["qualname"] == "take"]
@@ -191,12 +197,23 @@ def test_hostile_objects_run_no_user_code(runner):
         assert args == ret, name
         return args
 
+    # Classes with their own __repr__ are shown by their fields (the repr is never called).
     assert obj("repr_raises") == {"__type__": "__main__.ReprRaises"}
     assert obj("repr_sleeps") == {"__type__": "__main__.ReprSleeps"}
-    assert obj("getattr_raises") == {"__type__": "__main__.GetattrRaises"}
-    assert obj("getattribute_raises") == {"__type__": "__main__.GetattributeRaises", "field": 7}
-    assert obj("property") == {"__type__": "__main__.PropertySideEffect", "hidden": 1}
-    assert obj("with_meta") == {"__type__": "__main__.WithMeta", "ok": True}
+    # Classes that keep object.__repr__: safe mode writes that repr, fields mode the fields.
+    fields = {
+        "getattr_raises": {"__type__": "__main__.GetattrRaises"},
+        "getattribute_raises": {"__type__": "__main__.GetattributeRaises", "field": 7},
+        "property": {"__type__": "__main__.PropertySideEffect", "hidden": 1},
+        "with_meta": {"__type__": "__main__.WithMeta", "ok": True},
+        "slotted": {"__type__": "__main__.Slotted", "a": 1, "b": "two"},
+        "point": {"__type__": "__main__.Point", "x": 3, "label": "p"},
+    }
+    for name, shown in fields.items():
+        expected = shown if mode == "fields" else default_reprs[name]
+        assert obj(name) == expected, name
+    if mode == "safe":
+        assert default_reprs["point"].startswith("<__main__.Point object at 0x")
     assert obj("self_list") == ["<cycle list>"]
     assert obj("self_dict") == {"me": "<cycle dict>"}
     assert obj("big_str") == "y" * 256 + f"…[+{100 * 1024 * 1024 - 256} chars]"
@@ -209,8 +226,6 @@ def test_hostile_objects_run_no_user_code(runner):
     assert obj("nul") == "a\x00b"
     assert obj("huge_int") == "<int 332193 bits>"
     assert obj("neg_huge_int") == "<int -332193 bits>"
-    assert obj("slotted") == {"__type__": "__main__.Slotted", "a": 1, "b": "two"}
-    assert obj("point") == {"__type__": "__main__.Point", "x": 3, "label": "p"}
     assert obj("float") == 2.5
     assert obj("nan") == "nan"
     assert obj("big_int") == str(2**64)

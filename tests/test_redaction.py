@@ -86,6 +86,7 @@ LOOKALIKES = {
 }
 
 PROGRAM = r"""
+import dataclasses
 import ferrotrace
 ferrotrace.configure(
     output="trace.jsonl", exporter="jsonl,chrome", chrome_output="trace.chrome.json", capture="all"
@@ -93,10 +94,10 @@ ferrotrace.configure(
 S = __SECRETS__
 L = __LOOKALIKES__
 
-class Account:
-    def __init__(self, token):
-        self.api_token = token
-        self.owner = "Jane Austen"
+@dataclasses.dataclass
+class Account:  # its own (generated) __repr__: the safe preview shows its fields
+    api_token: str
+    owner: str = "Jane Austen"
 
 def login(password, api_key, secret, access_token, authorization, cookie, private_key, ssn,
           card_number, cvv, client_secret, **kwargs):
