@@ -270,3 +270,38 @@ for pattern in ("([unclosed", "x*"):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["ValueError", "True"] * 2
+
+
+RECONFIGURED = """
+import dataclasses
+import ferrotrace
+
+@dataclasses.dataclass
+class Row:
+    nickname: str
+    password: str
+
+def show(row):
+    return {"nickname": row.nickname, "other": 1}
+
+ferrotrace.configure(output="trace.jsonl", capture="all")
+with ferrotrace.session("before"):
+    for _ in range(3):
+        show(Row("bob", "hunter2"))
+ferrotrace.configure(output="trace.jsonl", capture="all", redact_keys="nickname")
+with ferrotrace.session("after"):
+    for _ in range(3):
+        show(Row("bob", "hunter2"))
+ferrotrace.shutdown()
+"""
+
+
+def test_keys_judged_once_are_judged_again_after_reconfiguring(runner):
+    records = runner.trace(RECONFIGURED)
+    sessions = {r["span_id"]: r["tag"] for r in records if r["type"] == "session_start"}
+    shows = [(sessions[s["parent_span_id"]], s) for s in spans(records) if s["qualname"] == "show"]
+    assert [tag for tag, _ in shows] == ["before"] * 3 + ["after"] * 3
+    for tag, s in shows:
+        hidden = "[REDACTED]" if tag == "after" else "bob"
+        assert s["args"]["row"] == {"__type__": "__main__.Row", "nickname": hidden, "password": "[REDACTED]"}
+        assert s["return"] == {"nickname": hidden, "other": 1}

@@ -41,6 +41,9 @@ pub struct Pipeline {
     data_tx: Sender<SpanBatch>,
     control_tx: Sender<Control>,
     pool_rx: Receiver<SpanBatch>,
+    /// Batches dropped because the queue was full go back to the pool from here, so a
+    /// producer that outruns the exporter keeps reusing warm memory.
+    pool_tx: Sender<SpanBatch>,
     counters: Arc<Counters>,
     batch_size: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -71,7 +74,7 @@ impl Pipeline {
             counters: Arc::clone(&counters),
             data_rx,
             control_rx,
-            pool_tx,
+            pool_tx: pool_tx.clone(),
             options,
             summary: Summary::default(),
             final_summary: Arc::clone(&final_summary),
@@ -83,6 +86,7 @@ impl Pipeline {
             data_tx,
             control_tx,
             pool_rx,
+            pool_tx,
             counters,
             batch_size,
             thread: Mutex::new(Some(handle)),
@@ -116,7 +120,11 @@ impl Pipeline {
         Counters::add(&self.counters.recorded, n);
         match self.data_tx.try_send(batch) {
             Ok(()) => Counters::add(&self.counters.batches, 1),
-            Err(TrySendError::Full(_)) => Counters::add(&self.counters.dropped_queue_full, n),
+            Err(TrySendError::Full(mut dropped)) => {
+                Counters::add(&self.counters.dropped_queue_full, n);
+                dropped.clear();
+                let _ = self.pool_tx.try_send(dropped);
+            }
             Err(TrySendError::Disconnected(_)) => {
                 Counters::add(&self.counters.dropped_after_shutdown, n)
             }

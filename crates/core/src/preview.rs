@@ -218,7 +218,7 @@ impl<'a> PreviewWriter<'a> {
     pub fn float(&mut self, f: f64) {
         self.separator();
         if f.is_finite() {
-            let _ = write!(self.out, "{f:?}");
+            self.out.push_str(zmij::Buffer::new().format_finite(f));
         } else if f.is_nan() {
             self.out.push_str("\"nan\"");
         } else if f > 0.0 {
@@ -285,6 +285,15 @@ impl<'a> PreviewWriter<'a> {
         self.open();
     }
 
+    /// Opens an object whose first entry, `"__type__": type_name`, was rendered by
+    /// [`typed_object_start`].
+    pub fn begin_typed_object(&mut self, rendered: &str) {
+        self.separator();
+        self.out.push_str(rendered);
+        self.open();
+        self.has_items |= 1u128 << self.level.min(127);
+    }
+
     /// Closes the innermost object.
     pub fn end_object(&mut self) {
         self.close();
@@ -329,6 +338,18 @@ impl<'a> PreviewWriter<'a> {
         sensitive
     }
 
+    /// `Some(sensitive)` when `key` would be written as given (value redaction leaves it
+    /// alone and it fits `max_str`), so its rendering can be reused; None otherwise.
+    pub fn judge_key(&self, key: &str) -> Option<bool> {
+        if key.len() > self.limits.max_str && key.chars().count() > self.limits.max_str {
+            return None;
+        }
+        if !matches!(self.redactor.redact_value(key), Cow::Borrowed(_)) {
+            return None;
+        }
+        Some(self.redactor.is_sensitive_key(key))
+    }
+
     /// Writes an object key already rendered by [`json_key`] (argument names, judged once
     /// per code object).
     #[inline]
@@ -370,6 +391,16 @@ pub fn json_key(key: &str) -> String {
     out.push('"');
     escape_into(&mut out, key);
     out.push_str("\":");
+    out
+}
+
+/// `{"__type__":"type_name"`: the start of an object shown by its fields, for
+/// [`PreviewWriter::begin_typed_object`].
+pub fn typed_object_start(type_name: &str) -> String {
+    let mut out = String::with_capacity(type_name.len() + 16);
+    out.push_str("{\"__type__\":\"");
+    escape_into(&mut out, type_name);
+    out.push('"');
     out
 }
 
@@ -514,7 +545,7 @@ mod tests {
         assert_eq!(with(|w| w.int(1 << 53)), "9007199254740992");
         assert_eq!(with(|w| w.float(1.5)), "1.5");
         assert_eq!(with(|w| w.float(1.0)), "1.0");
-        assert_eq!(with(|w| w.float(1e300)), "1e300");
+        assert_eq!(with(|w| w.float(1e300)), "1e+300");
         assert_eq!(with(|w| w.float(f64::NAN)), "\"nan\"");
         assert_eq!(with(|w| w.float(f64::NEG_INFINITY)), "\"-inf\"");
     }

@@ -10,6 +10,7 @@ mod exception;
 mod frame_args;
 mod gil_cell;
 mod hook;
+mod key_cache;
 mod monitoring;
 #[cfg(not(Py_3_11))]
 mod nested_qualname;

@@ -14,10 +14,11 @@
 //! become a `"<list len=N>"` summary), and a container that contains itself is written as a
 //! `"<cycle ...>"` marker.
 
+use crate::key_cache::{self, KeyVerdict};
 use crate::type_info::{self, Kind, TypeInfo};
 use crate::type_name;
 use ferrotrace_core::config::PreviewMode;
-use ferrotrace_core::preview::{PreviewWriter, REDACTION_SLACK};
+use ferrotrace_core::preview::{json_key, PreviewWriter, REDACTION_SLACK};
 use pyo3::ffi;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -333,6 +334,23 @@ impl<'w, 'a> Walker<'w, 'a> {
 
     /// Writes a dict key; true when its value must be redacted.
     unsafe fn key(&mut self, k: *mut ffi::PyObject) -> bool {
+        if key_cache::cacheable(k) {
+            if let Some(v) = key_cache::get(k, self.generation) {
+                self.w.key_json(&v.rendered);
+                return v.sensitive;
+            }
+            if let Some((text, _)) = read_str(k, self.w.limits().max_str + REDACTION_SLACK) {
+                if let Some(sensitive) = self.w.judge_key(&text) {
+                    let verdict = KeyVerdict {
+                        rendered: json_key(&text).into(),
+                        sensitive,
+                    };
+                    self.w.key_json(&verdict.rendered);
+                    key_cache::put(k, self.generation, verdict);
+                    return sensitive;
+                }
+            }
+        }
         if ffi::PyUnicode_Check(k) != 0 {
             return match read_str(k, self.w.limits().max_str + REDACTION_SLACK) {
                 Some((text, _)) => self.w.key(&text),
@@ -401,9 +419,7 @@ impl<'w, 'a> Walker<'w, 'a> {
         if !self.enter(obj, depth, -1) {
             return;
         }
-        self.w.begin_object();
-        self.w.key_known("__type__");
-        self.w.marker(&info.name);
+        self.w.begin_typed_object(&info.fields_start);
         let dict = instance_dict(obj, ty);
         let mut fields = 0;
         if !dict.is_null() {
@@ -438,7 +454,7 @@ impl<'w, 'a> Walker<'w, 'a> {
                 continue;
             }
             shown += 1;
-            self.w.key_known(&field.name);
+            self.w.key_json(&field.key);
             if field.sensitive {
                 self.w.redacted();
                 continue;

@@ -1,5 +1,6 @@
-//! What a safe preview needs to know about a type (its qualified name and its `__slots__`
-//! members, with the sensitivity of each member name), computed once per type and cached.
+//! What a preview needs to know about a type (how its instances are shown, its rendered
+//! name, whether it keeps `object.__repr__`, and its `__slots__` members with the
+//! sensitivity of each member name), computed once per type and cached.
 //!
 //! An entry is keyed by the type's address and holds a strong reference to the type, so the
 //! address cannot be reused by another type while the entry exists. A type's members (its
@@ -9,7 +10,7 @@
 
 use crate::gil_cell::GilCell;
 use crate::type_name;
-use ferrotrace_core::preview::object_at_prefix;
+use ferrotrace_core::preview::{json_key, object_at_prefix, typed_object_start};
 use ferrotrace_core::redact::Redactor;
 use pyo3::ffi;
 use std::collections::HashMap;
@@ -25,8 +26,8 @@ const T_OBJECT: std::os::raw::c_int = 6;
 
 /// One `__slots__` member.
 pub struct SlotField {
-    /// The member (attribute) name.
-    pub name: String,
+    /// The member (attribute) name as a JSON object key, ready to write.
+    pub key: String,
     /// Byte offset of the object pointer in the instance.
     pub offset: isize,
     /// The member name is a sensitive key.
@@ -55,13 +56,13 @@ pub enum Kind {
 pub struct TypeInfo {
     /// How its instances are previewed.
     pub kind: Kind,
-    /// `module.QualName` (see [`type_name::qualified`]).
-    pub name: String,
     /// The type keeps `object.__repr__`, so its repr is `<module.QualName object at 0x…>`
     /// and can be written without running user code.
     pub default_repr: bool,
     /// The start of that repr as JSON text (see [`object_at_prefix`]).
     pub repr_prefix: String,
+    /// The start of its preview by fields as JSON text (see [`typed_object_start`]).
+    pub fields_start: String,
     /// Writable object members of every heap type in the MRO, except dunder names.
     pub slots: Vec<SlotField>,
 }
@@ -143,7 +144,7 @@ unsafe fn compute(ty: *mut ffi::PyTypeObject, redactor: &Redactor) -> TypeInfo {
     TypeInfo {
         kind: kind(ty),
         repr_prefix: object_at_prefix(&name),
-        name,
+        fields_start: typed_object_start(&name),
         default_repr: (*ty).tp_repr.map(|f| f as usize)
             == (*std::ptr::addr_of!(ffi::PyBaseObject_Type))
                 .tp_repr
@@ -198,7 +199,7 @@ unsafe fn slots(ty: *mut ffi::PyTypeObject, redactor: &Redactor) -> Vec<SlotFiel
             }
             out.push(SlotField {
                 sensitive: redactor.is_sensitive_key(&name),
-                name,
+                key: json_key(&name),
                 offset: def.offset,
             });
         }
