@@ -105,21 +105,29 @@ extern "C" {
     fn PyThread_get_thread_ident() -> std::os::raw::c_ulong;
 }
 
-struct Slot(Cell<*mut ThreadRecorder>);
+thread_local! {
+    /// The calling thread's recorder (null until created, and again once the thread's
+    /// thread-locals are destroyed). Without a destructor, so reading it needs no check of
+    /// the thread-local's state: the hook reads it on every event.
+    static RECORDER: Cell<*mut ThreadRecorder> = const { Cell::new(std::ptr::null_mut()) };
+    /// Registered with the recorder; its destructor marks the recorder orphaned when the
+    /// thread exits.
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
+}
 
-impl Drop for Slot {
+/// Marks the thread's recorder orphaned (to be reaped under the GIL) when dropped.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let p = self.0.get();
+        let p = RECORDER.with(|r| r.replace(std::ptr::null_mut()));
         if !p.is_null() {
             // SAFETY: recorders are freed only by `reap`, which skips those not yet orphaned,
-            // so `p` is alive; setting an atomic flag needs no GIL.
+            // so `p` is alive; setting an atomic flag needs no GIL. The slot is cleared
+            // first, so this thread never reaches the recorder again once it may be freed.
             unsafe { (*p).orphaned.store(true, Ordering::Release) };
         }
     }
-}
-
-thread_local! {
-    static SLOT: Slot = const { Slot(Cell::new(std::ptr::null_mut())) };
 }
 
 static REGISTRY: GilCell<Vec<*mut ThreadRecorder>> = GilCell::new(Vec::new());
@@ -138,9 +146,7 @@ pub fn any_pending_exceptions() -> bool {
 #[inline(always)]
 pub fn existing() -> Option<&'static mut ThreadRecorder> {
     // SAFETY: the pointer is either null or a live recorder owned by this thread.
-    SLOT.try_with(|s| unsafe { s.0.get().as_mut() })
-        .ok()
-        .flatten()
+    RECORDER.with(|r| unsafe { r.get().as_mut() })
 }
 
 /// The calling thread's recorder, created on first use.
@@ -169,10 +175,13 @@ pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> 
         key_memo: KeyMemo::default(),
         orphaned: AtomicBool::new(false),
     }));
-    if SLOT.try_with(|s| s.0.set(rec)).is_err() {
+    // The guard is registered first: on a thread whose thread-locals are already being
+    // destroyed it cannot be, and the recorder would never be reaped.
+    if EXIT_GUARD.try_with(|_| ()).is_err() {
         drop(Box::from_raw(rec));
         return None;
     }
+    RECORDER.with(|r| r.set(rec));
     REGISTRY.get().push(rec);
     rec.as_mut()
 }
