@@ -153,10 +153,20 @@ pub fn existing() -> Option<&'static mut ThreadRecorder> {
 ///
 /// # Safety
 /// The GIL is held.
+#[inline(always)]
 pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> {
-    if let Some(r) = existing() {
-        return Some(r);
+    match existing() {
+        Some(r) => Some(r),
+        None => create(state),
     }
+}
+
+/// Creates the calling thread's recorder.
+///
+/// # Safety
+/// The GIL is held, and the thread has no recorder.
+#[cold]
+unsafe fn create(state: &HookState) -> Option<&'static mut ThreadRecorder> {
     reap(state);
     let rec = Box::into_raw(Box::new(ThreadRecorder {
         thread_id: PyThread_get_thread_ident() as u64,
