@@ -7,6 +7,7 @@
 //! single anchor pair (monotonic, Unix) taken once per process.
 
 use once_cell::sync::Lazy;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long start-up calibration of the cycle counter against the monotonic clock spins.
@@ -28,6 +29,12 @@ struct TscScale {
     mult: u64,
 }
 
+/// The anchor's cycle-counter scale, copied out of [`ANCHOR`] when it is taken so that
+/// [`now_ns`] reads two plain words instead of checking the lazy cell on every call.
+/// `TSC_MULT` is 0 until then, and stays 0 where the cycle counter is not used.
+static TSC_START: AtomicU64 = AtomicU64::new(0);
+static TSC_MULT: AtomicU64 = AtomicU64::new(0);
+
 static ANCHOR: Lazy<Anchor> = Lazy::new(|| {
     let use_tsc = tsc::usable();
     let (instant, start) = paired_reading();
@@ -36,6 +43,11 @@ static ANCHOR: Lazy<Anchor> = Lazy::new(|| {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let tsc = use_tsc.then(|| calibrate(instant, start)).flatten();
+    if let Some(scale) = &tsc {
+        TSC_START.store(scale.start, Ordering::Relaxed);
+        // Release: a reader that sees the factor also sees the start it goes with.
+        TSC_MULT.store(scale.mult, Ordering::Release);
+    }
     Anchor {
         instant,
         unix_ns,
@@ -124,12 +136,26 @@ pub fn source() -> &'static str {
 /// Monotonic nanoseconds since the process anchor.
 #[inline(always)]
 pub fn now_ns() -> u64 {
+    let mult = TSC_MULT.load(Ordering::Acquire);
+    if mult != 0 {
+        return scale_ticks(TSC_START.load(Ordering::Relaxed), mult);
+    }
+    now_ns_from_anchor()
+}
+
+/// Nanoseconds from the anchor's counter value `start` to now, at `mult` (ns per tick × 2^32).
+#[inline(always)]
+fn scale_ticks(start: u64, mult: u64) -> u64 {
+    let ticks = tsc::read().saturating_sub(start);
+    ((u128::from(ticks) * u128::from(mult)) >> 32) as u64
+}
+
+/// [`now_ns`] before the anchor is taken, or where the cycle counter is not used.
+#[inline(never)]
+fn now_ns_from_anchor() -> u64 {
     let anchor = &*ANCHOR;
     match &anchor.tsc {
-        Some(scale) => {
-            let ticks = tsc::read().saturating_sub(scale.start);
-            ((u128::from(ticks) * u128::from(scale.mult)) >> 32) as u64
-        }
+        Some(scale) => scale_ticks(scale.start, scale.mult),
         None => anchor.instant.elapsed().as_nanos() as u64,
     }
 }

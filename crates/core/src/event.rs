@@ -2,6 +2,7 @@
 //! the batches that carry them to the export thread.
 
 use crate::ids::{SpanId, TraceId};
+use crate::in_place::Room;
 
 /// The span ended by an exception leaving the frame.
 pub const FLAG_EXCEPTION: u32 = 1;
@@ -101,6 +102,12 @@ impl SpanBatch {
             spans: Vec::with_capacity(spans),
             text: String::new(),
         }
+    }
+
+    /// Room for one more record, to be built in place (see [`crate::in_place`]).
+    #[inline(always)]
+    pub fn room(&mut self) -> Room<'_, SpanRecord> {
+        Room::make(&mut self.spans)
     }
 
     /// Appends `text` to the batch's text and returns where it lies. Text beyond 4 GiB

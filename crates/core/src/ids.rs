@@ -87,7 +87,7 @@ impl IdGenerator {
     }
 
     /// The next random, non-zero 64-bit value.
-    #[inline]
+    #[inline(always)]
     pub fn next_u64(&mut self) -> u64 {
         let epoch = FORK_EPOCH.load(Ordering::Relaxed);
         if self.epoch != epoch {

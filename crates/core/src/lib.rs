@@ -10,6 +10,7 @@ pub mod exporter;
 pub mod filter;
 pub mod functions;
 pub mod ids;
+pub mod in_place;
 pub mod metrics;
 pub mod pipeline;
 pub mod preview;

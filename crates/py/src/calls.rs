@@ -39,20 +39,20 @@ pub unsafe fn enter(
         }
         return;
     }
-    let session = session::current_info(py, rec);
-    let max_depth = state.config.max_depth;
-    let session = match session {
-        Some(s) if s.sampled && (max_depth == 0 || rec.next_depth() < max_depth) => s,
-        other => {
-            if keep_skipped {
-                rec.push_skipped(activation, other.map_or(0, |s| s.key));
-            }
-            return;
-        }
+    let (key, sampled) = match session::current_info(py, &mut rec.session_cache) {
+        Some(s) => (s.key, s.sampled),
+        None => (0, false),
     };
+    let max_depth = state.config.max_depth;
+    if !sampled || (max_depth != 0 && rec.next_depth() >= max_depth) {
+        if keep_skipped {
+            rec.push_skipped(activation, key);
+        }
+        return;
+    }
     let (parent, task_id) = match rec.innermost_recorded() {
-        Some(top) if top.session_key == session.key => (top.span_id, top.task_id),
-        _ => (session.span_id, task::current_task_id()),
+        Some(top) if top.session_key == key => (top.span_id, top.task_id),
+        _ => (rec.session_cache.info().span_id, task::current_task_id()),
     };
     let args = if state.config.capture.args() {
         capture::args_preview(py, state, rec, code, frame, func_id)
@@ -60,14 +60,5 @@ pub unsafe fn enter(
         TextRef::default()
     };
     let flags = rec.enter_function(func_id);
-    rec.push(
-        activation,
-        func_id,
-        session.trace_id,
-        parent,
-        session.key,
-        task_id,
-        flags,
-        args,
-    );
+    rec.push(activation, func_id, parent, key, task_id, flags, args);
 }

@@ -100,13 +100,11 @@ unsafe fn on_call(frame: *mut ffi::PyFrameObject) {
         return;
     }
     let py = Python::assume_gil_acquired();
-    let code = ffi::PyFrame_GetCode(frame) as *mut ffi::PyObject;
+    let code = frame_code(frame);
     let entry = match code_info::cached(code, state.generation) {
         Some(e) => e,
         None => code_info::decide(py, frame, code, state),
     };
-    // The frame keeps its code object alive.
-    ffi::Py_DECREF(code);
     if !entry.recorded {
         return;
     }
@@ -123,6 +121,30 @@ unsafe fn on_call(frame: *mut ffi::PyFrameObject) {
         entry.func_id,
         false,
     );
+}
+
+/// The code object `frame` runs, borrowed (the frame keeps it alive): read from the
+/// frame's public struct before 3.11, where the struct became opaque.
+///
+/// # Safety
+/// The GIL is held and `frame` is a live frame.
+#[cfg(not(Py_3_11))]
+#[inline(always)]
+unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
+    (*frame).f_code as *mut ffi::PyObject
+}
+
+/// The code object `frame` runs, borrowed (the frame keeps it alive, so the new reference
+/// `PyFrame_GetCode` returns can be dropped at once).
+///
+/// # Safety
+/// The GIL is held and `frame` is a live frame.
+#[cfg(Py_3_11)]
+#[inline(always)]
+unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
+    let code = ffi::PyFrame_GetCode(frame) as *mut ffi::PyObject;
+    ffi::Py_DECREF(code);
+    code
 }
 
 #[inline(always)]

@@ -232,12 +232,25 @@ pub unsafe fn active_here() -> bool {
 /// The value a callback returns: `DISABLE` or None, as a new reference.
 #[inline(always)]
 unsafe fn answer(disable: bool) -> *mut ffi::PyObject {
-    let obj = match HANDLES.get().as_ref() {
-        Some(h) if disable => h.disable,
-        _ => ffi::Py_None(),
+    let obj = if disable {
+        disable_or_none()
+    } else {
+        ffi::Py_None()
     };
     ffi::Py_INCREF(obj);
     obj
+}
+
+/// `DISABLE` (borrowed), or None before the callbacks are registered.
+///
+/// # Safety
+/// The GIL is held.
+#[cold]
+unsafe fn disable_or_none() -> *mut ffi::PyObject {
+    HANDLES
+        .get()
+        .as_ref()
+        .map_or_else(|| ffi::Py_None(), |h| h.disable)
 }
 
 /// `PY_START(code, offset)`.

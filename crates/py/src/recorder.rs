@@ -16,6 +16,7 @@ use ferrotrace_core::event::{
     ExceptionInfo, SpanBatch, SpanRecord, TextRef, FLAG_EXCEPTION, FLAG_RECURSIVE, FLAG_UNFINISHED,
 };
 use ferrotrace_core::ids::{IdGenerator, TraceId};
+use ferrotrace_core::in_place::Room;
 use ferrotrace_core::preview::KeyMemo;
 use pyo3::ffi;
 use std::cell::Cell;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 pub const SKIPPED: u32 = 1 << 31;
 
 /// A recorded call that has not returned yet.
+#[derive(Clone, Copy)]
 pub struct OpenFrame {
     /// Identifies the activation its return event carries: the frame object (setprofile
     /// backend) or the code object (monitoring backend).
@@ -103,21 +105,29 @@ extern "C" {
     fn PyThread_get_thread_ident() -> std::os::raw::c_ulong;
 }
 
-struct Slot(Cell<*mut ThreadRecorder>);
+thread_local! {
+    /// The calling thread's recorder (null until created, and again once the thread's
+    /// thread-locals are destroyed). Without a destructor, so reading it needs no check of
+    /// the thread-local's state: the hook reads it on every event.
+    static RECORDER: Cell<*mut ThreadRecorder> = const { Cell::new(std::ptr::null_mut()) };
+    /// Registered with the recorder; its destructor marks the recorder orphaned when the
+    /// thread exits.
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
+}
 
-impl Drop for Slot {
+/// Marks the thread's recorder orphaned (to be reaped under the GIL) when dropped.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let p = self.0.get();
+        let p = RECORDER.with(|r| r.replace(std::ptr::null_mut()));
         if !p.is_null() {
             // SAFETY: recorders are freed only by `reap`, which skips those not yet orphaned,
-            // so `p` is alive; setting an atomic flag needs no GIL.
+            // so `p` is alive; setting an atomic flag needs no GIL. The slot is cleared
+            // first, so this thread never reaches the recorder again once it may be freed.
             unsafe { (*p).orphaned.store(true, Ordering::Release) };
         }
     }
-}
-
-thread_local! {
-    static SLOT: Slot = const { Slot(Cell::new(std::ptr::null_mut())) };
 }
 
 static REGISTRY: GilCell<Vec<*mut ThreadRecorder>> = GilCell::new(Vec::new());
@@ -136,19 +146,27 @@ pub fn any_pending_exceptions() -> bool {
 #[inline(always)]
 pub fn existing() -> Option<&'static mut ThreadRecorder> {
     // SAFETY: the pointer is either null or a live recorder owned by this thread.
-    SLOT.try_with(|s| unsafe { s.0.get().as_mut() })
-        .ok()
-        .flatten()
+    RECORDER.with(|r| unsafe { r.get().as_mut() })
 }
 
 /// The calling thread's recorder, created on first use.
 ///
 /// # Safety
 /// The GIL is held.
+#[inline(always)]
 pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> {
-    if let Some(r) = existing() {
-        return Some(r);
+    match existing() {
+        Some(r) => Some(r),
+        None => create(state),
     }
+}
+
+/// Creates the calling thread's recorder.
+///
+/// # Safety
+/// The GIL is held, and the thread has no recorder.
+#[cold]
+unsafe fn create(state: &HookState) -> Option<&'static mut ThreadRecorder> {
     reap(state);
     let rec = Box::into_raw(Box::new(ThreadRecorder {
         thread_id: PyThread_get_thread_ident() as u64,
@@ -167,10 +185,13 @@ pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> 
         key_memo: KeyMemo::default(),
         orphaned: AtomicBool::new(false),
     }));
-    if SLOT.try_with(|s| s.0.set(rec)).is_err() {
+    // The guard is registered first: on a thread whose thread-locals are already being
+    // destroyed it cannot be, and the recorder would never be reaped.
+    if EXIT_GUARD.try_with(|_| ()).is_err() {
         drop(Box::from_raw(rec));
         return None;
     }
+    RECORDER.with(|r| r.set(rec));
     REGISTRY.get().push(rec);
     rec.as_mut()
 }
@@ -231,23 +252,26 @@ impl ThreadRecorder {
         }
     }
 
-    /// Pushes a new open call.
+    /// Pushes a new open call of the session in the thread's session cache (the one
+    /// `session::current_info` just returned). Its span id and start time are taken last,
+    /// as it is written into the stack.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         activation: *mut ffi::PyObject,
         func_id: u32,
-        trace_id: TraceId,
         parent_span_id: u64,
         session_key: u64,
         task_id: u64,
         flags: u32,
         args: TextRef,
     ) {
-        self.stack.push(OpenFrame {
+        let depth = self.next_depth();
+        let room = Room::make(&mut self.stack);
+        room.fill(OpenFrame {
             activation,
-            trace_id,
+            trace_id: self.session_cache.info().trace_id,
             span_id: self.ids.next_u64(),
             parent_span_id,
             session_key,
@@ -255,7 +279,7 @@ impl ThreadRecorder {
             child_ns: 0,
             task_id,
             func_id,
-            depth: self.next_depth(),
+            depth,
             flags,
             args,
             ret: TextRef::default(),
@@ -306,15 +330,21 @@ impl ThreadRecorder {
         extra_flags: u32,
         exception: Option<Box<ExceptionInfo>>,
     ) {
-        let Some(f) = self.stack.pop() else {
+        let Some(top) = self.stack.len().checked_sub(1) else {
             return;
         };
+        let f = self.stack[top];
         if f.flags & SKIPPED != 0 {
             self.release_text(&f, false);
+            self.stack.truncate(top);
             return;
         }
         let duration = end_ns.saturating_sub(f.start_ns);
-        if let Some(parent) = self.stack.iter_mut().rev().find(|p| p.flags & SKIPPED == 0) {
+        if let Some(parent) = self.stack[..top]
+            .iter_mut()
+            .rev()
+            .find(|p| p.flags & SKIPPED == 0)
+        {
             parent.child_ns += duration;
         }
         if let Some(n) = self.active.get_mut(f.func_id as usize) {
@@ -323,22 +353,35 @@ impl ThreadRecorder {
         let keep = duration >= state.min_duration_ns;
         let (args, ret) = self.release_text(&f, keep);
         if !keep {
+            self.stack.truncate(top);
             return;
         }
+        // From here on the frame is read where it lies (not from the copy above, which the
+        // calls in between would force onto the stack), and the span is built in the batch.
+        let f = &self.stack[top];
         if cfg!(not(Py_3_12)) && extra_flags & FLAG_EXCEPTION != 0 {
             self.pending_exceptions
                 .push((self.buffer.len(), f.activation));
         }
         self.last_recorded = Some((f.activation, self.buffer.len()));
-        let mut span = span_of(&f, self.thread_id, duration, f.flags | extra_flags);
-        span.args = args;
-        span.ret = ret;
-        span.exception = exception;
-        self.record(state, span, end_ns);
+        if self.buffer.is_empty() {
+            self.buffer_started_ns = end_ns;
+        }
+        let room = self.buffer.room();
+        room.fill(SpanRecord {
+            args,
+            ret,
+            exception,
+            ..span_of(f, self.thread_id, duration, f.flags | extra_flags)
+        });
+        self.stack.truncate(top);
+        if self.batch_is_due(state, end_ns) {
+            self.submit(state);
+        }
     }
 
-    /// Copies the previews of `f` (just taken off the stack) into the span batch when `keep`
-    /// is set, and frees their room in `open_text`.
+    /// Copies the previews of `f` (the call being closed) into the span batch when `keep` is
+    /// set, and frees their room in `open_text`.
     #[inline(always)]
     fn release_text(&mut self, f: &OpenFrame, keep: bool) -> (TextRef, TextRef) {
         let Some(start) = f.text_start() else {
@@ -408,17 +451,22 @@ impl ThreadRecorder {
         }
     }
 
-    #[inline(always)]
+    /// Appends `span` to the buffer, handing the buffer over when it is due.
     fn record(&mut self, state: &HookState, span: SpanRecord, now_ns: u64) {
         if self.buffer.is_empty() {
             self.buffer_started_ns = now_ns;
         }
         self.buffer.push(span);
-        if self.buffer.len() >= state.pipeline.batch_size()
-            || now_ns.saturating_sub(self.buffer_started_ns) > state.flush_interval_ns
-        {
+        if self.batch_is_due(state, now_ns) {
             self.submit(state);
         }
+    }
+
+    /// Whether the buffer is full or its first span is older than the flush interval.
+    #[inline(always)]
+    fn batch_is_due(&self, state: &HookState, now_ns: u64) -> bool {
+        self.buffer.len() >= state.pipeline.batch_size()
+            || now_ns.saturating_sub(self.buffer_started_ns) > state.flush_interval_ns
     }
 
     /// Hands the buffer to the pipeline.
@@ -443,14 +491,16 @@ impl ThreadRecorder {
                 continue;
             }
             if pred(&f) {
-                let mut span = span_of(
-                    &f,
-                    self.thread_id,
-                    now.saturating_sub(f.start_ns),
-                    f.flags | FLAG_UNFINISHED,
-                );
-                span.args = self.copy_text(f.args);
-                span.ret = self.copy_text(f.ret);
+                let span = SpanRecord {
+                    args: self.copy_text(f.args),
+                    ret: self.copy_text(f.ret),
+                    ..span_of(
+                        &f,
+                        self.thread_id,
+                        now.saturating_sub(f.start_ns),
+                        f.flags | FLAG_UNFINISHED,
+                    )
+                };
                 self.record(state, span, now);
             } else {
                 kept.push(f);
@@ -488,6 +538,7 @@ impl ThreadRecorder {
 }
 
 /// The span of `f`, without previews or exception.
+#[inline(always)]
 fn span_of(f: &OpenFrame, thread_id: u64, duration: u64, flags: u32) -> SpanRecord {
     SpanRecord {
         trace_id: f.trace_id,

@@ -7,7 +7,6 @@
 //! is one C call and a pointer comparison.
 
 use crate::gil_cell::GilCell;
-use crate::recorder::ThreadRecorder;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::SessionRecord;
 use ferrotrace_core::ids::{new_span_id, new_trace_id, span_hex, TraceId};
@@ -28,7 +27,7 @@ pub struct SessionInfo {
 }
 
 /// The last session object the hook saw on a thread (a strong reference, so its address
-/// cannot be reused by another object while cached).
+/// cannot be reused by another object while cached) and its info.
 pub struct SessionCache {
     obj: *mut ffi::PyObject,
     info: SessionInfo,
@@ -49,6 +48,26 @@ impl SessionCache {
         let old = std::mem::replace(&mut self.obj, std::ptr::null_mut());
         // SAFETY: callers hold the GIL; `old` is null or a reference this cache owns.
         unsafe { ffi::Py_XDECREF(old) };
+    }
+
+    /// The info of the cached session (all zero when none is cached).
+    #[inline(always)]
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// Caches the session object `obj` (a new reference, consumed) if it is a session.
+    ///
+    /// # Safety
+    /// The GIL is held and `obj` is a live object.
+    #[cold]
+    unsafe fn replace(&mut self, py: Python<'_>, obj: *mut ffi::PyObject) -> Option<&SessionInfo> {
+        let bound = Bound::from_owned_ptr(py, obj);
+        let info = bound.downcast::<Session>().ok().map(|s| s.get().info)?;
+        let old = std::mem::replace(&mut self.obj, bound.into_ptr());
+        self.info = info;
+        ffi::Py_XDECREF(old);
+        Some(&self.info)
     }
 }
 
@@ -165,29 +184,39 @@ unsafe fn current_object() -> Option<*mut ffi::PyObject> {
     (!value.is_null()).then_some(value)
 }
 
-/// The current session as the hook needs it, cached per thread.
+/// Brings the thread's session cache up to date with the session in effect here and
+/// returns it (None when no session is). The cache keeps the last session object seen on
+/// this thread, so the common case is one context-variable read and a pointer comparison,
+/// with no reference counting of the process-wide session.
 ///
 /// # Safety
 /// The GIL is held.
 #[inline(always)]
-pub unsafe fn current_info(py: Python<'_>, rec: &mut ThreadRecorder) -> Option<SessionInfo> {
-    let obj = current_object()?;
-    let cache = &mut rec.session_cache;
-    if obj == cache.obj {
-        ffi::Py_DECREF(obj);
-        return Some(cache.info);
+pub unsafe fn current_info<'a>(
+    py: Python<'_>,
+    cache: &'a mut SessionCache,
+) -> Option<&'a SessionInfo> {
+    let mut value = std::ptr::null_mut();
+    if ffi::PyContextVar_Get(*SESSION_VAR.get(), std::ptr::null_mut(), &mut value) < 0 {
+        ffi::PyErr_Clear();
+        return None;
     }
-    let info = Bound::from_owned_ptr(py, obj)
-        .downcast::<Session>()
-        .ok()
-        .map(|s| s.get().info);
-    if let Some(info) = info {
-        ffi::Py_INCREF(obj);
-        let old = std::mem::replace(&mut cache.obj, obj);
-        cache.info = info;
-        ffi::Py_XDECREF(old);
+    if value.is_null() {
+        let process = *PROCESS_SESSION.get();
+        if process.is_null() {
+            return None;
+        }
+        if process == cache.obj {
+            return Some(&cache.info);
+        }
+        ffi::Py_INCREF(process);
+        value = process;
+    } else if value == cache.obj {
+        // The cache holds its own reference, so this one is never the last.
+        ffi::Py_DECREF(value);
+        return Some(&cache.info);
     }
-    info
+    cache.replace(py, value)
 }
 
 /// The current session object, for nesting a new one under it.
