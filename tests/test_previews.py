@@ -253,6 +253,7 @@ with ferrotrace.session("normal"):
     echo({1, 2} if False else frozenset())
     echo(five)
     echo(ferrotrace)
+    echo(ValueError("out of stock", 3))
     five(1, 2, 3, 4, 5)
 """
 
@@ -273,6 +274,7 @@ def test_previews_of_normal_calls(runner):
         [],
         "<function five>",
         "<module ferrotrace>",
+        {"__type__": "ValueError", "args": ["out of sto…[+2 chars]", 3]},
     ]
     five = next(s for s in got if s["qualname"] == "five")
     assert five["args"] == {"a": 1, "b": 2, "c": 3, "…": "[+2 items]"}

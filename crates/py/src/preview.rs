@@ -420,6 +420,9 @@ impl<'w, 'a> Walker<'w, 'a> {
             return;
         }
         self.w.begin_typed_object(&info.fields_start);
+        if (*ty).tp_flags & ffi::Py_TPFLAGS_BASE_EXC_SUBCLASS != 0 {
+            self.exception_args(obj, depth);
+        }
         let dict = instance_dict(obj, ty);
         let mut fields = 0;
         if !dict.is_null() {
@@ -430,6 +433,20 @@ impl<'w, 'a> Walker<'w, 'a> {
         self.slots(obj, info, depth, fields);
         self.w.end_object();
         self.leave();
+    }
+
+    /// An exception's `args` entry, read from its C struct (no `__getattribute__`).
+    unsafe fn exception_args(&mut self, obj: *mut ffi::PyObject, depth: usize) {
+        // SAFETY: an instance of a BaseException subclass starts with PyBaseExceptionObject;
+        // its `args` is null or a tuple (the args setter converts whatever it is given).
+        let args = (*(obj as *mut ffi::PyBaseExceptionObject)).args;
+        if args.is_null() || ffi::PyTuple_Check(args) == 0 {
+            return;
+        }
+        self.w.key_json("\"args\":");
+        ffi::Py_INCREF(args);
+        self.value(args, depth + 1);
+        ffi::Py_DECREF(args);
     }
 
     /// `__slots__` values, read at the member offsets.
