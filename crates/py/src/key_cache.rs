@@ -8,10 +8,9 @@
 //! within a configuration generation. Releasing a `str` runs no Python code (no finalizer,
 //! no weak references), so clearing the cache is safe at any point.
 
+use crate::address_map::AddressMap;
 use crate::gil_cell::GilCell;
 use pyo3::ffi;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 /// More entries than this and the cache starts over.
@@ -41,25 +40,7 @@ impl Drop for Entry {
     }
 }
 
-/// Object addresses are already well spread; one multiply mixes the low bits.
-#[derive(Default)]
-struct AddressHasher(u64);
-
-impl Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type Cache = HashMap<usize, Entry, BuildHasherDefault<AddressHasher>>;
+type Cache = AddressMap<Entry>;
 
 static CACHE: GilCell<Option<Cache>> = GilCell::new(None);
 

@@ -1,6 +1,7 @@
 //! `ferrotrace._native`: the CPython hook, per-thread recorders, sessions and the functions
 //! the Python package calls. This is the only crate that touches the CPython C API.
 
+mod address_map;
 mod api;
 mod backend;
 mod calls;

@@ -8,14 +8,13 @@
 //! again when the type's `tp_version_tag` changed to another valid tag (a tag of 0, which
 //! CPython gives a modified type until its next lookup, keeps the entry).
 
+use crate::address_map::AddressMap;
 use crate::gil_cell::GilCell;
 use crate::type_name;
 use ferrotrace_core::preview::{json_key, object_at_prefix, typed_object_start};
 use ferrotrace_core::redact::Redactor;
 use pyo3::ffi;
-use std::collections::HashMap;
 use std::ffi::CStr;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 /// More entries than this and the cache starts over (classes created in a loop).
@@ -83,25 +82,7 @@ impl Drop for Entry {
     }
 }
 
-/// Type addresses are already well spread; one multiply mixes the low bits.
-#[derive(Default)]
-struct AddressHasher(u64);
-
-impl Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type Cache = HashMap<usize, Entry, BuildHasherDefault<AddressHasher>>;
+type Cache = AddressMap<Entry>;
 
 static CACHE: GilCell<Option<Cache>> = GilCell::new(None);
 
