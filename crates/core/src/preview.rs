@@ -387,30 +387,27 @@ impl<'a> PreviewWriter<'a> {
 
 /// `key` as a JSON object key with its colon (`"key":`), for [`PreviewWriter::key_json`].
 pub fn json_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 3);
-    out.push('"');
-    escape_into(&mut out, key);
-    out.push_str("\":");
-    out
+    escaped_between("\"", key, "\":")
 }
 
 /// `{"__type__":"type_name"`: the start of an object shown by its fields, for
 /// [`PreviewWriter::begin_typed_object`].
 pub fn typed_object_start(type_name: &str) -> String {
-    let mut out = String::with_capacity(type_name.len() + 16);
-    out.push_str("{\"__type__\":\"");
-    escape_into(&mut out, type_name);
-    out.push('"');
-    out
+    escaped_between("{\"__type__\":\"", type_name, "\"")
 }
 
 /// `<type_name object at 0x` as the start of a JSON string, for
 /// [`PreviewWriter::object_at`].
 pub fn object_at_prefix(type_name: &str) -> String {
-    let mut out = String::with_capacity(type_name.len() + 16);
-    out.push_str("\"<");
-    escape_into(&mut out, type_name);
-    out.push_str(" object at 0x");
+    escaped_between("\"<", type_name, " object at 0x")
+}
+
+/// `before`, then `text` escaped for the inside of a JSON string, then `after`.
+fn escaped_between(before: &str, text: &str, after: &str) -> String {
+    let mut out = String::with_capacity(before.len() + text.len() + after.len());
+    out.push_str(before);
+    escape_into(&mut out, text);
+    out.push_str(after);
     out
 }
 
