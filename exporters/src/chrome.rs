@@ -17,12 +17,10 @@
 //! (`"ph":"X"`) on its thread's track; a session is an instant event at its start and a
 //! complete event on its thread when it ends.
 
-use crate::json::{push_str, write_str, write_u64};
+use crate::json::{push_span_details, push_str, write_str, write_u64};
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::now_ns;
-use ferrotrace_core::event::{
-    SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED,
-};
+use ferrotrace_core::event::{SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::span_hex;
 use ferrotrace_core::metrics::Snapshot;
@@ -183,27 +181,7 @@ impl ChromeExporter {
         if s.flags & FLAG_UNFINISHED != 0 {
             w.extend_from_slice(b",\"unfinished\":true");
         }
-        if let Some(args) = batch.args(s) {
-            w.extend_from_slice(b",\"args\":");
-            w.extend_from_slice(args.as_bytes());
-        }
-        if let Some(ret) = batch.return_value(s) {
-            w.extend_from_slice(b",\"return\":");
-            w.extend_from_slice(ret.as_bytes());
-        }
-        match &s.exception {
-            Some(e) => {
-                w.extend_from_slice(b",\"exception\":{\"type\":");
-                let _ = write_str(w, &e.type_name);
-                w.extend_from_slice(b",\"message\":");
-                let _ = write_str(w, &e.message);
-                w.push(b'}');
-            }
-            None if s.flags & FLAG_EXCEPTION != 0 => {
-                w.extend_from_slice(b",\"exception\":{\"type\":\"\",\"message\":\"\"}");
-            }
-            None => {}
-        }
+        push_span_details(w, batch, s);
         w.extend_from_slice(b"}}");
     }
 
@@ -330,7 +308,7 @@ impl Exporter for ChromeExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotrace_core::event::ExceptionInfo;
+    use ferrotrace_core::event::{ExceptionInfo, FLAG_EXCEPTION};
 
     use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;

@@ -1,5 +1,6 @@
 //! Small JSON writing helpers shared by the file exporters.
 
+use ferrotrace_core::event::{SpanBatch, SpanRecord, FLAG_EXCEPTION};
 use std::io::{self, Write};
 
 /// The largest integer a JSON consumer using doubles reads exactly (2^53).
@@ -51,6 +52,28 @@ pub fn push_hex(out: &mut Vec<u8>, v: u128, digits: usize) {
         *b = HEX[((v >> (4 * (digits - 1 - i))) & 0xf) as usize];
     }
     out.extend_from_slice(&buf[..digits]);
+}
+
+/// Appends the span's `"args"`, `"return"` and `"exception"` members, each after a comma,
+/// when it has them (an exception whose type could not be known has empty strings).
+pub fn push_span_details(out: &mut Vec<u8>, batch: &SpanBatch, s: &SpanRecord) {
+    if let Some(args) = batch.args(s) {
+        out.extend_from_slice(b",\"args\":");
+        out.extend_from_slice(args.as_bytes());
+    }
+    if let Some(ret) = batch.return_value(s) {
+        out.extend_from_slice(b",\"return\":");
+        out.extend_from_slice(ret.as_bytes());
+    }
+    if let Some(e) = &s.exception {
+        out.extend_from_slice(b",\"exception\":{\"type\":");
+        push_json_str(out, &e.type_name);
+        out.extend_from_slice(b",\"message\":");
+        push_json_str(out, &e.message);
+        out.push(b'}');
+    } else if s.flags & FLAG_EXCEPTION != 0 {
+        out.extend_from_slice(b",\"exception\":{\"type\":\"\",\"message\":\"\"}");
+    }
 }
 
 /// Appends `s` as an escaped JSON string.

@@ -2,12 +2,10 @@
 //!
 //! [`JsonlRenderer`] renders the lines; the `http` exporter posts the same lines.
 
-use crate::json::{push_hex, push_json_str, push_str, push_u64, push_uint};
+use crate::json::{push_hex, push_json_str, push_span_details, push_str, push_u64, push_uint};
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::to_unix_ns;
-use ferrotrace_core::event::{
-    SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED,
-};
+use ferrotrace_core::event::{SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::metrics::Snapshot;
 use std::io::Write;
@@ -99,23 +97,7 @@ impl JsonlRenderer {
         if s.flags & FLAG_UNFINISHED != 0 {
             out.extend_from_slice(b",\"unfinished\":true");
         }
-        if let Some(args) = batch.args(s) {
-            out.extend_from_slice(b",\"args\":");
-            out.extend_from_slice(args.as_bytes());
-        }
-        if let Some(ret) = batch.return_value(s) {
-            out.extend_from_slice(b",\"return\":");
-            out.extend_from_slice(ret.as_bytes());
-        }
-        if let Some(e) = &s.exception {
-            out.extend_from_slice(b",\"exception\":{\"type\":");
-            push_json_str(out, &e.type_name);
-            out.extend_from_slice(b",\"message\":");
-            push_json_str(out, &e.message);
-            out.push(b'}');
-        } else if s.flags & FLAG_EXCEPTION != 0 {
-            out.extend_from_slice(b",\"exception\":{\"type\":\"\",\"message\":\"\"}");
-        }
+        push_span_details(out, batch, s);
         out.extend_from_slice(b"}\n");
     }
 
@@ -252,7 +234,7 @@ impl Exporter for JsonlExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotrace_core::event::ExceptionInfo;
+    use ferrotrace_core::event::{ExceptionInfo, FLAG_EXCEPTION};
 
     use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;
