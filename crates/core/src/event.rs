@@ -96,6 +96,9 @@ pub struct SpanBatch {
 }
 
 impl SpanBatch {
+    /// Bytes of preview text reserved per record when a batch first gets text.
+    const TEXT_PER_SPAN: usize = 128;
+
     /// An empty batch with room for `spans` records.
     pub fn with_capacity(spans: usize) -> Self {
         SpanBatch {
@@ -119,6 +122,12 @@ impl SpanBatch {
         };
         if start.checked_add(len).is_none() {
             return TextRef::default();
+        }
+        if self.text.capacity() == 0 {
+            // A fresh batch: room for typical previews of all its records at once, rather
+            // than a dozen regrowths (and copies) while it fills.
+            self.text
+                .reserve(Self::TEXT_PER_SPAN * self.spans.capacity().max(1));
         }
         self.text.push_str(text);
         TextRef { start, len }

@@ -7,6 +7,7 @@
 //! [`Redactor::redact_value`] before it is cut). Strings are cut on a character boundary to
 //! `max_str` characters with a visible `…[+N chars]` marker. The text is always valid JSON.
 
+use crate::append;
 use crate::redact::{Redactor, REDACTED};
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -115,7 +116,7 @@ pub struct PreviewWriter<'a> {
     memo: &'a mut KeyMemo,
     limits: Limits,
     /// Bit `n` set: the container open at nesting `n` already has an item.
-    has_items: u128,
+    has_items: u64,
     /// Open containers.
     level: u32,
     /// The next value follows a key (no separator needed).
@@ -159,9 +160,9 @@ impl<'a> PreviewWriter<'a> {
         if self.level == 0 {
             return;
         }
-        let bit = 1u128 << (self.level.min(127));
+        let bit = 1u64 << self.level.min(63);
         if self.has_items & bit != 0 {
-            self.out.push(',');
+            append::byte(self.out, b',');
         }
         self.has_items |= bit;
     }
@@ -169,13 +170,13 @@ impl<'a> PreviewWriter<'a> {
     /// `null`.
     pub fn null(&mut self) {
         self.separator();
-        self.out.push_str("null");
+        append::str(self.out, "null");
     }
 
     /// `true` / `false`.
     pub fn bool(&mut self, b: bool) {
         self.separator();
-        self.out.push_str(if b { "true" } else { "false" });
+        append::str(self.out, if b { "true" } else { "false" });
     }
 
     /// An integer: a JSON number when a JSON consumer keeps it exact, else a string; a 13–19
@@ -185,7 +186,7 @@ impl<'a> PreviewWriter<'a> {
         let digits = buf.format(v);
         if v.unsigned_abs() < 1_000_000_000_000 {
             self.separator();
-            self.out.push_str(digits);
+            append::str(self.out, digits);
         } else {
             self.int_text(digits);
         }
@@ -197,20 +198,20 @@ impl<'a> PreviewWriter<'a> {
         self.separator();
         let magnitude = digits.trim_start_matches('-');
         if magnitude.len() < 13 {
-            self.out.push_str(digits);
+            append::str(self.out, digits);
             return;
         }
         let redacted = self.redactor.redact_value(magnitude);
         if redacted != magnitude {
-            self.out.push('"');
-            self.out.push_str(REDACTED);
-            self.out.push('"');
+            append::byte(self.out, b'"');
+            append::str(self.out, REDACTED);
+            append::byte(self.out, b'"');
         } else if magnitude.parse::<u64>().is_ok_and(|m| m <= MAX_SAFE_INT) {
-            self.out.push_str(digits);
+            append::str(self.out, digits);
         } else {
-            self.out.push('"');
-            self.out.push_str(digits);
-            self.out.push('"');
+            append::byte(self.out, b'"');
+            append::str(self.out, digits);
+            append::byte(self.out, b'"');
         }
     }
 
@@ -218,13 +219,13 @@ impl<'a> PreviewWriter<'a> {
     pub fn float(&mut self, f: f64) {
         self.separator();
         if f.is_finite() {
-            self.out.push_str(zmij::Buffer::new().format_finite(f));
+            append::str(self.out, zmij::Buffer::new().format_finite(f));
         } else if f.is_nan() {
-            self.out.push_str("\"nan\"");
+            append::str(self.out, "\"nan\"");
         } else if f > 0.0 {
-            self.out.push_str("\"inf\"");
+            append::str(self.out, "\"inf\"");
         } else {
-            self.out.push_str("\"-inf\"");
+            append::str(self.out, "\"-inf\"");
         }
     }
 
@@ -235,29 +236,29 @@ impl<'a> PreviewWriter<'a> {
         self.separator();
         let redacted = self.redactor.redact_value(text);
         let (shown, hidden) = cut(text, &redacted, total_chars, self.limits.max_str);
-        self.out.push('"');
+        append::byte(self.out, b'"');
         escape_into(self.out, shown);
         if hidden > 0 {
             let _ = write!(self.out, "…[+{hidden} chars]");
         }
-        self.out.push('"');
+        append::byte(self.out, b'"');
     }
 
     /// A string written as given (escaped, not redacted, not cut): type names and markers.
     pub fn marker(&mut self, text: &str) {
         self.separator();
-        self.out.push('"');
+        append::byte(self.out, b'"');
         escape_into(self.out, text);
-        self.out.push('"');
+        append::byte(self.out, b'"');
     }
 
     /// `"<type_name object at 0x…>"`, the default repr of an object at address `addr`,
     /// from its start rendered by [`object_at_prefix`].
     pub fn object_at(&mut self, prefix: &str, addr: usize) {
         self.separator();
-        self.out.push_str(prefix);
-        push_hex(self.out, addr as u64);
-        self.out.push_str(">\"");
+        append::str(self.out, prefix);
+        append::hex(self.out, addr as u64);
+        append::str(self.out, ">\"");
     }
 
     /// `"[REDACTED]"`.
@@ -268,20 +269,20 @@ impl<'a> PreviewWriter<'a> {
     /// Opens an array.
     pub fn begin_array(&mut self) {
         self.separator();
-        self.out.push('[');
+        append::byte(self.out, b'[');
         self.open();
     }
 
     /// Closes the innermost array.
     pub fn end_array(&mut self) {
         self.close();
-        self.out.push(']');
+        append::byte(self.out, b']');
     }
 
     /// Opens an object.
     pub fn begin_object(&mut self) {
         self.separator();
-        self.out.push('{');
+        append::byte(self.out, b'{');
         self.open();
     }
 
@@ -289,20 +290,20 @@ impl<'a> PreviewWriter<'a> {
     /// [`typed_object_start`].
     pub fn begin_typed_object(&mut self, rendered: &str) {
         self.separator();
-        self.out.push_str(rendered);
+        append::str(self.out, rendered);
         self.open();
-        self.has_items |= 1u128 << self.level.min(127);
+        self.has_items |= 1u64 << self.level.min(63);
     }
 
     /// Closes the innermost object.
     pub fn end_object(&mut self) {
         self.close();
-        self.out.push('}');
+        append::byte(self.out, b'}');
     }
 
     fn open(&mut self) {
         self.level += 1;
-        self.has_items &= !(1u128 << self.level.min(127));
+        self.has_items &= !(1u64 << self.level.min(63));
     }
 
     fn close(&mut self) {
@@ -355,7 +356,7 @@ impl<'a> PreviewWriter<'a> {
     #[inline]
     pub fn key_json(&mut self, rendered: &str) {
         self.separator();
-        self.out.push_str(rendered);
+        append::str(self.out, rendered);
         self.after_key = true;
     }
 
@@ -363,9 +364,9 @@ impl<'a> PreviewWriter<'a> {
     /// code object, and markers).
     pub fn key_known(&mut self, key: &str) {
         self.separator();
-        self.out.push('"');
+        append::byte(self.out, b'"');
         escape_into(self.out, key);
-        self.out.push_str("\":");
+        append::str(self.out, "\":");
         self.after_key = true;
     }
 
@@ -405,9 +406,9 @@ pub fn object_at_prefix(type_name: &str) -> String {
 /// `before`, then `text` escaped for the inside of a JSON string, then `after`.
 fn escaped_between(before: &str, text: &str, after: &str) -> String {
     let mut out = String::with_capacity(before.len() + text.len() + after.len());
-    out.push_str(before);
+    append::str(&mut out, before);
     escape_into(&mut out, text);
-    out.push_str(after);
+    append::str(&mut out, after);
     out
 }
 
@@ -440,29 +441,11 @@ fn cut<'r>(given: &str, redacted: &'r str, total_chars: usize, max: usize) -> (&
     }
 }
 
-/// Appends `v` in lowercase hexadecimal without leading zeros (as `%p` prints an address).
-fn push_hex(out: &mut String, v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 16];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
-    }
-    // SAFETY: every byte written is an ASCII hex digit, so the slice is valid UTF-8.
-    out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[i..]) });
-}
-
 /// Appends `s` as the inside of a JSON string.
 pub fn escape_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let Some(first) = bytes.iter().position(|&b| needs_escape(b)) else {
-        out.push_str(s);
+        append::str(out, s);
         return;
     };
     let mut start = 0;

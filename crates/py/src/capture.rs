@@ -95,32 +95,33 @@ unsafe fn build(
     rec: &mut ThreadRecorder,
     f: impl FnOnce(&mut Walker),
 ) -> TextRef {
-    let mut buf = std::mem::take(&mut rec.open_text);
-    let start = buf.len();
-    let mut memo = std::mem::take(&mut rec.key_memo);
+    let start = rec.open_text.len();
     rec.in_preview = true;
+    let (buf, memo, open) = (
+        &mut rec.open_text,
+        &mut rec.key_memo,
+        &mut rec.open_containers,
+    );
     // A panic must not leave the flag set (the thread would stop being traced) nor a
     // half-written value behind.
     let done = catch_unwind(AssertUnwindSafe(|| {
         let memo = memo.for_generation(state.generation);
-        let mut writer = PreviewWriter::new(&mut buf, &state.redactor, memo, state.limits);
-        let mut walker = Walker::new(&mut writer, state.config.preview, state.generation);
+        let mut writer = PreviewWriter::new(buf, &state.redactor, memo, state.limits);
+        let mut walker = Walker::new(&mut writer, state.config.preview, state.generation, open);
         f(&mut walker);
     }));
     rec.in_preview = false;
+    let buf = &mut rec.open_text;
     if done.is_err() {
         ffi::PyErr_Clear();
         buf.truncate(start);
         buf.push_str("\"<preview failed>\"");
     }
-    let written = match (u32::try_from(start), u32::try_from(buf.len() - start)) {
+    match (u32::try_from(start), u32::try_from(buf.len() - start)) {
         (Ok(start), Ok(len)) if start.checked_add(len).is_some() => TextRef { start, len },
         _ => {
             buf.truncate(start);
             TextRef::default()
         }
-    };
-    rec.open_text = buf;
-    rec.key_memo = memo;
-    written
+    }
 }

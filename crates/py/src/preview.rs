@@ -21,7 +21,6 @@ use ferrotrace_core::config::PreviewMode;
 use ferrotrace_core::preview::{json_key, PreviewWriter, REDACTION_SLACK};
 use pyo3::ffi;
 use std::borrow::Cow;
-use std::mem::MaybeUninit;
 
 /// Integers wider than this are shown as a size marker: converting them to decimal costs
 /// quadratic time.
@@ -36,21 +35,25 @@ pub struct Walker<'w, 'a> {
     mode: PreviewMode,
     /// The configuration generation (type facts cached under another are recomputed).
     generation: u32,
-    /// Containers being written, for the cycle check.
-    /// The first `n_open` entries are set.
-    open: [MaybeUninit<*mut ffi::PyObject>; MAX_OPEN],
-    n_open: usize,
+    /// Containers being written, for the cycle check (the caller's reused, empty vector).
+    open: &'w mut Vec<*mut ffi::PyObject>,
 }
 
 impl<'w, 'a> Walker<'w, 'a> {
-    /// A walker writing through `w`, under the configuration `generation`.
-    pub fn new(w: &'w mut PreviewWriter<'a>, mode: PreviewMode, generation: u32) -> Self {
+    /// A walker writing through `w`, under the configuration `generation`, keeping the
+    /// containers it is inside in `open`.
+    pub fn new(
+        w: &'w mut PreviewWriter<'a>,
+        mode: PreviewMode,
+        generation: u32,
+        open: &'w mut Vec<*mut ffi::PyObject>,
+    ) -> Self {
+        open.clear();
         Walker {
             w,
             mode,
             generation,
-            open: [MaybeUninit::uninit(); MAX_OPEN],
-            n_open: 0,
+            open,
         }
     }
 
@@ -150,6 +153,9 @@ impl<'w, 'a> Walker<'w, 'a> {
     }
 
     unsafe fn int(&mut self, obj: *mut ffi::PyObject) {
+        if let Some(v) = compact_int(obj) {
+            return self.w.int(v);
+        }
         let mut overflow = 0;
         // SAFETY: for an int (or subclass) this reads the digits; no __index__ is called.
         let v = ffi::PyLong_AsLongLongAndOverflow(obj, &mut overflow);
@@ -221,16 +227,12 @@ impl<'w, 'a> Walker<'w, 'a> {
     /// Enters a container; false (and a marker written) when it is already open (a cycle)
     /// or too deep.
     unsafe fn enter(&mut self, obj: *mut ffi::PyObject, depth: usize, len: isize) -> bool {
-        // SAFETY: the first `n_open` entries were written by earlier calls.
-        if self.open[..self.n_open]
-            .iter()
-            .any(|o| unsafe { o.assume_init() } == obj)
-        {
+        if self.open.contains(&obj) {
             let name = type_name::short(ffi::Py_TYPE(obj));
             self.w.marker(&format!("<cycle {name}>"));
             return false;
         }
-        if depth >= self.w.limits().max_depth || self.n_open >= MAX_OPEN {
+        if depth >= self.w.limits().max_depth || self.open.len() >= MAX_OPEN {
             let name = type_name::short(ffi::Py_TYPE(obj));
             if len >= 0 {
                 self.w.marker(&format!("<{name} len={len}>"));
@@ -239,13 +241,12 @@ impl<'w, 'a> Walker<'w, 'a> {
             }
             return false;
         }
-        self.open[self.n_open] = MaybeUninit::new(obj);
-        self.n_open += 1;
+        self.open.push(obj);
         true
     }
 
     fn leave(&mut self) {
-        self.n_open -= 1;
+        self.open.pop();
     }
 
     unsafe fn sequence(&mut self, obj: *mut ffi::PyObject, is_list: bool, depth: usize) {
@@ -495,6 +496,32 @@ impl<'w, 'a> Walker<'w, 'a> {
         }
         self.str(text);
         ffi::Py_DECREF(text);
+    }
+}
+
+/// The value of an int (or subclass) whose magnitude fits one 30-bit digit, read from its
+/// storage; None for larger ones.
+///
+/// # Safety
+/// `obj` is a live int instance.
+#[inline(always)]
+unsafe fn compact_int(obj: *mut ffi::PyObject) -> Option<i64> {
+    // SAFETY (both layouts): an int instance is a PyObject header followed by a size word
+    // and at least one 30-bit digit (CPython's `Include/cpython/longintrepr.h`).
+    let size_word = *((obj as *const u8).add(std::mem::size_of::<ffi::PyObject>()) as *const isize);
+    let digit = || {
+        i64::from(*((obj as *const u8).add(std::mem::size_of::<ffi::PyObject>() + 8) as *const u32))
+    };
+    if cfg!(Py_3_12) {
+        // `lv_tag`: the digit count above 3 flag bits, the sign in the low 2 (0: positive,
+        // 1: zero, 2: negative). Compact means at most one digit.
+        let tag = size_word as usize;
+        (tag < (2 << 3)).then(|| (1 - (tag & 3) as i64) * digit())
+    } else {
+        // `ob_size`: the digit count, negative for a negative value, 0 for zero.
+        (-1..=1)
+            .contains(&size_word)
+            .then(|| size_word as i64 * digit())
     }
 }
 

@@ -98,6 +98,9 @@ pub struct ThreadRecorder {
     pub open_text: String,
     /// Object keys this thread's previews already judged plain.
     pub key_memo: KeyMemo,
+    /// The containers a preview in progress is inside (for its cycle check), kept to reuse
+    /// their memory.
+    pub open_containers: Vec<*mut ffi::PyObject>,
     orphaned: AtomicBool,
 }
 
@@ -183,6 +186,7 @@ unsafe fn create(state: &HookState) -> Option<&'static mut ThreadRecorder> {
         in_preview: false,
         open_text: String::new(),
         key_memo: KeyMemo::default(),
+        open_containers: Vec::new(),
         orphaned: AtomicBool::new(false),
     }));
     // The guard is registered first: on a thread whose thread-locals are already being
@@ -388,7 +392,7 @@ impl ThreadRecorder {
             return (TextRef::default(), TextRef::default());
         };
         let copied = if keep {
-            (self.copy_text(f.args), self.copy_text(f.ret))
+            self.copy_previews(f)
         } else {
             (TextRef::default(), TextRef::default())
         };
@@ -396,16 +400,29 @@ impl ThreadRecorder {
         copied
     }
 
-    /// Copies the piece `r` of `open_text` into the span batch.
-    fn copy_text(&mut self, r: TextRef) -> TextRef {
-        if r.is_empty() {
-            return r;
+    /// Copies the previews of `f` from `open_text` into the span batch, in one piece: its
+    /// return value is written right after its arguments (its callees' text is freed when
+    /// they end), so both lie in `text_start..text_end`.
+    fn copy_previews(&mut self, f: &OpenFrame) -> (TextRef, TextRef) {
+        let none = (TextRef::default(), TextRef::default());
+        let Some(start) = f.text_start() else {
+            return none;
+        };
+        let Some(text) = self.open_text.get(start..f.text_end()) else {
+            return none;
+        };
+        let base = self.buffer.add_text(text);
+        if base.len as usize != text.len() {
+            return none;
         }
-        let start = r.start as usize;
-        match self.open_text.get(start..start + r.len as usize) {
-            Some(text) => self.buffer.add_text(text),
-            None => TextRef::default(),
-        }
+        let moved = |r: TextRef| match r.is_empty() {
+            true => r,
+            false => TextRef {
+                start: base.start + (r.start - start as u32),
+                len: r.len,
+            },
+        };
+        (moved(f.args), moved(f.ret))
     }
 
     /// Marks the span just recorded for `frame` as ended by `exception` (3.12+).
@@ -491,9 +508,10 @@ impl ThreadRecorder {
                 continue;
             }
             if pred(&f) {
+                let (args, ret) = self.copy_previews(&f);
                 let span = SpanRecord {
-                    args: self.copy_text(f.args),
-                    ret: self.copy_text(f.ret),
+                    args,
+                    ret,
                     ..span_of(
                         &f,
                         self.thread_id,

@@ -82,7 +82,38 @@ impl Drop for Entry {
     }
 }
 
-type Cache = AddressMap<Entry>;
+/// The entries, and the last one asked for (a list of one class's instances, or the same
+/// class on every call, asks for the same type again and again).
+#[derive(Default)]
+struct Cache {
+    entries: AddressMap<Entry>,
+    /// A copy of the entry for the last type asked for; cleared with `entries`, so the
+    /// type it names is kept alive by that entry.
+    last: Option<Last>,
+}
+
+struct Last {
+    ty: usize,
+    version: u32,
+    generation: u32,
+    info: Rc<TypeInfo>,
+}
+
+impl Last {
+    fn of(e: &Entry) -> Self {
+        Last {
+            ty: e.ty as usize,
+            version: e.version,
+            generation: e.generation,
+            info: Rc::clone(&e.info),
+        }
+    }
+
+    /// The entry is still right for `ty` at `version` under `generation`.
+    fn fits(&self, ty: usize, version: u32, generation: u32) -> bool {
+        self.ty == ty && (version == 0 || self.version == version) && self.generation == generation
+    }
+}
 
 static CACHE: GilCell<Option<Cache>> = GilCell::new(None);
 
@@ -98,25 +129,41 @@ pub unsafe fn get(
 ) -> Rc<TypeInfo> {
     let version = (*ty).tp_version_tag;
     let cache = CACHE.get().get_or_insert_with(Cache::default);
-    if let Some(e) = cache.get(&(ty as usize)) {
-        if (version == 0 || e.version == version) && e.generation == generation {
-            return Rc::clone(&e.info);
+    if let Some(last) = &cache.last {
+        if last.fits(ty as usize, version, generation) {
+            return Rc::clone(&last.info);
+        }
+    }
+    if let Some(e) = cache.entries.get(&(ty as usize)) {
+        let last = Last::of(e);
+        if last.fits(ty as usize, version, generation) {
+            let info = Rc::clone(&last.info);
+            cache.last = Some(last);
+            return info;
         }
     }
     let info = Rc::new(compute(ty, redactor));
-    if cache.len() >= MAX_ENTRIES {
-        cache.clear();
-    }
+    // Entries released when the cache starts over are dropped last: dropping one may free a
+    // class, and a weakref callback on it may run Python code that previews (and so uses
+    // the cache) again.
+    let released = if cache.entries.len() >= MAX_ENTRIES {
+        cache.last = None;
+        Some(std::mem::take(&mut cache.entries))
+    } else {
+        None
+    };
     ffi::Py_INCREF(ty as *mut ffi::PyObject);
-    cache.insert(
-        ty as usize,
-        Entry {
-            ty,
-            version,
-            generation,
-            info: Rc::clone(&info),
-        },
-    );
+    let entry = Entry {
+        ty,
+        version,
+        generation,
+        info: Rc::clone(&info),
+    };
+    cache.last = Some(Last::of(&entry));
+    // A replaced entry (same type, new version) holds a reference to that same type, which
+    // the new entry keeps alive, so dropping it here frees nothing.
+    cache.entries.insert(ty as usize, entry);
+    drop(released);
     info
 }
 
