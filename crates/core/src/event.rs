@@ -96,8 +96,8 @@ pub struct SpanBatch {
 }
 
 impl SpanBatch {
-    /// Bytes of preview text reserved per record when a batch first gets text.
-    const TEXT_PER_SPAN: usize = 128;
+    /// Text capacity a cleared batch keeps at most.
+    pub const MAX_KEPT_TEXT: usize = 8 << 20;
 
     /// An empty batch with room for `spans` records.
     pub fn with_capacity(spans: usize) -> Self {
@@ -123,13 +123,7 @@ impl SpanBatch {
         if start.checked_add(len).is_none() {
             return TextRef::default();
         }
-        if self.text.capacity() == 0 {
-            // A fresh batch: room for typical previews of all its records at once, rather
-            // than a dozen regrowths (and copies) while it fills.
-            self.text
-                .reserve(Self::TEXT_PER_SPAN * self.spans.capacity().max(1));
-        }
-        self.text.push_str(text);
+        crate::append::str(&mut self.text, text);
         TextRef { start, len }
     }
 
@@ -154,9 +148,8 @@ impl SpanBatch {
 
     /// Empties the batch, keeping its memory (but not an unusually large text).
     pub fn clear(&mut self) {
-        const MAX_KEPT_TEXT: usize = 8 << 20;
         self.spans.clear();
-        if self.text.capacity() > MAX_KEPT_TEXT {
+        if self.text.capacity() > Self::MAX_KEPT_TEXT {
             self.text = String::new();
         } else {
             self.text.clear();

@@ -11,7 +11,7 @@ use crate::exporter::{ExportContext, Exporter};
 use crate::metrics::Counters;
 use crate::summary::{FunctionTotals, Summary};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,6 +46,9 @@ pub struct Pipeline {
     pool_tx: Sender<SpanBatch>,
     counters: Arc<Counters>,
     batch_size: usize,
+    /// The most preview text a submitted batch held: a new batch reserves that much, so it
+    /// does not regrow (and copy its text) while it fills.
+    text_hint: AtomicUsize,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The per-function totals, left here by the export thread when it stops.
     final_summary: Arc<Mutex<Option<Summary>>>,
@@ -89,6 +92,7 @@ impl Pipeline {
             pool_tx,
             counters,
             batch_size,
+            text_hint: AtomicUsize::new(0),
             thread: Mutex::new(Some(handle)),
             final_summary,
         })
@@ -106,9 +110,11 @@ impl Pipeline {
 
     /// An empty buffer for a thread, reused from exported batches when one is available.
     pub fn take_buffer(&self) -> SpanBatch {
-        self.pool_rx
-            .try_recv()
-            .unwrap_or_else(|_| SpanBatch::with_capacity(self.batch_size))
+        self.pool_rx.try_recv().unwrap_or_else(|_| {
+            let mut batch = SpanBatch::with_capacity(self.batch_size);
+            batch.text.reserve(self.text_hint.load(Ordering::Relaxed));
+            batch
+        })
     }
 
     /// Hands a full (or final) batch to the export thread without blocking.
@@ -118,6 +124,12 @@ impl Pipeline {
         }
         let n = batch.len() as u64;
         Counters::add(&self.counters.recorded, n);
+        if batch.text.len() > self.text_hint.load(Ordering::Relaxed) {
+            self.text_hint.store(
+                batch.text.len().min(SpanBatch::MAX_KEPT_TEXT),
+                Ordering::Relaxed,
+            );
+        }
         match self.data_tx.try_send(batch) {
             Ok(()) => Counters::add(&self.counters.batches, 1),
             Err(TrySendError::Full(mut dropped)) => {

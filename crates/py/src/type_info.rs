@@ -82,14 +82,22 @@ impl Drop for Entry {
     }
 }
 
-/// The entries, and the last one asked for (a list of one class's instances, or the same
-/// class on every call, asks for the same type again and again).
+/// Slots of the cache's front table.
+const RECENT: usize = 32;
+
+/// The entries, with a small direct-mapped table in front of them: a program's previews
+/// ask for the same few types again and again, and a slot is cheaper than a hash lookup.
 #[derive(Default)]
 struct Cache {
     entries: AddressMap<Entry>,
-    /// A copy of the entry for the last type asked for; cleared with `entries`, so the
-    /// type it names is kept alive by that entry.
-    last: Option<Last>,
+    /// Copies of recently asked-for entries, by [`slot`]; cleared with `entries`, so the
+    /// type each names is kept alive by its entry.
+    recent: [Option<Last>; RECENT],
+}
+
+/// The front-table slot of the type at `addr`.
+fn slot(addr: usize) -> usize {
+    ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize % RECENT
 }
 
 struct Last {
@@ -129,7 +137,8 @@ pub unsafe fn get(
 ) -> Rc<TypeInfo> {
     let version = (*ty).tp_version_tag;
     let cache = CACHE.get().get_or_insert_with(Cache::default);
-    if let Some(last) = &cache.last {
+    let at = slot(ty as usize);
+    if let Some(last) = &cache.recent[at] {
         if last.fits(ty as usize, version, generation) {
             return Rc::clone(&last.info);
         }
@@ -138,7 +147,7 @@ pub unsafe fn get(
         let last = Last::of(e);
         if last.fits(ty as usize, version, generation) {
             let info = Rc::clone(&last.info);
-            cache.last = Some(last);
+            cache.recent[at] = Some(last);
             return info;
         }
     }
@@ -147,7 +156,7 @@ pub unsafe fn get(
     // class, and a weakref callback on it may run Python code that previews (and so uses
     // the cache) again.
     let released = if cache.entries.len() >= MAX_ENTRIES {
-        cache.last = None;
+        cache.recent = Default::default();
         Some(std::mem::take(&mut cache.entries))
     } else {
         None
@@ -159,7 +168,7 @@ pub unsafe fn get(
         generation,
         info: Rc::clone(&info),
     };
-    cache.last = Some(Last::of(&entry));
+    cache.recent[at] = Some(Last::of(&entry));
     // A replaced entry (same type, new version) holds a reference to that same type, which
     // the new entry keeps alive, so dropping it here frees nothing.
     cache.entries.insert(ty as usize, entry);
