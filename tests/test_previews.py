@@ -5,7 +5,7 @@ and the previews show what a user expects."""
 import json
 
 import pytest
-from conftest import spans
+from conftest import read_trace, spans
 
 HOSTILE = r"""
 import json, os, sys, time
@@ -381,3 +381,58 @@ def test_repr_mode_guards_user_repr(runner):
     helpers = [s for s in got if s["qualname"] == "traced_helper"]
     assert len(helpers) == 1, "calls made inside repr() are not traced"
     assert helpers[0]["depth"] == 0
+
+
+INSTANCE_ATTRIBUTES = """
+import gc
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl", capture="args")
+
+class Point:
+    def __init__(self, x, y):
+        self.x = x
+        self.y = y
+    def __repr__(self):
+        return f"Point({self.x}, {self.y})"
+
+def has_dict(obj):
+    # An instance whose attributes live inline has no dict among its referents.
+    return any(type(r) is dict for r in gc.get_referents(obj))
+
+def take(p):
+    pass
+
+plain = Point(1, 2)
+reordered = Point(3, 4)
+del reordered.x
+reordered.z = "zed"
+reordered.x = 5
+wide = Point(0, 0)
+for i in range(6):
+    setattr(wide, f"a{i}", i)
+materialised = Point(7, 8)
+materialised.__dict__["w"] = 9
+before = [has_dict(p) for p in (plain, reordered, wide)]
+with ferrotrace.session("attrs"):
+    for p in (plain, reordered, wide, materialised):
+        take(p)
+after = [has_dict(p) for p in (plain, reordered, wide)]
+print(before == after, plain.x + reordered.x + wide.a5)
+"""
+
+
+def test_instance_attributes_previewed_in_place(runner):
+    env = {"FERROTRACE_MAX_ITEMS": "4"}
+    proc = runner.run(INSTANCE_ATTRIBUTES, env=env)
+    assert proc.returncode == 0, proc.stderr
+    # No preview created an instance dict, and the program saw its own attributes.
+    assert proc.stdout == "True 11\n"
+    records = read_trace(runner.tmp / "trace.jsonl")
+    got = [s["args"]["p"] for s in spans(records) if s["qualname"] == "take"]
+    point = "__main__.Point"
+    assert got == [
+        {"__type__": point, "x": 1, "y": 2},
+        {"__type__": point, "y": 4, "z": "zed", "x": 5},
+        {"__type__": point, "x": 0, "y": 0, "a0": 0, "a1": 1, "…": "[+4 items]"},
+        {"__type__": point, "x": 7, "y": 8, "w": 9},
+    ]

@@ -11,6 +11,7 @@ mod exception;
 mod frame_args;
 mod gil_cell;
 mod hook;
+mod instance_attrs;
 mod key_cache;
 mod monitoring;
 #[cfg(not(Py_3_11))]

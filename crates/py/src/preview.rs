@@ -5,8 +5,9 @@
 //! `__iter__`, `__len__`, `__eq__` or `__hash__`). Any other object whose class keeps
 //! `object.__repr__` is written as that repr would be (`<mod.Qual object at 0x…>`, formatted
 //! here); one whose class defines its own `__repr__` (a dataclass, a model) is shown by its
-//! fields: its qualified type name plus its instance `__dict__` (read through the dict
-//! pointer, no descriptors) and `__slots__` values (read at the member offsets). Fields mode
+//! fields: its qualified type name plus its instance attributes (read where they lie, see
+//! [`instance_attrs`]: no descriptors, and no `__dict__` is created) and `__slots__` values
+//! (read at the member offsets). Fields mode
 //! shows every such object by its fields. Repr mode calls `repr()` for those other objects,
 //! with the caller's re-entrancy flag set; its exception is cleared.
 //!
@@ -14,6 +15,7 @@
 //! become a `"<list len=N>"` summary), and a container that contains itself is written as a
 //! `"<cycle ...>"` marker.
 
+use crate::instance_attrs::{self, Attributes};
 use crate::key_cache::{self, KeyVerdict};
 use crate::type_info::{self, Kind, TypeInfo};
 use crate::type_name;
@@ -318,11 +320,7 @@ impl<'w, 'a> Walker<'w, 'a> {
         while shown < max && ffi::PyDict_Next(obj, &mut pos, &mut k, &mut v) != 0 {
             ffi::Py_INCREF(k);
             ffi::Py_INCREF(v);
-            if self.key(k) {
-                self.w.redacted();
-            } else {
-                self.value(v, depth + 1);
-            }
+            self.entry(k, v, depth);
             ffi::Py_DECREF(k);
             ffi::Py_DECREF(v);
             shown += 1;
@@ -330,6 +328,16 @@ impl<'w, 'a> Walker<'w, 'a> {
         let len = ffi::PyDict_Size(obj).max(0) as usize;
         if len > shown {
             self.w.more_entries(len - shown);
+        }
+    }
+
+    /// Writes one `key: value` entry of an object at `depth` (the value redacted when the
+    /// key is sensitive); the caller keeps both alive.
+    unsafe fn entry(&mut self, k: *mut ffi::PyObject, v: *mut ffi::PyObject, depth: usize) {
+        if self.key(k) {
+            self.w.redacted();
+        } else {
+            self.value(v, depth + 1);
         }
     }
 
@@ -424,16 +432,55 @@ impl<'w, 'a> Walker<'w, 'a> {
         if (*ty).tp_flags & ffi::Py_TPFLAGS_BASE_EXC_SUBCLASS != 0 {
             self.exception_args(obj, depth);
         }
-        let dict = instance_dict(obj, ty);
-        let mut fields = 0;
-        if !dict.is_null() {
-            fields = (ffi::PyDict_Size(dict).max(0) as usize).min(self.w.limits().max_items);
-            self.entries(dict, depth, 0);
-            ffi::Py_DECREF(dict);
-        }
+        let max = self.w.limits().max_items;
+        let fields = match instance_attrs::of(obj, ty) {
+            Attributes::Inline(mut attrs) => {
+                let mut shown = 0;
+                while shown < max {
+                    let Some((k, v)) = attrs.next() else {
+                        break;
+                    };
+                    ffi::Py_INCREF(k);
+                    ffi::Py_INCREF(v);
+                    self.entry(k, v, depth);
+                    ffi::Py_DECREF(k);
+                    ffi::Py_DECREF(v);
+                    shown += 1;
+                }
+                let rest = attrs.count_rest();
+                if rest > 0 {
+                    self.w.more_entries(rest);
+                }
+                shown
+            }
+            Attributes::Dict(dict) => {
+                ffi::Py_INCREF(dict);
+                let fields = self.dict_fields(dict, depth);
+                ffi::Py_DECREF(dict);
+                fields
+            }
+            Attributes::Empty => 0,
+            Attributes::Unmanaged => {
+                let dict = instance_dict(obj, ty);
+                if dict.is_null() {
+                    0
+                } else {
+                    let fields = self.dict_fields(dict, depth);
+                    ffi::Py_DECREF(dict);
+                    fields
+                }
+            }
+        };
         self.slots(obj, info, depth, fields);
         self.w.end_object();
         self.leave();
+    }
+
+    /// Writes the entries of an instance dict into the open object; returns how many.
+    unsafe fn dict_fields(&mut self, dict: *mut ffi::PyObject, depth: usize) -> usize {
+        let fields = (ffi::PyDict_Size(dict).max(0) as usize).min(self.w.limits().max_items);
+        self.entries(dict, depth, 0);
+        fields
     }
 
     /// An exception's `args` entry, read from its C struct (no `__getattribute__`).
