@@ -7,9 +7,9 @@
 //! here); one whose class defines its own `__repr__` (a dataclass, a model) is shown by its
 //! fields: its qualified type name plus its instance attributes (read where they lie, see
 //! [`instance_attrs`]: no descriptors, and no `__dict__` is created) and `__slots__` values
-//! (read at the member offsets). Fields mode
-//! shows every such object by its fields. Repr mode calls `repr()` for those other objects,
-//! with the caller's re-entrancy flag set; its exception is cleared.
+//! (read at the member offsets). Fields mode shows every such object by its fields. Repr
+//! mode calls `repr()` for those other objects, with the caller's re-entrancy flag set; its
+//! exception is cleared.
 //!
 //! Every container is bounded by `max_items`, nesting by `max_depth` (deeper containers
 //! become a `"<list len=N>"` summary), and a container that contains itself is written as a
