@@ -32,15 +32,30 @@ pub fn byte(out: &mut String, b: u8) {
     unsafe { out.as_mut_vec().push(b) }
 }
 
-/// Appends `v` in lowercase hexadecimal without leading zeros (as `%p` prints an address).
+/// Appends `before`, then `v` in lowercase hexadecimal without leading zeros (as `%p`
+/// prints an address), then `after`, with one check for room.
 #[inline]
-pub fn hex(out: &mut String, v: u64) {
+pub fn around_hex(out: &mut String, before: &str, v: u64, after: &str) {
     let digits = hex_digits(v);
-    let shown = (16 - (v | 1).leading_zeros() as usize / 4).max(1);
-    // SAFETY: every byte of `digits` is an ASCII hex digit.
-    str(out, unsafe {
-        std::str::from_utf8_unchecked(&digits[16 - shown..])
-    });
+    let shown = 16 - (v | 1).leading_zeros() as usize / 4;
+    let n = before.len() + shown + after.len();
+    out.reserve(n);
+    // SAFETY: `reserve` made room for the `n` bytes written past `len`: `before` and `after`
+    // are valid UTF-8 and the digits are ASCII, so the string stays valid.
+    unsafe {
+        let v = out.as_mut_vec();
+        let len = v.len();
+        let mut dst = v.as_mut_ptr().add(len);
+        for piece in [before.as_bytes(), &digits[16 - shown..], after.as_bytes()] {
+            if piece.len() > SHORT {
+                std::ptr::copy_nonoverlapping(piece.as_ptr(), dst, piece.len());
+            } else {
+                copy_short(piece.as_ptr(), dst, piece.len());
+            }
+            dst = dst.add(piece.len());
+        }
+        v.set_len(len + n);
+    }
 }
 
 /// The 16 hex digits of `v`, most significant first, computed for all nibbles at once.
@@ -127,9 +142,9 @@ mod tests {
             u64::MAX,
             0x8000_0000_0000_0000,
         ] {
-            let mut out = String::new();
-            super::hex(&mut out, v);
-            assert_eq!(out, format!("{v:x}"));
+            let mut out = String::from("x");
+            super::around_hex(&mut out, "<at 0x", v, ">");
+            assert_eq!(out, format!("x<at 0x{v:x}>"));
         }
     }
 }

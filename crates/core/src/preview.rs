@@ -256,9 +256,7 @@ impl<'a> PreviewWriter<'a> {
     /// from its start rendered by [`object_at_prefix`].
     pub fn object_at(&mut self, prefix: &str, addr: usize) {
         self.separator();
-        append::str(self.out, prefix);
-        append::hex(self.out, addr as u64);
-        append::str(self.out, ">\"");
+        append::around_hex(self.out, prefix, addr as u64, ">\"");
     }
 
     /// `"[REDACTED]"`.

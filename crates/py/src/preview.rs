@@ -69,7 +69,29 @@ impl<'w, 'a> Walker<'w, 'a> {
     /// # Safety
     /// The GIL is held, `obj` is a live object and no exception is set. In repr mode the
     /// caller has set its re-entrancy flag.
+    #[inline(always)]
     pub unsafe fn value(&mut self, obj: *mut ffi::PyObject, depth: usize) {
+        // The commonest values are written here, without a call into the general case.
+        if obj == ffi::Py_None() {
+            return self.w.null();
+        }
+        if !obj.is_null() {
+            let ty = ffi::Py_TYPE(obj);
+            if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+                if let Some(v) = compact_int(obj) {
+                    return self.w.int(v);
+                }
+            } else if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+                // SAFETY: a float stores its value in ob_fval.
+                return self.w.float(ffi::PyFloat_AS_DOUBLE(obj));
+            }
+        }
+        self.any_value(obj, depth)
+    }
+
+    /// [`Self::value`] for any object.
+    #[inline(never)]
+    unsafe fn any_value(&mut self, obj: *mut ffi::PyObject, depth: usize) {
         if obj.is_null() {
             self.w.marker("<unset>");
             return;
