@@ -18,9 +18,41 @@ use pyo3::types::PyDict;
 use pyo3::types::{PyString, PyTuple, PyType};
 use std::os::raw::c_void;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
 static EXTRA_INDEX: AtomicIsize = AtomicIsize::new(-1);
+
+/// Byte offset of `co_extra` in `PyCodeObject`, from each version's `cpython/code.h`
+/// (64-bit builds): the hook reads the slot there instead of calling the API, once a read
+/// there has been checked against the API (see [`DIRECT_READ_CHECKED`]).
+#[cfg(not(Py_3_11))]
+const CO_EXTRA_OFFSET: Option<usize> = Some(144);
+#[cfg(all(Py_3_11, not(Py_3_12)))]
+const CO_EXTRA_OFFSET: Option<usize> = Some(176);
+#[cfg(all(Py_3_12, not(Py_3_13)))]
+const CO_EXTRA_OFFSET: Option<usize> = Some(184);
+#[cfg(all(Py_3_13, not(Py_3_14)))]
+const CO_EXTRA_OFFSET: Option<usize> = Some(192);
+#[cfg(Py_3_14)]
+const CO_EXTRA_OFFSET: Option<usize> = None;
+
+/// Set once a direct read of a code object's slot gave exactly what the API gave for the
+/// value just stored there; until then (and forever, if it never does) the API is used.
+static DIRECT_READ_CHECKED: AtomicBool = AtomicBool::new(false);
+
+/// Our `co_extra` slot of `code` read in place, as `PyUnstable_Code_GetExtra` reads it
+/// (`_PyCodeObjectExtra`: a size, then the slots).
+///
+/// # Safety
+/// The GIL is held, `code` is a live code object and `offset` is `co_extra`'s offset.
+#[inline(always)]
+unsafe fn read_extra_in_place(code: *mut ffi::PyObject, offset: usize, idx: isize) -> usize {
+    let extra = *((code as *const u8).add(offset) as *const *const isize);
+    if extra.is_null() || idx >= *extra {
+        return 0;
+    }
+    *extra.add(1 + idx as usize) as usize
+}
 
 // The code-extra API: `_Py*` names up to 3.11, `PyUnstable_*` from 3.12 (where the old
 // names are only macros, so no symbol exists under them).
@@ -94,11 +126,21 @@ fn encode(entry: CodeEntry, generation: u32) -> usize {
 #[inline(always)]
 pub unsafe fn cached(code: *mut ffi::PyObject, generation: u32) -> Option<CodeEntry> {
     let idx = EXTRA_INDEX.load(Ordering::Relaxed);
-    let mut extra: *mut c_void = std::ptr::null_mut();
-    if idx < 0 || code_get_extra(code, idx as ffi::Py_ssize_t, &mut extra) != 0 {
+    if idx < 0 {
         return None;
     }
-    let word = extra as usize;
+    let word = match CO_EXTRA_OFFSET {
+        Some(offset) if DIRECT_READ_CHECKED.load(Ordering::Relaxed) => {
+            read_extra_in_place(code, offset, idx)
+        }
+        _ => {
+            let mut extra: *mut c_void = std::ptr::null_mut();
+            if code_get_extra(code, idx as ffi::Py_ssize_t, &mut extra) != 0 {
+                return None;
+            }
+            extra as usize
+        }
+    };
     if word & 1 == 0 || ((word >> 8) & 0xFF_FFFF) as u32 != generation & 0xFF_FFFF {
         return None;
     }
@@ -134,16 +176,34 @@ pub unsafe fn decide(
     };
     Counters::add(&state.counters.decisions, 1);
     let idx = EXTRA_INDEX.load(Ordering::Relaxed);
-    if idx >= 0
-        && code_set_extra(
-            code,
-            idx as ffi::Py_ssize_t,
-            encode(entry, state.generation) as *mut c_void,
-        ) != 0
-    {
-        ffi::PyErr_Clear();
+    let word = encode(entry, state.generation);
+    if idx >= 0 {
+        if code_set_extra(code, idx as ffi::Py_ssize_t, word as *mut c_void) != 0 {
+            ffi::PyErr_Clear();
+        } else {
+            check_direct_read(code, idx, word);
+        }
     }
     entry
+}
+
+/// Enables in-place reads of the slot once one reads back `word`, just stored in `code`'s
+/// slot `idx`, exactly as the API does.
+unsafe fn check_direct_read(code: *mut ffi::PyObject, idx: isize, word: usize) {
+    let Some(offset) = CO_EXTRA_OFFSET else {
+        return;
+    };
+    if DIRECT_READ_CHECKED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut via_api: *mut c_void = std::ptr::null_mut();
+    if code_get_extra(code, idx as ffi::Py_ssize_t, &mut via_api) != 0 {
+        ffi::PyErr_Clear();
+        return;
+    }
+    if via_api as usize == word && read_extra_in_place(code, offset, idx) == word {
+        DIRECT_READ_CHECKED.store(true, Ordering::Relaxed);
+    }
 }
 
 fn str_attr(obj: &Bound<'_, PyAny>, name: &str) -> String {

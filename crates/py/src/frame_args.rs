@@ -68,7 +68,10 @@ impl Frame {
     }
 
     /// The code object this frame runs (borrowed).
-    unsafe fn code(self) -> *mut ffi::PyObject {
+    ///
+    /// # Safety
+    /// The frame is live (its code object is kept alive by it).
+    pub unsafe fn code(self) -> *mut ffi::PyObject {
         #[cfg(Py_3_12)]
         {
             // SAFETY: f_code (3.12) / f_executable (3.13) is the first field.

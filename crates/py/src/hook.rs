@@ -134,12 +134,30 @@ unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
     (*frame).f_code as *mut ffi::PyObject
 }
 
+/// The code object `frame` runs, borrowed: read from the interpreter frame behind it on
+/// 3.11 (the default backend there; see `frame_args` for the layout).
+///
+/// # Safety
+/// The GIL is held and `frame` is a live frame.
+#[cfg(all(Py_3_11, not(Py_3_12)))]
+#[inline(always)]
+unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
+    match crate::frame_args::Frame::of(frame) {
+        Some(f) => f.code(),
+        None => {
+            let code = ffi::PyFrame_GetCode(frame) as *mut ffi::PyObject;
+            ffi::Py_DECREF(code);
+            code
+        }
+    }
+}
+
 /// The code object `frame` runs, borrowed (the frame keeps it alive, so the new reference
 /// `PyFrame_GetCode` returns can be dropped at once).
 ///
 /// # Safety
 /// The GIL is held and `frame` is a live frame.
-#[cfg(Py_3_11)]
+#[cfg(Py_3_12)]
 #[inline(always)]
 unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
     let code = ffi::PyFrame_GetCode(frame) as *mut ffi::PyObject;
