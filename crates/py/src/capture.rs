@@ -82,7 +82,17 @@ pub unsafe fn record_return(
     {
         return;
     }
-    let ret = build(state, rec, |walker| walker.value(value, 0));
+    let ret = if value == ffi::Py_None() {
+        // The commonest return value, written without setting up a walker.
+        let start = rec.open_text.len();
+        rec.open_text.push_str("null");
+        match u32::try_from(start) {
+            Ok(start) if start.checked_add(4).is_some() => TextRef { start, len: 4 },
+            _ => TextRef::default(),
+        }
+    } else {
+        build(state, rec, |walker| walker.value(value, 0))
+    };
     if let Some(top) = rec.stack.last_mut() {
         top.ret = ret;
     }
