@@ -46,8 +46,8 @@ pub struct Pipeline {
     pool_tx: Sender<SpanBatch>,
     counters: Arc<Counters>,
     batch_size: usize,
-    /// The most preview text a submitted batch held: a new batch reserves that much, so it
-    /// does not regrow (and copy its text) while it fills.
+    /// The preview text the last submitted batch held: a new batch reserves that much, so
+    /// it does not regrow (and copy its text) while it fills.
     text_hint: AtomicUsize,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The per-function totals, left here by the export thread when it stops.
@@ -124,12 +124,10 @@ impl Pipeline {
         }
         let n = batch.len() as u64;
         Counters::add(&self.counters.recorded, n);
-        if batch.text.len() > self.text_hint.load(Ordering::Relaxed) {
-            self.text_hint.store(
-                batch.text.len().min(SpanBatch::MAX_KEPT_TEXT),
-                Ordering::Relaxed,
-            );
-        }
+        self.text_hint.store(
+            batch.text.len().min(SpanBatch::MAX_KEPT_TEXT),
+            Ordering::Relaxed,
+        );
         match self.data_tx.try_send(batch) {
             Ok(()) => Counters::add(&self.counters.batches, 1),
             Err(TrySendError::Full(mut dropped)) => {

@@ -92,7 +92,7 @@ struct Cache {
     entries: AddressMap<Entry>,
     /// Copies of recently asked-for entries, by [`slot`]; cleared with `entries`, so the
     /// type each names is kept alive by its entry.
-    recent: [Option<Last>; RECENT],
+    recent: [Option<RecentEntry>; RECENT],
 }
 
 /// The front-table slot of the type at `addr`.
@@ -100,16 +100,16 @@ fn slot(addr: usize) -> usize {
     ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize % RECENT
 }
 
-struct Last {
+struct RecentEntry {
     ty: usize,
     version: u32,
     generation: u32,
     info: Rc<TypeInfo>,
 }
 
-impl Last {
+impl RecentEntry {
     fn of(e: &Entry) -> Self {
-        Last {
+        RecentEntry {
             ty: e.ty as usize,
             version: e.version,
             generation: e.generation,
@@ -138,16 +138,16 @@ pub unsafe fn get(
     let version = (*ty).tp_version_tag;
     let cache = CACHE.get().get_or_insert_with(Cache::default);
     let at = slot(ty as usize);
-    if let Some(last) = &cache.recent[at] {
-        if last.fits(ty as usize, version, generation) {
-            return Rc::clone(&last.info);
+    if let Some(recent) = &cache.recent[at] {
+        if recent.fits(ty as usize, version, generation) {
+            return Rc::clone(&recent.info);
         }
     }
     if let Some(e) = cache.entries.get(&(ty as usize)) {
-        let last = Last::of(e);
-        if last.fits(ty as usize, version, generation) {
-            let info = Rc::clone(&last.info);
-            cache.recent[at] = Some(last);
+        let recent = RecentEntry::of(e);
+        if recent.fits(ty as usize, version, generation) {
+            let info = Rc::clone(&recent.info);
+            cache.recent[at] = Some(recent);
             return info;
         }
     }
@@ -168,7 +168,7 @@ pub unsafe fn get(
         generation,
         info: Rc::clone(&info),
     };
-    cache.recent[at] = Some(Last::of(&entry));
+    cache.recent[at] = Some(RecentEntry::of(&entry));
     // A replaced entry (same type, new version) holds a reference to that same type, which
     // the new entry keeps alive, so dropping it here frees nothing.
     cache.entries.insert(ty as usize, entry);
