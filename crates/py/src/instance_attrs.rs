@@ -21,7 +21,8 @@
 //!   `(key, value)` entries of two words.
 //!
 //! Every index read is checked against the keys' entry count (and on 3.13 the values'
-//! capacity) before it is used.
+//! capacity) before it is used. On 3.10 (no inline values) and on 3.14+ (layout not yet
+//! checked) the generic `__dict__` getter is used.
 
 use pyo3::ffi;
 
@@ -93,7 +94,7 @@ impl InlineAttrs {
 }
 
 const MANAGED_DICT: std::os::raw::c_ulong = 1 << 4;
-#[cfg(Py_3_13)]
+#[cfg(all(Py_3_13, not(Py_3_14)))]
 const INLINE_VALUES: std::os::raw::c_ulong = 1 << 2;
 const DICT_KEYS_SPLIT: u8 = 2;
 
@@ -103,7 +104,8 @@ const DICT_KEYS_SPLIT: u8 = 2;
 /// The GIL is held and `obj` is a live instance of `ty`.
 pub unsafe fn of(obj: *mut ffi::PyObject, ty: *mut ffi::PyTypeObject) -> Attributes {
     let flags = (*ty).tp_flags;
-    if cfg!(not(Py_3_11))
+    // Before 3.11 there are no inline values; from 3.14 the layout is not checked yet.
+    if cfg!(any(not(Py_3_11), Py_3_14))
         || flags & MANAGED_DICT == 0
         || flags & ffi::Py_TPFLAGS_HEAPTYPE == 0
         || shared_keys(ty).is_none()
@@ -183,7 +185,7 @@ unsafe fn below_values(values: *const u8) -> Option<Values> {
     })
 }
 
-#[cfg(Py_3_13)]
+#[cfg(all(Py_3_13, not(Py_3_14)))]
 unsafe fn managed(
     obj: *mut ffi::PyObject,
     ty: *mut ffi::PyTypeObject,
@@ -209,7 +211,7 @@ unsafe fn managed(
     (dict, Some(values))
 }
 
-#[cfg(not(Py_3_11))]
+#[cfg(any(not(Py_3_11), Py_3_14))]
 unsafe fn managed(
     _obj: *mut ffi::PyObject,
     _ty: *mut ffi::PyTypeObject,
