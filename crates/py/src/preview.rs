@@ -340,11 +340,7 @@ impl<'w, 'a> Walker<'w, 'a> {
         // __eq__, __hash__ or __iter__; a dict mutated by a repr (repr mode) ends the loop
         // early at worst.
         while shown < max && ffi::PyDict_Next(obj, &mut pos, &mut k, &mut v) != 0 {
-            ffi::Py_INCREF(k);
-            ffi::Py_INCREF(v);
             self.entry(k, v, depth);
-            ffi::Py_DECREF(k);
-            ffi::Py_DECREF(v);
             shown += 1;
         }
         let len = ffi::PyDict_Size(obj).max(0) as usize;
@@ -354,13 +350,18 @@ impl<'w, 'a> Walker<'w, 'a> {
     }
 
     /// Writes one `key: value` entry of an object at `depth` (the value redacted when the
-    /// key is sensitive); the caller keeps both alive.
+    /// key is sensitive). `k` and `v` are borrowed; a reference to each is held while they
+    /// are written.
     unsafe fn entry(&mut self, k: *mut ffi::PyObject, v: *mut ffi::PyObject, depth: usize) {
+        ffi::Py_INCREF(k);
+        ffi::Py_INCREF(v);
         if self.key(k) {
             self.w.redacted();
         } else {
             self.value(v, depth + 1);
         }
+        ffi::Py_DECREF(k);
+        ffi::Py_DECREF(v);
     }
 
     /// Writes a dict key; true when its value must be redacted.
@@ -462,11 +463,7 @@ impl<'w, 'a> Walker<'w, 'a> {
                     let Some((k, v)) = attrs.next() else {
                         break;
                     };
-                    ffi::Py_INCREF(k);
-                    ffi::Py_INCREF(v);
                     self.entry(k, v, depth);
-                    ffi::Py_DECREF(k);
-                    ffi::Py_DECREF(v);
                     shown += 1;
                 }
                 let rest = attrs.count_rest();
