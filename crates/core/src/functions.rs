@@ -50,9 +50,15 @@ impl FunctionTable {
     }
 
     /// An independent copy with the same ids (a forked child must not share the parent's
-    /// lock, which another thread may have held at fork time).
+    /// lock, which another thread may have held at fork time). When that thread was writing
+    /// (or waiting to) at the fork, the lock never frees in the child: the copy starts empty
+    /// rather than wait forever, and spans of functions seen before the fork lose their names.
     pub fn copy(&self) -> FunctionTable {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let inner = match self.inner.try_read() {
+            Ok(inner) => inner,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return FunctionTable::default(),
+        };
         let by_id: Vec<Arc<FunctionInfo>> = inner
             .by_id
             .iter()

@@ -8,7 +8,6 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
-use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
@@ -40,15 +39,6 @@ static THREAD_SEEDS: AtomicU64 = AtomicU64::new(0);
 /// Bumped in the child of every `fork()`: a generator seeded under an older epoch reseeds.
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(1);
 static REGISTER_AT_FORK: Once = Once::new();
-
-extern "C" {
-    /// POSIX: registers handlers run around `fork()` (libc, always linked).
-    fn pthread_atfork(
-        prepare: Option<extern "C" fn()>,
-        parent: Option<extern "C" fn()>,
-        child: Option<extern "C" fn()>,
-    ) -> c_int;
-}
 
 /// The `pthread_atfork` child handler: marks every generator as needing a reseed.
 extern "C" fn bump_fork_epoch() {
@@ -110,9 +100,8 @@ impl IdGenerator {
     #[cold]
     fn reseed(&mut self, epoch: u64) {
         REGISTER_AT_FORK.call_once(|| {
-            // SAFETY: registers a handler that only increments an atomic, which is
-            // async-signal-safe and valid in a forked child.
-            unsafe { pthread_atfork(None, None, Some(bump_fork_epoch)) };
+            // The handler only increments an atomic: async-signal-safe in a forked child.
+            crate::fork::at_fork_child(bump_fork_epoch);
         });
         let n = THREAD_SEEDS.fetch_add(1, Ordering::Relaxed);
         self.state = os_entropy()

@@ -9,6 +9,7 @@ pub mod config_view;
 pub mod event;
 pub mod exporter;
 pub mod filter;
+pub mod fork;
 pub mod functions;
 pub mod ids;
 pub mod in_place;

@@ -440,6 +440,13 @@ fn top_functions(py: Python<'_>, n: usize) -> Vec<(String, String, u64, u64, u64
 /// session under the parent's process-wide session.
 #[pyfunction]
 fn after_fork_child(py: Python<'_>) -> PyResult<()> {
+    let done = start_forked_child(py);
+    ferrotrace_core::fork::resume();
+    done
+}
+
+/// [`after_fork_child`]'s work, while the hook is paused (see `ferrotrace_core::fork`).
+fn start_forked_child(py: Python<'_>) -> PyResult<()> {
     let Some(prev) = runtime::state() else {
         return Ok(());
     };

@@ -161,6 +161,14 @@ pub unsafe fn decide(
     code: *mut ffi::PyObject,
     state: &HookState,
 ) -> CodeEntry {
+    if ferrotrace_core::fork::paused() {
+        // A forked child before ferrotrace's after-fork callback: interning would take the
+        // parent's table lock. Not recorded, and not cached, so it is decided again later.
+        return CodeEntry {
+            func_id: 0,
+            recorded: false,
+        };
+    }
     let info = identity(py, frame, code);
     let recorded = state
         .filter

@@ -37,6 +37,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ferrotrace_core::clock::init();
+    ferrotrace_core::fork::watch();
     // SAFETY: module initialisation runs with the GIL held.
     let var = unsafe {
         code_info::init();

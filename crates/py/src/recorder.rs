@@ -486,8 +486,12 @@ impl ThreadRecorder {
             || now_ns.saturating_sub(self.buffer_started_ns) > state.flush_interval_ns
     }
 
-    /// Hands the buffer to the pipeline.
+    /// Hands the buffer to the pipeline (not in a forked child before its pipeline is
+    /// replaced: the parent's channels may be locked for good there).
     pub fn submit(&mut self, state: &HookState) {
+        if ferrotrace_core::fork::paused() {
+            return;
+        }
         if !self.pending_exceptions.is_empty() {
             THREADS_WITH_PENDING.fetch_sub(1, Ordering::Relaxed);
             self.pending_exceptions.clear();
