@@ -21,6 +21,12 @@ impl Hasher for AddressHasher {
         }
     }
     fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = mix(n);
     }
+}
+
+/// An object address with its bits spread into the high ones (one multiply).
+#[inline(always)]
+pub fn mix(addr: usize) -> u64 {
+    (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }

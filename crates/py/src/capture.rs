@@ -86,10 +86,7 @@ pub unsafe fn record_return(
         // The commonest return value, written without setting up a walker.
         let start = rec.open_text.len();
         rec.open_text.push_str("null");
-        match u32::try_from(start) {
-            Ok(start) if start.checked_add(4).is_some() => TextRef { start, len: 4 },
-            _ => TextRef::default(),
-        }
+        written_since(&mut rec.open_text, start)
     } else {
         build(state, rec, |walker| walker.value(value, 0))
     };
@@ -127,6 +124,12 @@ unsafe fn build(
         buf.truncate(start);
         buf.push_str("\"<preview failed>\"");
     }
+    written_since(buf, start)
+}
+
+/// Where the text written to `buf` since `start` lies; beyond what a `TextRef` can address
+/// it is dropped.
+fn written_since(buf: &mut String, start: usize) -> TextRef {
     match (u32::try_from(start), u32::try_from(buf.len() - start)) {
         (Ok(start), Ok(len)) if start.checked_add(len).is_some() => TextRef { start, len },
         _ => {

@@ -54,6 +54,17 @@ unsafe fn read_extra_in_place(code: *mut ffi::PyObject, offset: usize, idx: isiz
     *extra.add(1 + idx as usize) as usize
 }
 
+/// Our `co_extra` slot of `code` read through the API; None (with an exception set) when
+/// `code` is not a code object.
+///
+/// # Safety
+/// The GIL is held and `code` is a live object.
+#[inline(always)]
+unsafe fn read_extra_via_api(code: *mut ffi::PyObject, idx: isize) -> Option<usize> {
+    let mut extra: *mut c_void = std::ptr::null_mut();
+    (code_get_extra(code, idx as ffi::Py_ssize_t, &mut extra) == 0).then_some(extra as usize)
+}
+
 // The code-extra API: `_Py*` names up to 3.11, `PyUnstable_*` from 3.12 (where the old
 // names are only macros, so no symbol exists under them).
 #[cfg(not(Py_3_12))]
@@ -133,13 +144,7 @@ pub unsafe fn cached(code: *mut ffi::PyObject, generation: u32) -> Option<CodeEn
         Some(offset) if DIRECT_READ_CHECKED.load(Ordering::Relaxed) => {
             read_extra_in_place(code, offset, idx)
         }
-        _ => {
-            let mut extra: *mut c_void = std::ptr::null_mut();
-            if code_get_extra(code, idx as ffi::Py_ssize_t, &mut extra) != 0 {
-                return None;
-            }
-            extra as usize
-        }
+        _ => read_extra_via_api(code, idx)?,
     };
     if word & 1 == 0 || ((word >> 8) & 0xFF_FFFF) as u32 != generation & 0xFF_FFFF {
         return None;
@@ -204,12 +209,11 @@ unsafe fn check_direct_read(code: *mut ffi::PyObject, idx: isize, word: usize) {
     if DIRECT_READ_CHECKED.load(Ordering::Relaxed) {
         return;
     }
-    let mut via_api: *mut c_void = std::ptr::null_mut();
-    if code_get_extra(code, idx as ffi::Py_ssize_t, &mut via_api) != 0 {
+    let Some(via_api) = read_extra_via_api(code, idx) else {
         ffi::PyErr_Clear();
         return;
-    }
-    if via_api as usize == word && read_extra_in_place(code, offset, idx) == word {
+    };
+    if via_api == word && read_extra_in_place(code, offset, idx) == word {
         DIRECT_READ_CHECKED.store(true, Ordering::Relaxed);
     }
 }

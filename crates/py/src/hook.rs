@@ -144,12 +144,18 @@ unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
 unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
     match crate::frame_args::Frame::of(frame) {
         Some(f) => f.code(),
-        None => {
-            let code = ffi::PyFrame_GetCode(frame) as *mut ffi::PyObject;
-            ffi::Py_DECREF(code);
-            code
-        }
+        None => code_via_api(frame),
     }
+}
+
+/// The code object `frame` runs, borrowed.
+///
+/// # Safety
+/// The GIL is held and `frame` is a live frame.
+#[cfg(Py_3_12)]
+#[inline(always)]
+unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
+    code_via_api(frame)
 }
 
 /// The code object `frame` runs, borrowed (the frame keeps it alive, so the new reference
@@ -157,9 +163,9 @@ unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
 ///
 /// # Safety
 /// The GIL is held and `frame` is a live frame.
-#[cfg(Py_3_12)]
+#[cfg(Py_3_11)]
 #[inline(always)]
-unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
+unsafe fn code_via_api(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
     let code = ffi::PyFrame_GetCode(frame) as *mut ffi::PyObject;
     ffi::Py_DECREF(code);
     code

@@ -474,31 +474,25 @@ impl<'w, 'a> Walker<'w, 'a> {
             }
             Attributes::Dict(dict) => {
                 ffi::Py_INCREF(dict);
-                let fields = self.dict_fields(dict, depth);
-                ffi::Py_DECREF(dict);
-                fields
+                self.dict_fields(dict, depth)
             }
             Attributes::Empty => 0,
-            Attributes::Unmanaged => {
-                let dict = instance_dict(obj, ty);
-                if dict.is_null() {
-                    0
-                } else {
-                    let fields = self.dict_fields(dict, depth);
-                    ffi::Py_DECREF(dict);
-                    fields
-                }
-            }
+            Attributes::Unmanaged => self.dict_fields(instance_dict(obj, ty), depth),
         };
         self.slots(obj, info, depth, fields);
         self.w.end_object();
         self.leave();
     }
 
-    /// Writes the entries of an instance dict into the open object; returns how many.
+    /// Writes the entries of an instance dict (a new reference, released here; null: none)
+    /// into the open object; returns how many.
     unsafe fn dict_fields(&mut self, dict: *mut ffi::PyObject, depth: usize) -> usize {
+        if dict.is_null() {
+            return 0;
+        }
         let fields = (ffi::PyDict_Size(dict).max(0) as usize).min(self.w.limits().max_items);
         self.entries(dict, depth, 0);
+        ffi::Py_DECREF(dict);
         fields
     }
 

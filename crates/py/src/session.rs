@@ -166,17 +166,28 @@ pub unsafe fn init_context_var() -> *mut ffi::PyObject {
     *var
 }
 
+/// The session context variable's value here: a new reference, or null when it is unset;
+/// None when it cannot be read (the error is cleared).
+///
+/// # Safety
+/// The GIL is held.
+#[inline(always)]
+unsafe fn context_value() -> Option<*mut ffi::PyObject> {
+    let mut value = std::ptr::null_mut();
+    if ffi::PyContextVar_Get(*SESSION_VAR.get(), std::ptr::null_mut(), &mut value) < 0 {
+        ffi::PyErr_Clear();
+        return None;
+    }
+    Some(value)
+}
+
 /// The session object in effect here: the context variable's value, else the process-wide
 /// session. A new reference, or None.
 ///
 /// # Safety
 /// The GIL is held.
 unsafe fn current_object() -> Option<*mut ffi::PyObject> {
-    let mut value = std::ptr::null_mut();
-    if ffi::PyContextVar_Get(*SESSION_VAR.get(), std::ptr::null_mut(), &mut value) < 0 {
-        ffi::PyErr_Clear();
-        return None;
-    }
+    let mut value = context_value()?;
     if value.is_null() {
         value = *PROCESS_SESSION.get();
         ffi::Py_XINCREF(value);
@@ -196,11 +207,7 @@ pub unsafe fn current_info<'a>(
     py: Python<'_>,
     cache: &'a mut SessionCache,
 ) -> Option<&'a SessionInfo> {
-    let mut value = std::ptr::null_mut();
-    if ffi::PyContextVar_Get(*SESSION_VAR.get(), std::ptr::null_mut(), &mut value) < 0 {
-        ffi::PyErr_Clear();
-        return None;
-    }
+    let mut value = context_value()?;
     if value.is_null() {
         let process = *PROCESS_SESSION.get();
         if process.is_null() {

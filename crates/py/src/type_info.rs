@@ -8,7 +8,7 @@
 //! again when the type's `tp_version_tag` changed to another valid tag (a tag of 0, which
 //! CPython gives a modified type until its next lookup, keeps the entry).
 
-use crate::address_map::AddressMap;
+use crate::address_map::{self, AddressMap};
 use crate::gil_cell::GilCell;
 use crate::type_name;
 use ferrotrace_core::preview::{json_key, object_at_prefix, typed_object_start};
@@ -97,7 +97,7 @@ struct Cache {
 
 /// The front-table slot of the type at `addr`.
 fn slot(addr: usize) -> usize {
-    ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize % RECENT
+    (address_map::mix(addr) >> 59) as usize % RECENT
 }
 
 struct RecentEntry {
