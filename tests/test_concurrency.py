@@ -80,3 +80,66 @@ def test_threads_and_tasks_keep_their_sessions(runner):
         assert per_trace[tid]["leaf"] == 5
     task_ids = {s["task_id"] for s in got if s["qualname"] == "task_body"}
     assert len(task_ids) == 50 and 0 not in task_ids
+
+
+CONTEXTS = """
+import contextvars, json
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl")
+
+def leaf(where):
+    return where
+
+def in_outer():
+    return leaf("outer")
+
+def in_inner():
+    return leaf("inner")
+
+def nowhere():
+    return leaf("nowhere")
+
+before = contextvars.copy_context()
+expected = {}
+nowhere()
+with ferrotrace.session("outer") as outer:
+    expected["outer"] = outer.span_id
+    in_outer()
+    before.run(nowhere)
+    in_outer()
+    remote = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    with ferrotrace.session("inner", traceparent=remote) as inner:
+        expected["inner"] = inner.span_id
+        in_inner()
+        before.run(nowhere)
+        in_inner()
+    in_outer()
+    contextvars.copy_context().run(in_outer)
+nowhere()
+ferrotrace.shutdown()
+json.dump(expected, open("expected.json", "w"))
+"""
+
+
+def test_session_follows_context_switches_and_sets_in_place(runner):
+    """A session entered or left in the running context applies from the next call on; a
+    context copied before it started never sees it, one copied inside it does."""
+    import json
+
+    records = runner.trace(CONTEXTS)
+    expected = json.loads((runner.tmp / "expected.json").read_text())
+    sessions = {r["span_id"]: r for r in records if r["type"] == "session_start"}
+    assert sessions[expected["inner"]]["trace_id"] == "ab" * 16
+    got = spans(records)
+    by_id = {s["span_id"]: s for s in got}
+    per_session = defaultdict(Counter)
+    for s in got:
+        parent = s["parent_span_id"]
+        while parent in by_id:
+            parent = by_id[parent]["parent_span_id"]
+        assert s["trace_id"] == sessions[parent]["trace_id"], s
+        per_session[parent][s["qualname"]] += 1
+    assert per_session == {
+        expected["outer"]: {"in_outer": 4, "leaf": 4},
+        expected["inner"]: {"in_inner": 2, "leaf": 2},
+    }

@@ -1,6 +1,6 @@
 """ferrotrace gives back the profiler it replaced; unsampled sessions install nothing."""
 
-from conftest import spans
+from conftest import read_trace, spans
 
 
 def test_cprofile_keeps_working_after_a_session(runner):
@@ -56,3 +56,34 @@ except ValueError as e:
     print(e)
 """)
     assert "sample_rate" in proc.stdout and "1.5" in proc.stdout and "from 0 to 1" in proc.stdout
+
+
+def test_saving_and_restoring_the_profiler_keeps_tracing(runner):
+    """Code that saves and puts back the profiler (`sys.setprofile(sys.getprofile())`) gets
+    ferrotrace's hook object back, which keeps recording and never raises."""
+    proc = runner.run("""
+import sys, threading, ferrotrace
+ferrotrace.configure(output="trace.jsonl")
+def before():
+    return 1
+def after(x):
+    return x + 1
+def in_thread():
+    return after(1)
+with ferrotrace.session("s"):
+    before()
+    saved = sys.getprofile()
+    sys.setprofile(saved)
+    after(1)
+    threading.setprofile(saved)
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+print("ok", after(2))
+""")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ok", "3"] and proc.stderr == ""
+    got = spans(read_trace(runner.tmp / "trace.jsonl"))
+    names = [s["qualname"] for s in got]
+    assert names.count("before") == 1
+    assert names.count("after") == 1, "the call after the session ended is not recorded"

@@ -38,7 +38,7 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
             [(str(k), str(v)) for k, v in self.attrs.items()],
             self.traceparent,
         )
-        self._tokens[id(s)] = (s, _native.SESSION_VAR.set(s))
+        self._tokens[id(s)] = (s, _native.session_var_set(s))
         return s
 
     def __exit__(self, *exc: object) -> None:
@@ -48,9 +48,9 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
             return
         s, token = entry
         try:
-            _native.SESSION_VAR.reset(token)
+            _native.session_var_reset(token)
         except ValueError:  # exited in another context than it was entered in
-            _native.SESSION_VAR.set(None)
+            _native.session_var_set(None)
         _native.session_end(s)
 
     async def __aenter__(self) -> _native.Session:

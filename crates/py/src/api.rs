@@ -28,6 +28,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session_start, m)?)?;
     m.add_function(wrap_pyfunction!(session_end, m)?)?;
     m.add_function(wrap_pyfunction!(current_session, m)?)?;
+    m.add_function(wrap_pyfunction!(session_var_set, m)?)?;
+    m.add_function(wrap_pyfunction!(session_var_reset, m)?)?;
     m.add_function(wrap_pyfunction!(thread_bootstrap, m)?)?;
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
@@ -334,6 +336,23 @@ fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
 fn current_session(py: Python<'_>) -> Option<Bound<'_, Session>> {
     // SAFETY: pyfunctions run with the GIL held.
     unsafe { session::current(py) }
+}
+
+/// Makes `value` (a session or None) the session of the current context; returns the token
+/// that `session_var_reset` takes. Sessions are entered only through this, so the hook knows
+/// when to look the variable up again.
+#[pyfunction]
+fn session_var_set(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe { session::set_var(py, value) }
+}
+
+/// Restores the session variable to what it was before the `session_var_set` that gave
+/// `token` (ValueError when the token was made in another context).
+#[pyfunction]
+fn session_var_reset(token: &Bound<'_, PyAny>) -> PyResult<()> {
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe { session::reset_var(token) }
 }
 
 /// `threading.setprofile` target while a process-wide session runs: on a new thread's

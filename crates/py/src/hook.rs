@@ -1,7 +1,8 @@
 //! The `setprofile` backend: a C profile function installed with `PyEval_SetProfile`.
 //!
-//! Steady state per call: one thread-local load, one `co_extra` read, one context-variable
-//! read compared by pointer, a clock read and a push onto a preallocated stack. Per return:
+//! Steady state per call: the thread's recorder read from the profile object CPython passes
+//! back (`hook_handle`), one `co_extra` read, a check that the thread's context has not moved
+//! (`context_stamp`), a clock read and a push onto a preallocated stack. Per return:
 //! a frame-pointer comparison with the top of the stack, a clock read and a push into the
 //! preallocated buffer. No regex, string formatting, hashing, allocation or attribute
 //! lookup happens after a code object has been seen once.
@@ -10,6 +11,7 @@ use crate::calls;
 use crate::capture;
 use crate::code_info;
 use crate::exception;
+use crate::hook_handle;
 use crate::profiler_slot;
 use crate::recorder::{self, ThreadRecorder};
 use crate::runtime::{self, HookState};
@@ -24,25 +26,36 @@ use std::sync::atomic::Ordering;
 /// The profile function. Never raises and never lets a panic cross into CPython.
 ///
 /// # Safety
-/// Called by CPython with the GIL held and a live frame.
+/// Called by CPython with the GIL held and a live frame, with the `HookHandle` that
+/// `retain_on_current_thread` installed it with on this thread.
 pub unsafe extern "C" fn profile_hook(
-    _obj: *mut ffi::PyObject,
+    obj: *mut ffi::PyObject,
     frame: *mut ffi::PyFrameObject,
     what: c_int,
     arg: *mut ffi::PyObject,
 ) -> c_int {
-    if what == ffi::PyTrace_CALL {
-        let _ = catch_unwind(AssertUnwindSafe(|| on_call(frame)));
-    } else if what == ffi::PyTrace_RETURN {
-        let _ = catch_unwind(AssertUnwindSafe(|| on_return(frame, arg)));
-    } else if what == ffi::PyTrace_C_CALL && recorder::any_pending_exceptions() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            if let Some(rec) = recorder::existing() {
-                resolve_pending_exceptions(rec);
-            }
-        }));
-    }
+    dispatch(hook_handle::recorder_of(obj), frame, what, arg);
     0
+}
+
+/// Handles one profile event for the calling thread's recorder `rec`.
+///
+/// # Safety
+/// The GIL is held, `frame` is live and `rec` is the calling thread's recorder.
+#[inline(always)]
+pub unsafe fn dispatch(
+    rec: &mut ThreadRecorder,
+    frame: *mut ffi::PyFrameObject,
+    what: c_int,
+    arg: *mut ffi::PyObject,
+) {
+    if what == ffi::PyTrace_CALL {
+        let _ = catch_unwind(AssertUnwindSafe(|| on_call(rec, frame)));
+    } else if what == ffi::PyTrace_RETURN {
+        let _ = catch_unwind(AssertUnwindSafe(|| on_return(rec, frame, arg)));
+    } else if what == ffi::PyTrace_C_CALL && recorder::any_pending_exceptions() {
+        let _ = catch_unwind(AssertUnwindSafe(|| resolve_pending_exceptions(rec)));
+    }
 }
 
 /// CPython < 3.12 hides the exception leaving a frame from profile functions. The first
@@ -87,11 +100,9 @@ pub unsafe fn on_unwind(exc: *mut ffi::PyObject) {
 }
 
 #[inline(always)]
-unsafe fn on_call(frame: *mut ffi::PyFrameObject) {
+unsafe fn on_call(rec: &mut ThreadRecorder, frame: *mut ffi::PyFrameObject) {
     if recorder::any_pending_exceptions() {
-        if let Some(rec) = recorder::existing() {
-            resolve_pending_exceptions(rec);
-        }
+        resolve_pending_exceptions(rec);
     }
     let Some(state) = runtime::state() else {
         return;
@@ -108,9 +119,6 @@ unsafe fn on_call(frame: *mut ffi::PyFrameObject) {
     if !entry.recorded {
         return;
     }
-    let Some(rec) = recorder::current(state) else {
-        return;
-    };
     calls::enter(
         py,
         state,
@@ -172,10 +180,11 @@ unsafe fn code_via_api(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
 }
 
 #[inline(always)]
-unsafe fn on_return(frame: *mut ffi::PyFrameObject, arg: *mut ffi::PyObject) {
-    let Some(rec) = recorder::existing() else {
-        return;
-    };
+unsafe fn on_return(
+    rec: &mut ThreadRecorder,
+    frame: *mut ffi::PyFrameObject,
+    arg: *mut ffi::PyObject,
+) {
     if !arg.is_null() {
         resolve_pending_exceptions(rec);
     }
@@ -201,8 +210,13 @@ unsafe fn on_return(frame: *mut ffi::PyFrameObject, arg: *mut ffi::PyObject) {
 /// The GIL is held.
 pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
     if rec.hook_refs == 0 && !profiler_slot::is_installed(profile_hook) {
+        let handle = hook_handle::new(Python::assume_gil_acquired(), rec);
+        if handle.is_null() {
+            return;
+        }
         rec.saved_profiler = profiler_slot::save();
-        ffi::PyEval_SetProfile(Some(profile_hook), std::ptr::null_mut());
+        ffi::PyEval_SetProfile(Some(profile_hook), handle);
+        ffi::Py_DECREF(handle);
     }
     rec.hook_refs += 1;
 }

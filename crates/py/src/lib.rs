@@ -7,10 +7,12 @@ mod backend;
 mod calls;
 mod capture;
 mod code_info;
+mod context_stamp;
 mod exception;
 mod frame_args;
 mod gil_cell;
 mod hook;
+mod hook_handle;
 mod instance_attrs;
 mod key_cache;
 mod monitoring;
@@ -41,10 +43,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // SAFETY: module initialisation runs with the GIL held.
     let var = unsafe {
         code_info::init();
+        context_stamp::check_layout();
         Bound::from_owned_ptr_or_err(m.py(), session::init_context_var())?
     };
     m.add("SESSION_VAR", var)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<session::Session>()?;
+    m.add_class::<hook_handle::HookHandle>()?;
     api::register(m)
 }

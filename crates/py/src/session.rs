@@ -2,10 +2,12 @@
 //!
 //! The current session lives in a `contextvars.ContextVar`, so each thread and each asyncio
 //! task sees its own; a process-wide session (from `ferrotrace run` or `ferrotrace.auto`)
-//! applies wherever the variable is unset. The hook reads the variable on every recorded
-//! call and compares the object with the one it saw last on this thread, so the common case
-//! is one C call and a pointer comparison.
+//! applies wherever the variable is unset. The hook remembers the session it found last on
+//! each thread together with the context's position (`context_stamp`): while that stays the
+//! same it reads nothing else; after a context switch it reads the variable and compares the
+//! object with the cached one.
 
+use crate::context_stamp::{self, Stamp};
 use crate::gil_cell::GilCell;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::SessionRecord;
@@ -27,10 +29,13 @@ pub struct SessionInfo {
 }
 
 /// The last session object the hook saw on a thread (a strong reference, so its address
-/// cannot be reused by another object while cached) and its info.
+/// cannot be reused by another object while cached) and its info, and where the thread's
+/// context stood when the hook last looked.
 pub struct SessionCache {
     obj: *mut ffi::PyObject,
     info: SessionInfo,
+    /// The context position of the last lookup, and whether it found a session.
+    seen: Option<(Stamp, bool)>,
 }
 
 impl Default for SessionCache {
@@ -38,6 +43,7 @@ impl Default for SessionCache {
         SessionCache {
             obj: std::ptr::null_mut(),
             info: SessionInfo::default(),
+            seen: None,
         }
     }
 }
@@ -45,6 +51,7 @@ impl Default for SessionCache {
 impl SessionCache {
     /// Drops the cached reference.
     pub fn clear(&mut self) {
+        self.seen = None;
         let old = std::mem::replace(&mut self.obj, std::ptr::null_mut());
         // SAFETY: callers hold the GIL; `old` is null or a reference this cache owns.
         unsafe { ffi::Py_XDECREF(old) };
@@ -56,18 +63,21 @@ impl SessionCache {
         &self.info
     }
 
-    /// Caches the session object `obj` (a new reference, consumed) if it is a session.
+    /// Caches the session object `obj` (a new reference, consumed) if it is a session;
+    /// returns whether it was.
     ///
     /// # Safety
     /// The GIL is held and `obj` is a live object.
     #[cold]
-    unsafe fn replace(&mut self, py: Python<'_>, obj: *mut ffi::PyObject) -> Option<&SessionInfo> {
+    unsafe fn replace(&mut self, py: Python<'_>, obj: *mut ffi::PyObject) -> bool {
         let bound = Bound::from_owned_ptr(py, obj);
-        let info = bound.downcast::<Session>().ok().map(|s| s.get().info)?;
+        let Some(info) = bound.downcast::<Session>().ok().map(|s| s.get().info) else {
+            return false;
+        };
         let old = std::mem::replace(&mut self.obj, bound.into_ptr());
         self.info = info;
         ffi::Py_XDECREF(old);
-        Some(&self.info)
+        true
     }
 }
 
@@ -196,9 +206,9 @@ unsafe fn current_object() -> Option<*mut ffi::PyObject> {
 }
 
 /// Brings the thread's session cache up to date with the session in effect here and
-/// returns it (None when no session is). The cache keeps the last session object seen on
-/// this thread, so the common case is one context-variable read and a pointer comparison,
-/// with no reference counting of the process-wide session.
+/// returns it (None when no session is). While the thread's context has not moved since the
+/// last call, that is a few loads; otherwise one context-variable read and a pointer
+/// comparison, with no reference counting of the process-wide session.
 ///
 /// # Safety
 /// The GIL is held.
@@ -207,23 +217,64 @@ pub unsafe fn current_info<'a>(
     py: Python<'_>,
     cache: &'a mut SessionCache,
 ) -> Option<&'a SessionInfo> {
+    let stamp = context_stamp::current();
+    let found = match (stamp, cache.seen) {
+        (Some(now), Some((then, found))) if now == then => found,
+        _ => {
+            let found = look_up(py, cache);
+            cache.seen = stamp.zip(found);
+            found.unwrap_or(false)
+        }
+    };
+    found.then_some(&cache.info)
+}
+
+/// Reads the session in effect here into `cache`: whether there is one, or None when the
+/// variable cannot be read.
+///
+/// # Safety
+/// The GIL is held.
+unsafe fn look_up(py: Python<'_>, cache: &mut SessionCache) -> Option<bool> {
     let mut value = context_value()?;
     if value.is_null() {
         let process = *PROCESS_SESSION.get();
         if process.is_null() {
-            return None;
+            return Some(false);
         }
         if process == cache.obj {
-            return Some(&cache.info);
+            return Some(true);
         }
         ffi::Py_INCREF(process);
         value = process;
     } else if value == cache.obj {
         // The cache holds its own reference, so this one is never the last.
         ffi::Py_DECREF(value);
-        return Some(&cache.info);
+        return Some(true);
     }
-    cache.replace(py, value)
+    Some(cache.replace(py, value))
+}
+
+/// Sets the session variable in the current context; returns the token to reset it with.
+///
+/// # Safety
+/// The GIL is held; `value` is a session or None.
+pub unsafe fn set_var(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    let token = ffi::PyContextVar_Set(*SESSION_VAR.get(), value.as_ptr());
+    context_stamp::note_session_change();
+    Ok(Bound::from_owned_ptr_or_err(py, token)?.unbind())
+}
+
+/// Resets the session variable with a token from `set_var`.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn reset_var(token: &Bound<'_, PyAny>) -> PyResult<()> {
+    let status = ffi::PyContextVar_Reset(*SESSION_VAR.get(), token.as_ptr());
+    context_stamp::note_session_change();
+    if status < 0 {
+        return Err(PyErr::fetch(token.py()));
+    }
+    Ok(())
 }
 
 /// The current session object, for nesting a new one under it.
@@ -252,6 +303,7 @@ pub unsafe fn set_process_session(session: Option<&Bound<'_, Session>>) {
         session.map_or(std::ptr::null_mut(), |s| s.clone().into_ptr()),
     );
     ffi::Py_XDECREF(old);
+    context_stamp::note_session_change();
 }
 
 /// The process-wide session, if one is running.
