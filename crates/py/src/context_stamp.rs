@@ -11,7 +11,8 @@
 //! The thread-state fields are read at the offsets each version's `cpython/pystate.h` gives
 //! (3.10: 248/256, 3.11: 232/240, 3.12 and 3.13: 216/224), and only after a check at import
 //! that entering and leaving a fresh context moves them as expected; otherwise, and on
-//! versions whose layout is not checked, there is no stamp and the hook reads the variable.
+//! versions whose layout is not checked, every stamp differs from all others, so the hook
+//! reads the variable on every call.
 
 use pyo3::ffi;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,36 +33,54 @@ static CHECKED: AtomicBool = AtomicBool::new(false);
 /// Bumped after every change of the session variable or the process-wide session.
 static SESSION_CHANGES: AtomicU64 = AtomicU64::new(0);
 
+/// Numbers the stamps handed out when the layout is not known to match, so no two are equal.
+static UNSTAMPED: AtomicU64 = AtomicU64::new(0);
+
 /// One position of a thread's context: equal stamps see the same session.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Stamp {
+    /// Never 0 for a real thread state (CPython numbers them from 1).
     thread_state_id: u64,
     context_ver: u64,
     session_changes: u64,
+}
+
+impl Stamp {
+    /// Equal to no stamp `current` returns.
+    pub const NEVER: Stamp = Stamp {
+        thread_state_id: 0,
+        context_ver: 0,
+        session_changes: u64::MAX,
+    };
 }
 
 extern "C" {
     fn PyThreadState_GetID(tstate: *mut ffi::PyThreadState) -> u64;
 }
 
-/// The calling thread's stamp, or None when the layout is not known to match.
+/// The calling thread's stamp; one equal to no other when the layout is not known to match.
 ///
 /// # Safety
 /// The GIL is held.
 #[inline(always)]
-pub unsafe fn current() -> Option<Stamp> {
-    let (_, ver, id) = OFFSETS?;
-    if !CHECKED.load(Ordering::Relaxed) {
-        return None;
+pub unsafe fn current() -> Stamp {
+    match OFFSETS {
+        Some((_, ver, id)) if CHECKED.load(Ordering::Relaxed) => {
+            let ts = ffi::PyThreadState_Get() as *const u8;
+            // SAFETY: the offsets lie inside this version's PyThreadState (checked at
+            // import), and the thread state of the thread holding the GIL is alive.
+            Stamp {
+                thread_state_id: *(ts.add(id) as *const u64),
+                context_ver: *(ts.add(ver) as *const u64),
+                session_changes: SESSION_CHANGES.load(Ordering::Relaxed),
+            }
+        }
+        _ => Stamp {
+            thread_state_id: 0,
+            context_ver: 0,
+            session_changes: UNSTAMPED.fetch_add(1, Ordering::Relaxed),
+        },
     }
-    let ts = ffi::PyThreadState_Get() as *const u8;
-    // SAFETY: the offsets lie inside this version's PyThreadState (checked at import), and
-    // the thread state of the thread holding the GIL is alive.
-    Some(Stamp {
-        thread_state_id: *(ts.add(id) as *const u64),
-        context_ver: *(ts.add(ver) as *const u64),
-        session_changes: SESSION_CHANGES.load(Ordering::Relaxed),
-    })
 }
 
 /// Records that the session in effect may have changed (call after the change is made).

@@ -25,6 +25,9 @@ use std::sync::atomic::Ordering;
 
 /// The profile function. Never raises and never lets a panic cross into CPython.
 ///
+/// It only picks the event's handler (each returns 0, so the call is a jump): events
+/// ferrotrace ignores, such as C calls and returns, leave without saving a register.
+///
 /// # Safety
 /// Called by CPython with the GIL held and a live frame, with the `HookHandle` that
 /// `retain_on_current_thread` installed it with on this thread.
@@ -34,28 +37,56 @@ pub unsafe extern "C" fn profile_hook(
     what: c_int,
     arg: *mut ffi::PyObject,
 ) -> c_int {
-    dispatch(hook_handle::recorder_of(obj), frame, what, arg);
-    0
+    match (what, hook_handle::recorder_of(obj)) {
+        (ffi::PyTrace_CALL, Some(rec)) => call_event(rec, frame),
+        (ffi::PyTrace_RETURN, Some(rec)) => return_event(rec, frame, arg),
+        (ffi::PyTrace_C_CALL, Some(rec)) if recorder::any_pending_exceptions() => c_call_event(rec),
+        _ => 0,
+    }
 }
 
 /// Handles one profile event for the calling thread's recorder `rec`.
 ///
 /// # Safety
 /// The GIL is held, `frame` is live and `rec` is the calling thread's recorder.
-#[inline(always)]
 pub unsafe fn dispatch(
     rec: &mut ThreadRecorder,
     frame: *mut ffi::PyFrameObject,
     what: c_int,
     arg: *mut ffi::PyObject,
 ) {
-    if what == ffi::PyTrace_CALL {
-        let _ = catch_unwind(AssertUnwindSafe(|| on_call(rec, frame)));
-    } else if what == ffi::PyTrace_RETURN {
-        let _ = catch_unwind(AssertUnwindSafe(|| on_return(rec, frame, arg)));
-    } else if what == ffi::PyTrace_C_CALL && recorder::any_pending_exceptions() {
-        let _ = catch_unwind(AssertUnwindSafe(|| resolve_pending_exceptions(rec)));
-    }
+    match what {
+        ffi::PyTrace_CALL => call_event(rec, frame),
+        ffi::PyTrace_RETURN => return_event(rec, frame, arg),
+        ffi::PyTrace_C_CALL if recorder::any_pending_exceptions() => c_call_event(rec),
+        _ => 0,
+    };
+}
+
+/// A Python function's call event. Returns 0.
+#[inline(never)]
+unsafe fn call_event(rec: &mut ThreadRecorder, frame: *mut ffi::PyFrameObject) -> c_int {
+    let _ = catch_unwind(AssertUnwindSafe(|| on_call(rec, frame)));
+    0
+}
+
+/// A Python function's return event (`arg` is null when an exception leaves it). Returns 0.
+#[inline(never)]
+unsafe fn return_event(
+    rec: &mut ThreadRecorder,
+    frame: *mut ffi::PyFrameObject,
+    arg: *mut ffi::PyObject,
+) -> c_int {
+    let _ = catch_unwind(AssertUnwindSafe(|| on_return(rec, frame, arg)));
+    0
+}
+
+/// A C function's call event while spans wait for an exception type. Returns 0.
+#[cold]
+#[inline(never)]
+unsafe fn c_call_event(rec: &mut ThreadRecorder) -> c_int {
+    let _ = catch_unwind(AssertUnwindSafe(|| resolve_pending_exceptions(rec)));
+    0
 }
 
 /// CPython < 3.12 hides the exception leaving a frame from profile functions. The first

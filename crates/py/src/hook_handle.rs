@@ -70,15 +70,15 @@ pub unsafe fn new(py: Python<'_>, rec: &mut ThreadRecorder) -> *mut ffi::PyObjec
     }
 }
 
-/// The recorder a handle carries.
+/// The recorder a handle carries (None for a null `obj`).
 ///
 /// # Safety
-/// The GIL is held, `obj` is a `HookHandle` made on the calling thread, and that thread's
-/// recorder is alive: recorders are freed only after their thread exited, and a thread's
-/// profile object is released before that (`PyThreadState_Clear`).
+/// The GIL is held, `obj` is null or a `HookHandle` made on the calling thread, and that
+/// thread's recorder is alive: recorders are freed only after their thread exited, and a
+/// thread's profile object is released before that (`PyThreadState_Clear`).
 #[inline(always)]
-pub unsafe fn recorder_of(obj: *mut ffi::PyObject) -> &'static mut ThreadRecorder {
+pub unsafe fn recorder_of(obj: *mut ffi::PyObject) -> Option<&'static mut ThreadRecorder> {
     let py = Python::assume_gil_acquired();
-    let handle = pyo3::Borrowed::from_ptr(py, obj);
-    &mut *handle.downcast_unchecked::<HookHandle>().get().recorder.0
+    let handle = pyo3::Borrowed::from_ptr_or_opt(py, obj)?;
+    Some(&mut *handle.downcast_unchecked::<HookHandle>().get().recorder.0)
 }

@@ -52,21 +52,16 @@ pub struct OpenFrame {
     pub ret: TextRef,
 }
 
-impl OpenFrame {
-    /// Where this call's previews start in `open_text`, if it has any.
-    fn text_start(&self) -> Option<usize> {
-        match (self.args.is_empty(), self.ret.is_empty()) {
-            (false, _) => Some(self.args.start as usize),
-            (true, false) => Some(self.ret.start as usize),
-            (true, true) => None,
-        }
-    }
-
-    /// Where this call's previews end in `open_text` (0: it has none).
-    fn text_end(&self) -> usize {
-        let end = |r: TextRef| (r.start + r.len) as usize * usize::from(!r.is_empty());
-        end(self.args).max(end(self.ret))
-    }
+/// Where a call's previews (`args`, then `ret`) lie in `open_text`, or None when it has none.
+#[inline(always)]
+fn text_range(args: TextRef, ret: TextRef) -> Option<std::ops::Range<usize>> {
+    let start = match (args.is_empty(), ret.is_empty()) {
+        (false, _) => args.start,
+        (true, false) => ret.start,
+        (true, true) => return None,
+    };
+    let end = |r: TextRef| (r.start + r.len) as usize * usize::from(!r.is_empty());
+    Some(start as usize..end(args).max(end(ret)))
 }
 
 /// One thread's recording state.
@@ -337,13 +332,14 @@ impl ThreadRecorder {
         let Some(top) = self.stack.len().checked_sub(1) else {
             return;
         };
-        let f = self.stack[top];
-        if f.flags & SKIPPED != 0 {
-            self.release_text(&f, false);
+        let f = &self.stack[top];
+        let (flags, start_ns, func_id, args, ret) = (f.flags, f.start_ns, f.func_id, f.args, f.ret);
+        if flags & SKIPPED != 0 {
+            self.release_text(args, ret, false);
             self.stack.truncate(top);
             return;
         }
-        let duration = end_ns.saturating_sub(f.start_ns);
+        let duration = end_ns.saturating_sub(start_ns);
         if let Some(parent) = self.stack[..top]
             .iter_mut()
             .rev()
@@ -351,17 +347,16 @@ impl ThreadRecorder {
         {
             parent.child_ns += duration;
         }
-        if let Some(n) = self.active.get_mut(f.func_id as usize) {
+        if let Some(n) = self.active.get_mut(func_id as usize) {
             *n = n.saturating_sub(1);
         }
         let keep = duration >= state.min_duration_ns;
-        let (args, ret) = self.release_text(&f, keep);
+        let (args, ret) = self.release_text(args, ret, keep);
         if !keep {
             self.stack.truncate(top);
             return;
         }
-        // From here on the frame is read where it lies (not from the copy above, which the
-        // calls in between would force onto the stack), and the span is built in the batch.
+        // The frame is read where it lies, and the span is built in the batch.
         let f = &self.stack[top];
         if cfg!(not(Py_3_12)) && extra_flags & FLAG_EXCEPTION != 0 {
             self.pending_exceptions
@@ -384,15 +379,16 @@ impl ThreadRecorder {
         }
     }
 
-    /// Copies the previews of `f` (the call being closed) into the span batch when `keep` is
-    /// set, and frees their room in `open_text`.
+    /// Copies the previews `args` and `ret` of the call being closed into the span batch
+    /// when `keep` is set, and frees their room in `open_text`.
     #[inline(always)]
-    fn release_text(&mut self, f: &OpenFrame, keep: bool) -> (TextRef, TextRef) {
-        let Some(start) = f.text_start() else {
+    fn release_text(&mut self, args: TextRef, ret: TextRef, keep: bool) -> (TextRef, TextRef) {
+        let Some(range) = text_range(args, ret) else {
             return (TextRef::default(), TextRef::default());
         };
+        let start = range.start;
         let copied = if keep {
-            self.copy_previews(f)
+            self.copy_previews(args, ret, range)
         } else {
             (TextRef::default(), TextRef::default())
         };
@@ -400,15 +396,18 @@ impl ThreadRecorder {
         copied
     }
 
-    /// Copies the previews of `f` from `open_text` into the span batch, in one piece: its
-    /// return value is written right after its arguments (its callees' text is freed when
-    /// they end), so both lie in `text_start..text_end`.
-    fn copy_previews(&mut self, f: &OpenFrame) -> (TextRef, TextRef) {
+    /// Copies previews from `open_text` into the span batch, in one piece: a call's return
+    /// value is written right after its arguments (its callees' text is freed when they
+    /// end), so both lie in `range`.
+    fn copy_previews(
+        &mut self,
+        args: TextRef,
+        ret: TextRef,
+        range: std::ops::Range<usize>,
+    ) -> (TextRef, TextRef) {
         let none = (TextRef::default(), TextRef::default());
-        let Some(start) = f.text_start() else {
-            return none;
-        };
-        let Some(text) = self.open_text.get(start..f.text_end()) else {
+        let start = range.start;
+        let Some(text) = self.open_text.get(range) else {
             return none;
         };
         let base = self.buffer.add_text(text);
@@ -422,7 +421,7 @@ impl ThreadRecorder {
                 len: r.len,
             },
         };
-        (moved(f.args), moved(f.ret))
+        (moved(args), moved(ret))
     }
 
     /// Marks the span just recorded for `frame` as ended by `exception` (3.12+).
@@ -512,7 +511,10 @@ impl ThreadRecorder {
                 continue;
             }
             if pred(&f) {
-                let (args, ret) = self.copy_previews(&f);
+                let (args, ret) = match text_range(f.args, f.ret) {
+                    Some(range) => self.copy_previews(f.args, f.ret, range),
+                    None => (TextRef::default(), TextRef::default()),
+                };
                 let span = SpanRecord {
                     args,
                     ret,
@@ -528,7 +530,12 @@ impl ThreadRecorder {
                 kept.push(f);
             }
         }
-        let text_end = kept.iter().map(OpenFrame::text_end).max().unwrap_or(0);
+        let text_end = kept
+            .iter()
+            .filter_map(|f| text_range(f.args, f.ret))
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(0);
         self.open_text.truncate(text_end);
         self.stack = kept;
         self.active.iter_mut().for_each(|n| *n = 0);

@@ -35,7 +35,8 @@ pub struct SessionCache {
     obj: *mut ffi::PyObject,
     info: SessionInfo,
     /// The context position of the last lookup, and whether it found a session.
-    seen: Option<(Stamp, bool)>,
+    seen: Stamp,
+    found: bool,
 }
 
 impl Default for SessionCache {
@@ -43,7 +44,8 @@ impl Default for SessionCache {
         SessionCache {
             obj: std::ptr::null_mut(),
             info: SessionInfo::default(),
-            seen: None,
+            seen: Stamp::NEVER,
+            found: false,
         }
     }
 }
@@ -51,7 +53,7 @@ impl Default for SessionCache {
 impl SessionCache {
     /// Drops the cached reference.
     pub fn clear(&mut self) {
-        self.seen = None;
+        self.seen = Stamp::NEVER;
         let old = std::mem::replace(&mut self.obj, std::ptr::null_mut());
         // SAFETY: callers hold the GIL; `old` is null or a reference this cache owns.
         unsafe { ffi::Py_XDECREF(old) };
@@ -217,16 +219,13 @@ pub unsafe fn current_info<'a>(
     py: Python<'_>,
     cache: &'a mut SessionCache,
 ) -> Option<&'a SessionInfo> {
-    let stamp = context_stamp::current();
-    let found = match (stamp, cache.seen) {
-        (Some(now), Some((then, found))) if now == then => found,
-        _ => {
-            let found = look_up(py, cache);
-            cache.seen = stamp.zip(found);
-            found.unwrap_or(false)
-        }
-    };
-    found.then_some(&cache.info)
+    let now = context_stamp::current();
+    if now != cache.seen {
+        let found = look_up(py, cache);
+        cache.seen = if found.is_some() { now } else { Stamp::NEVER };
+        cache.found = found.unwrap_or(false);
+    }
+    cache.found.then_some(&cache.info)
 }
 
 /// Reads the session in effect here into `cache`: whether there is one, or None when the
