@@ -104,8 +104,12 @@ def start_ferrotrace(hooks):
         unavailable(f"ferrotrace not importable: {exc}")
     import ferrotrace
 
-    shutdown = getattr(ferrotrace, "shutdown", None)
-    return (lambda: shutdown(10.0)) if shutdown else (lambda: None)
+    def stop():
+        ferrotrace.shutdown(10.0)
+        stats = ferrotrace.stats()
+        return {"spans_recorded": stats["recorded"], "spans_dropped": stats["dropped"]}
+
+    return stop
 
 
 TRACERS = {
@@ -179,8 +183,8 @@ def main():
     start = time.perf_counter()
     run()
     seconds = time.perf_counter() - start
-    stop()
-    print(json.dumps({"seconds": seconds, "monitoring_tools": tools}))
+    counts = stop() or {}
+    print(json.dumps({"seconds": seconds, "monitoring_tools": tools, **counts}))
 
 
 if __name__ == "__main__":

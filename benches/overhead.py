@@ -222,14 +222,16 @@ def count_calls(env: _env.Env, workload: str, iters: int) -> int:
     return json.loads(proc.stdout.splitlines()[-1])["calls"]
 
 
-def measure(env: _env.Env, config: Config, workload: str, iters: int) -> float | None:
+def measure(env: _env.Env, config: Config, workload: str, iters: int) -> dict | None:
+    """One timed run: its JSON line (seconds, and for ferrotrace the spans it recorded and
+    dropped), or None when it failed."""
     proc, _ = run_child(env, config, workload, iters)
     if proc.returncode != 0:
         with (_env.WORK / "errors.log").open("a") as out:
             out.write(f"== {env.version} {config.name} {workload}\n{proc.stderr}\n")
         log(f"  {config.name} on {workload} failed (see {_env.WORK / 'errors.log'})")
         return None
-    return json.loads(proc.stdout.splitlines()[-1])["seconds"]
+    return json.loads(proc.stdout.splitlines()[-1])
 
 
 @dataclass
@@ -239,6 +241,8 @@ class VersionResult:
     notes: list[str]
     calls: dict[str, int]  # per workload
     times: dict[tuple[str, str], list[float]]  # (workload, config name) -> seconds per rep
+    # (workload, ferrotrace config name) -> spans dropped, summed over repetitions
+    dropped: dict[tuple[str, str], int]
 
     def median(self, workload: str, config: str) -> float | None:
         times = self.times.get((workload, config))
@@ -263,6 +267,7 @@ def bench_version(version: str, args: argparse.Namespace) -> VersionResult:
     iterations = QUICK_ITERATIONS if args.quick else ITERATIONS
     calls = {w: count_calls(env, w, iterations[w]) for w in args.workloads}
     times: dict[tuple[str, str], list[float]] = {}
+    dropped: dict[tuple[str, str], int] = {}
     for rep in range(args.reps):
         log(f"[{version}] repetition {rep + 1}/{args.reps}")
         # A different (reproducible) order each repetition, so no configuration always runs
@@ -271,10 +276,16 @@ def bench_version(version: str, args: argparse.Namespace) -> VersionResult:
         random.Random(rep).shuffle(order)
         for workload in args.workloads:
             for config in order:
-                seconds = measure(env, config, workload, iterations[workload])
-                if seconds is not None:
-                    times.setdefault((workload, config.name), []).append(seconds)
-    return VersionResult(env, configs, notes, calls, times)
+                run = measure(env, config, workload, iterations[workload])
+                if run is None:
+                    continue
+                key = (workload, config.name)
+                times.setdefault(key, []).append(run["seconds"])
+                if "spans_dropped" in run:
+                    dropped[key] = dropped.get(key, 0) + run["spans_dropped"]
+                    if run["spans_dropped"]:
+                        log(f"  {config.name} on {workload} dropped {run['spans_dropped']:,} spans")
+    return VersionResult(env, configs, notes, calls, times, dropped)
 
 
 def fmt(value: float | None, spec: str, unit: str = "") -> str:
@@ -303,15 +314,19 @@ def workload_table(result: VersionResult, workload: str) -> str:
                 fmt(result.ratio(workload, config.name), ".2f", "x"),
                 "-" if config.name == "untraced" else fmt(result.overhead_ns(workload, config.name), ",.0f"),
                 fmt(spread, ".0f", "%"),
+                fmt(result.dropped.get((workload, config.name)), ",d"),
             ]
         )
-    header = ["config", "median s", "x untraced", "ns/call overhead", "spread"]
+    header = ["config", "median s", "x untraced", "ns/call overhead", "spread", "spans dropped"]
     return markdown_table(header, rows)
 
 
-def ratio_check(limit: float, value: float | None) -> str:
+def ratio_check(limit: float, value: float | None, dropped: int = 0) -> str:
     if value is None:
         return "n/a"
+    if dropped:
+        # A run that dropped spans did less work than it was asked to: not a valid result.
+        return f"FAIL ({value:.2f}x, {dropped:,} spans dropped)"
     return f"{'PASS' if value <= limit else 'FAIL'} ({value:.2f}x)"
 
 
@@ -341,10 +356,14 @@ def targets(result: VersionResult, b: str) -> list[tuple[str, object]]:
     viz = 0.65 if minor >= MONITORING_MINOR else 0.9
 
     def versus(mode: str, peer: str, limit: float):
-        return lambda w: ratio_check(limit, overhead_ratio(result, w, f"ft-{mode}{b}", peer))
+        config = f"ft-{mode}{b}"
+        return lambda w: ratio_check(
+            limit, overhead_ratio(result, w, config, peer), result.dropped.get((w, config), 0)
+        )
 
     def untraced(mode: str, limit: float):
-        return lambda w: ratio_check(limit, result.ratio(w, f"ft-{mode}{b}"))
+        config = f"ft-{mode}{b}"
+        return lambda w: ratio_check(limit, result.ratio(w, config), result.dropped.get((w, config), 0))
 
     rows = [
         (f"ft-all{b} ≤ {viz}x viztracer overhead", versus("all", "viztracer", viz)),
