@@ -160,6 +160,46 @@ fn now_ns_from_anchor() -> u64 {
     }
 }
 
+/// The hot path's timestamp: the raw cycle counter where it is used, else [`now_ns`]. Spans
+/// are recorded in ticks and converted by the export thread ([`ticks_to_ns`],
+/// [`ticks_span_ns`]), so the application thread does no multiplication. The unit is fixed by
+/// [`init`], which runs before anything is recorded.
+#[inline(always)]
+pub fn now_ticks() -> u64 {
+    if TSC_MULT.load(Ordering::Relaxed) != 0 {
+        return tsc::read();
+    }
+    now_ns_from_anchor()
+}
+
+/// Nanoseconds since the anchor for a timestamp from [`now_ticks`].
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    match TSC_MULT.load(Ordering::Acquire) {
+        0 => ticks,
+        mult => {
+            let since = ticks.saturating_sub(TSC_START.load(Ordering::Relaxed));
+            ((u128::from(since) * u128::from(mult)) >> 32) as u64
+        }
+    }
+}
+
+/// Nanoseconds in a span of `ticks` (a difference of two [`now_ticks`] readings).
+pub fn ticks_span_ns(ticks: u64) -> u64 {
+    match TSC_MULT.load(Ordering::Acquire) {
+        0 => ticks,
+        mult => ((u128::from(ticks) * u128::from(mult)) >> 32) as u64,
+    }
+}
+
+/// The number of ticks in `ns` nanoseconds (saturating), for thresholds compared with spans
+/// of ticks.
+pub fn ns_to_ticks_span(ns: u64) -> u64 {
+    match TSC_MULT.load(Ordering::Acquire) {
+        0 => ns,
+        mult => u64::try_from((u128::from(ns) << 32) / u128::from(mult)).unwrap_or(u64::MAX),
+    }
+}
+
 /// Converts a monotonic timestamp from [`now_ns`] to nanoseconds since the Unix epoch.
 pub fn to_unix_ns(mono_ns: u64) -> u64 {
     ANCHOR.unix_ns.saturating_add(mono_ns)
@@ -184,6 +224,26 @@ mod tests {
             derived.abs_diff(unix_now) < 1_000_000_000,
             "anchor drifted by more than 1 s"
         );
+    }
+
+    #[test]
+    fn ticks_convert_to_the_same_nanoseconds() {
+        init();
+        let before = now_ns();
+        let t0 = now_ticks();
+        std::thread::sleep(Duration::from_millis(20));
+        let t1 = now_ticks();
+        let after = now_ns();
+        let (a, b) = (ticks_to_ns(t0), ticks_to_ns(t1));
+        assert!(
+            before <= a && a <= b && b <= after,
+            "{before} {a} {b} {after}"
+        );
+        let span = ticks_span_ns(t1 - t0);
+        assert!(span.abs_diff(b - a) <= 1, "{span} vs {}", b - a);
+        assert!(span >= 20_000_000 && span < 20_000_000 + (after - before));
+        let threshold = ns_to_ticks_span(1_000_000);
+        assert!(ticks_span_ns(threshold).abs_diff(1_000_000) <= 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The event model: fixed-size span records made on the hot path, session records, and
 //! the batches that carry them to the export thread.
 
+use crate::clock;
 use crate::ids::{SpanId, TraceId};
 use crate::in_place::Room;
 
@@ -19,7 +20,8 @@ pub struct SpanRecord {
     pub span_id: SpanId,
     /// The enclosing recorded call, or the session's root span.
     pub parent_span_id: SpanId,
-    /// Monotonic start, nanoseconds since the process anchor (see [`crate::clock`]).
+    /// Monotonic start, nanoseconds since the process anchor (see [`crate::clock`]); in
+    /// clock ticks while the batch's `times_in_ticks` is set, as are the two durations.
     pub start_ns: u64,
     pub duration_ns: u64,
     /// Duration minus the durations of recorded child calls.
@@ -93,6 +95,9 @@ pub struct SessionRecord {
 pub struct SpanBatch {
     pub spans: Vec<SpanRecord>,
     pub text: String,
+    /// Whether the spans' times are in [`clock::now_ticks`] units (as the recorder writes
+    /// them) rather than nanoseconds; the export thread converts them before exporting.
+    pub times_in_ticks: bool,
 }
 
 impl SpanBatch {
@@ -104,6 +109,7 @@ impl SpanBatch {
         SpanBatch {
             spans: Vec::with_capacity(spans),
             text: String::new(),
+            times_in_ticks: false,
         }
     }
 
@@ -146,8 +152,22 @@ impl SpanBatch {
         self.text_at(span.ret)
     }
 
+    /// Converts times recorded in clock ticks to nanoseconds (done by the export thread,
+    /// off the application thread); no-op when they already are.
+    pub fn convert_ticks(&mut self) {
+        if !std::mem::take(&mut self.times_in_ticks) {
+            return;
+        }
+        for span in &mut self.spans {
+            span.start_ns = clock::ticks_to_ns(span.start_ns);
+            span.duration_ns = clock::ticks_span_ns(span.duration_ns);
+            span.self_ns = clock::ticks_span_ns(span.self_ns);
+        }
+    }
+
     /// Empties the batch, keeping its memory (but not an unusually large text).
     pub fn clear(&mut self) {
+        self.times_in_ticks = false;
         self.spans.clear();
         if self.text.capacity() > Self::MAX_KEPT_TEXT {
             self.text = String::new();
@@ -175,6 +195,7 @@ impl From<Vec<SpanRecord>> for SpanBatch {
         SpanBatch {
             spans,
             text: String::new(),
+            times_in_ticks: false,
         }
     }
 }

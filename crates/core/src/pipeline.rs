@@ -281,6 +281,7 @@ impl Worker {
         if !self.options.debug_export_delay.is_zero() {
             std::thread::sleep(self.options.debug_export_delay);
         }
+        batch.convert_ticks();
         let n = batch.len() as u64;
         let mut failures = 0;
         for e in &mut self.exporters {

@@ -146,7 +146,9 @@ pub unsafe fn cached(code: *mut ffi::PyObject, generation: u32) -> Option<CodeEn
         }
         _ => read_extra_via_api(code, idx)?,
     };
-    if word & 1 == 0 || ((word >> 8) & 0xFF_FFFF) as u32 != generation & 0xFF_FFFF {
+    // Bit 0 set (an entry) and bits 8..32 equal to the generation's low 24 bits.
+    let expected = ((generation & 0xFF_FFFF) << 8) | 1;
+    if (word as u32) & 0xFFFF_FF01 != expected {
         return None;
     }
     Some(CodeEntry {

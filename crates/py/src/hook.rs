@@ -223,7 +223,7 @@ unsafe fn on_return(
         Some(top) if top.activation == frame as *mut ffi::PyObject => {}
         _ => return,
     }
-    let end = clock::now_ns();
+    let end = clock::now_ticks();
     let Some(state) = runtime::state() else {
         return;
     };

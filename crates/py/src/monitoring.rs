@@ -381,7 +381,7 @@ unsafe fn on_return(
 ) -> bool {
     if let Some(rec) = recorder::existing() {
         if rec.stack.last().is_some_and(|top| top.activation == code) {
-            let end = clock::now_ns();
+            let end = clock::now_ticks();
             let Some(state) = runtime::state() else {
                 return false;
             };

@@ -38,9 +38,10 @@ pub struct OpenFrame {
     pub span_id: u64,
     pub parent_span_id: u64,
     pub session_key: u64,
-    pub start_ns: u64,
-    /// Time spent in recorded children, for self time.
-    pub child_ns: u64,
+    /// When the call started, in clock ticks ([`clock::now_ticks`]).
+    pub start: u64,
+    /// Ticks spent in recorded children, for self time.
+    pub child: u64,
     pub task_id: u64,
     pub func_id: u32,
     /// Recorded ancestors on this thread.
@@ -69,7 +70,8 @@ pub struct ThreadRecorder {
     pub thread_id: u64,
     pub stack: Vec<OpenFrame>,
     buffer: SpanBatch,
-    buffer_started_ns: u64,
+    /// When the buffer's first span was recorded, in clock ticks.
+    buffer_started: u64,
     /// Open calls per function id on this thread, to flag recursion.
     active: Vec<u32>,
     pub session_cache: SessionCache,
@@ -81,7 +83,8 @@ pub struct ThreadRecorder {
     /// frame it left (CPython < 3.12 hides the exception from profile functions).
     pending_exceptions: Vec<(usize, *mut ffi::PyObject)>,
     /// The frame of the span recorded last and its place in `buffer`: on 3.12+ the
-    /// `PY_UNWIND` callback runs right after that frame's profile return and marks it.
+    /// `PY_UNWIND` callback runs right after that frame's profile return and marks it
+    /// (never set before 3.12).
     last_recorded: Option<(*mut ffi::PyObject, usize)>,
     /// Span ids for this thread's calls (one generator per recorder: no thread-local
     /// lookup per call).
@@ -170,7 +173,7 @@ unsafe fn create(state: &HookState) -> Option<&'static mut ThreadRecorder> {
         thread_id: PyThread_get_thread_ident() as u64,
         stack: Vec::with_capacity(64),
         buffer: state.pipeline.take_buffer(),
-        buffer_started_ns: 0,
+        buffer_started: 0,
         active: Vec::new(),
         session_cache: SessionCache::default(),
         hook_refs: 0,
@@ -274,8 +277,8 @@ impl ThreadRecorder {
             span_id: self.ids.next_u64(),
             parent_span_id,
             session_key,
-            start_ns: clock::now_ns(),
-            child_ns: 0,
+            start: clock::now_ticks(),
+            child: 0,
             task_id,
             func_id,
             depth,
@@ -294,8 +297,8 @@ impl ThreadRecorder {
             span_id: 0,
             parent_span_id: 0,
             session_key,
-            start_ns: 0,
-            child_ns: 0,
+            start: 0,
+            child: 0,
             task_id: 0,
             func_id: u32::MAX,
             depth: self.next_depth(),
@@ -319,13 +322,13 @@ impl ThreadRecorder {
         self.stack.iter().rev().find(|f| f.flags & SKIPPED == 0)
     }
 
-    /// Closes the top call, whose frame is returning (or unwinding with `exception`), and
-    /// records its span.
+    /// Closes the top call, whose frame is returning (or unwinding with `exception`) at `end`
+    /// (clock ticks), and records its span.
     #[inline(always)]
     pub fn pop(
         &mut self,
         state: &HookState,
-        end_ns: u64,
+        end: u64,
         extra_flags: u32,
         exception: Option<Box<ExceptionInfo>>,
     ) {
@@ -333,24 +336,24 @@ impl ThreadRecorder {
             return;
         };
         let f = &self.stack[top];
-        let (flags, start_ns, func_id, args, ret) = (f.flags, f.start_ns, f.func_id, f.args, f.ret);
+        let (flags, start, func_id, args, ret) = (f.flags, f.start, f.func_id, f.args, f.ret);
         if flags & SKIPPED != 0 {
             self.release_text(args, ret, false);
             self.stack.truncate(top);
             return;
         }
-        let duration = end_ns.saturating_sub(start_ns);
+        let duration = end.saturating_sub(start);
         if let Some(parent) = self.stack[..top]
             .iter_mut()
             .rev()
             .find(|p| p.flags & SKIPPED == 0)
         {
-            parent.child_ns += duration;
+            parent.child += duration;
         }
         if let Some(n) = self.active.get_mut(func_id as usize) {
             *n = n.saturating_sub(1);
         }
-        let keep = duration >= state.min_duration_ns;
+        let keep = duration >= state.min_duration_ticks;
         let (args, ret) = self.release_text(args, ret, keep);
         if !keep {
             self.stack.truncate(top);
@@ -362,9 +365,12 @@ impl ThreadRecorder {
             self.pending_exceptions
                 .push((self.buffer.len(), f.activation));
         }
-        self.last_recorded = Some((f.activation, self.buffer.len()));
+        if cfg!(Py_3_12) {
+            self.last_recorded = Some((f.activation, self.buffer.len()));
+        }
         if self.buffer.is_empty() {
-            self.buffer_started_ns = end_ns;
+            self.buffer_started = end;
+            self.buffer.times_in_ticks = true;
         }
         let room = self.buffer.room();
         room.fill(SpanRecord {
@@ -374,7 +380,7 @@ impl ThreadRecorder {
             ..span_of(f, self.thread_id, duration, f.flags | extra_flags)
         });
         self.stack.truncate(top);
-        if self.batch_is_due(state, end_ns) {
+        if self.batch_is_due(state, end) {
             self.submit(state);
         }
     }
@@ -467,22 +473,25 @@ impl ThreadRecorder {
         }
     }
 
-    /// Appends `span` to the buffer, handing the buffer over when it is due.
-    fn record(&mut self, state: &HookState, span: SpanRecord, now_ns: u64) {
+    /// Appends `span` (timed in clock ticks, recorded at `now`) to the buffer, handing the
+    /// buffer over when it is due.
+    fn record(&mut self, state: &HookState, span: SpanRecord, now: u64) {
         if self.buffer.is_empty() {
-            self.buffer_started_ns = now_ns;
+            self.buffer_started = now;
+            self.buffer.times_in_ticks = true;
         }
         self.buffer.push(span);
-        if self.batch_is_due(state, now_ns) {
+        if self.batch_is_due(state, now) {
             self.submit(state);
         }
     }
 
-    /// Whether the buffer is full or its first span is older than the flush interval.
+    /// Whether the buffer is full or its first span is older than the flush interval (`now`
+    /// in clock ticks).
     #[inline(always)]
-    fn batch_is_due(&self, state: &HookState, now_ns: u64) -> bool {
+    fn batch_is_due(&self, state: &HookState, now: u64) -> bool {
         self.buffer.len() >= state.pipeline.batch_size()
-            || now_ns.saturating_sub(self.buffer_started_ns) > state.flush_interval_ns
+            || now.saturating_sub(self.buffer_started) > state.flush_interval_ticks
     }
 
     /// Hands the buffer to the pipeline (not in a forked child before its pipeline is
@@ -504,7 +513,7 @@ impl ThreadRecorder {
 
     /// Records every open call that `pred` selects as unfinished and removes it from the stack.
     pub fn close_unfinished(&mut self, state: &HookState, pred: impl Fn(&OpenFrame) -> bool) {
-        let now = clock::now_ns();
+        let now = clock::now_ticks();
         let mut kept = Vec::with_capacity(self.stack.len());
         for f in std::mem::take(&mut self.stack) {
             if pred(&f) && f.flags & SKIPPED != 0 {
@@ -521,7 +530,7 @@ impl ThreadRecorder {
                     ..span_of(
                         &f,
                         self.thread_id,
-                        now.saturating_sub(f.start_ns),
+                        now.saturating_sub(f.start),
                         f.flags | FLAG_UNFINISHED,
                     )
                 };
@@ -566,16 +575,16 @@ impl ThreadRecorder {
     }
 }
 
-/// The span of `f`, without previews or exception.
+/// The span of `f` (times in clock ticks), without previews or exception.
 #[inline(always)]
 fn span_of(f: &OpenFrame, thread_id: u64, duration: u64, flags: u32) -> SpanRecord {
     SpanRecord {
         trace_id: f.trace_id,
         span_id: f.span_id,
         parent_span_id: f.parent_span_id,
-        start_ns: f.start_ns,
+        start_ns: f.start,
         duration_ns: duration,
-        self_ns: duration.saturating_sub(f.child_ns),
+        self_ns: duration.saturating_sub(f.child),
         thread_id,
         task_id: f.task_id,
         func_id: f.func_id,

@@ -5,6 +5,7 @@
 //! and leaks the old, so a hook that is mid-event on another thread never sees it freed.
 
 use crate::gil_cell::GilCell;
+use ferrotrace_core::clock;
 use ferrotrace_core::config::Config;
 use ferrotrace_core::exporter::{ExportContext, MetaInfo};
 use ferrotrace_core::filter::{Filter, FilterSpec};
@@ -26,8 +27,10 @@ pub struct HookState {
     pub pipeline: Arc<Pipeline>,
     /// Cached decisions made under another generation are recomputed.
     pub generation: u32,
-    pub min_duration_ns: u64,
-    pub flush_interval_ns: u64,
+    /// `FERROTRACE_MIN_DURATION_US` in clock ticks (spans are timed in ticks).
+    pub min_duration_ticks: u64,
+    /// `FERROTRACE_FLUSH_INTERVAL_MS` in clock ticks.
+    pub flush_interval_ticks: u64,
     /// Cleared by shutdown: the hook stops recording.
     pub recording: AtomicBool,
     /// Where this process writes (for the summary).
@@ -131,8 +134,10 @@ pub unsafe fn publish(
     let state = Box::leak(Box::new(HookState {
         redactor,
         limits,
-        min_duration_ns: config.min_duration_us.saturating_mul(1000),
-        flush_interval_ns: config.flush_interval_ms.saturating_mul(1_000_000),
+        min_duration_ticks: clock::ns_to_ticks_span(config.min_duration_us.saturating_mul(1000)),
+        flush_interval_ticks: clock::ns_to_ticks_span(
+            config.flush_interval_ms.saturating_mul(1_000_000),
+        ),
         config,
         filter,
         functions,
