@@ -22,6 +22,11 @@ pub fn create_private(path: &PathBuf) -> io::Result<File> {
     Ok(file)
 }
 
+/// Writes at least this large go straight to the file (after what is already buffered):
+/// exporters hand over whole rendered batches, and copying those into the buffer first only
+/// doubles the memory traffic of the export thread.
+const DIRECT_WRITE: usize = 32 * 1024;
+
 /// A buffered writer that counts the bytes handed to it.
 pub struct CountingWriter {
     inner: BufWriter<File>,
@@ -45,7 +50,12 @@ impl CountingWriter {
 
 impl Write for CountingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let n = if buf.len() >= DIRECT_WRITE {
+            self.inner.flush()?;
+            self.inner.get_mut().write(buf)?
+        } else {
+            self.inner.write(buf)?
+        };
         self.written += n as u64;
         Ok(n)
     }
