@@ -1,5 +1,6 @@
 //! Small JSON writing helpers shared by the file exporters.
 
+use ferrotrace_core::append::hex_digits;
 use ferrotrace_core::event::{SpanBatch, SpanRecord, FLAG_EXCEPTION};
 use std::io::{self, Write};
 
@@ -43,15 +44,18 @@ pub fn push_u64(out: &mut Vec<u8>, v: u64) {
     }
 }
 
-/// Appends the low `digits` hex digits of `v`, lower-case and zero-padded.
+/// Appends the low `digits` (at most 32) hex digits of `v`, lower-case and zero-padded.
 #[inline]
 pub fn push_hex(out: &mut Vec<u8>, v: u128, digits: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    for (i, b) in buf[..digits].iter_mut().enumerate() {
-        *b = HEX[((v >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    let low = hex_digits(v as u64);
+    if digits <= 16 {
+        out.extend_from_slice(&low[16 - digits..]);
+        return;
     }
-    out.extend_from_slice(&buf[..digits]);
+    let mut buf = [0u8; 32];
+    buf[..16].copy_from_slice(&hex_digits((v >> 64) as u64));
+    buf[16..].copy_from_slice(&low);
+    out.extend_from_slice(&buf[32 - digits.min(32)..]);
 }
 
 /// Appends the span's `"args"`, `"return"` and `"exception"` members, each after a comma,
@@ -106,6 +110,30 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_matches_format_for_every_width() {
+        let values = [
+            0u128,
+            1,
+            0xabc,
+            u128::from(u64::MAX),
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ];
+        for v in values {
+            for digits in 1..=32 {
+                let mut out = Vec::new();
+                push_hex(&mut out, v, digits);
+                let full = format!("{v:032x}");
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    full[32 - digits..],
+                    "{v:x} {digits}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn pushed_values_parse_back() {

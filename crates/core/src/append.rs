@@ -58,9 +58,10 @@ pub fn around_hex(out: &mut String, before: &str, v: u64, after: &str) {
     }
 }
 
-/// The 16 hex digits of `v`, most significant first, computed for all nibbles at once.
+/// The 16 lowercase hex digits of `v`, most significant first, computed for all nibbles at
+/// once (no table lookup per digit).
 #[inline(always)]
-fn hex_digits(v: u64) -> [u8; 16] {
+pub fn hex_digits(v: u64) -> [u8; 16] {
     let spread = |x: u32| -> u64 {
         // Moves nibble i of x into the low half of byte i.
         let mut x = u64::from(x);

@@ -2,7 +2,7 @@
 //! `crates/py` turns interpreter events into the records defined in [`event`], and the
 //! [`pipeline`] carries them to the exporters on one background thread.
 
-mod append;
+pub mod append;
 pub mod clock;
 pub mod config;
 pub mod config_view;
