@@ -18,6 +18,10 @@ pub struct JsonlRenderer {
     names: Vec<Option<Box<str>>>,
     /// Pre-rendered `{"v":1,"type":"span","pid":N,"trace_id":"` prefix.
     span_prefix: Vec<u8>,
+    /// The (thread, task) of the last span and its rendered
+    /// `,"thread_id":N,"task_id":M,` (a batch comes from one thread, mostly one task).
+    last_ids: Option<(u64, u64)>,
+    ids_text: Vec<u8>,
 }
 
 fn push_span_id_or_null(out: &mut Vec<u8>, id: u64) {
@@ -38,7 +42,24 @@ impl JsonlRenderer {
             names: Vec::new(),
             span_prefix: format!("{{\"v\":1,\"type\":\"span\",\"pid\":{pid},\"trace_id\":\"")
                 .into_bytes(),
+            last_ids: None,
+            ids_text: Vec::new(),
         }
+    }
+
+    /// `,"thread_id":N,"task_id":M,` for a span of `thread_id` and `task_id`.
+    fn ids_for(&mut self, thread_id: u64, task_id: u64) -> &[u8] {
+        if self.last_ids != Some((thread_id, task_id)) {
+            self.last_ids = Some((thread_id, task_id));
+            let text = &mut self.ids_text;
+            text.clear();
+            text.extend_from_slice(b",\"thread_id\":");
+            push_u64(text, thread_id);
+            text.extend_from_slice(b",\"task_id\":");
+            push_u64(text, task_id);
+            text.push(b',');
+        }
+        &self.ids_text
     }
 
     fn names_for(&mut self, func_id: u32, ctx: &ExportContext) -> &str {
@@ -80,11 +101,7 @@ impl JsonlRenderer {
         push_hex(out, u128::from(s.span_id), 16);
         out.extend_from_slice(b"\",\"parent_span_id\":");
         push_span_id_or_null(out, s.parent_span_id);
-        out.extend_from_slice(b",\"thread_id\":");
-        push_u64(out, s.thread_id);
-        out.extend_from_slice(b",\"task_id\":");
-        push_u64(out, s.task_id);
-        out.push(b',');
+        out.extend_from_slice(self.ids_for(s.thread_id, s.task_id));
         out.extend_from_slice(self.names_for(s.func_id, ctx).as_bytes());
         out.extend_from_slice(b",\"start_unix_ns\":");
         push_u64(out, to_unix_ns(s.start_ns));
