@@ -25,8 +25,8 @@ use std::sync::atomic::Ordering;
 
 /// The profile function. Never raises and never lets a panic cross into CPython.
 ///
-/// It only picks the event's handler (each returns 0, so the call is a jump): events
-/// ferrotrace ignores, such as C calls and returns, leave without saving a register.
+/// The handlers of call and return events are separate functions, so events ferrotrace
+/// ignores, such as C calls and returns, leave without the handlers' register saves.
 ///
 /// # Safety
 /// Called by CPython with the GIL held and a live frame, with the `HookHandle` that
@@ -37,18 +37,17 @@ pub unsafe extern "C" fn profile_hook(
     what: c_int,
     arg: *mut ffi::PyObject,
 ) -> c_int {
-    match (what, hook_handle::recorder_of(obj)) {
-        (ffi::PyTrace_CALL, Some(rec)) => call_event(rec, frame),
-        (ffi::PyTrace_RETURN, Some(rec)) => return_event(rec, frame, arg),
-        (ffi::PyTrace_C_CALL, Some(rec)) if recorder::any_pending_exceptions() => c_call_event(rec),
-        _ => 0,
+    if let Some(rec) = hook_handle::recorder_of(obj) {
+        dispatch(rec, frame, what, arg);
     }
+    0
 }
 
 /// Handles one profile event for the calling thread's recorder `rec`.
 ///
 /// # Safety
 /// The GIL is held, `frame` is live and `rec` is the calling thread's recorder.
+#[inline(always)]
 pub unsafe fn dispatch(
     rec: &mut ThreadRecorder,
     frame: *mut ffi::PyFrameObject,
@@ -59,34 +58,31 @@ pub unsafe fn dispatch(
         ffi::PyTrace_CALL => call_event(rec, frame),
         ffi::PyTrace_RETURN => return_event(rec, frame, arg),
         ffi::PyTrace_C_CALL if recorder::any_pending_exceptions() => c_call_event(rec),
-        _ => 0,
-    };
+        _ => {}
+    }
 }
 
-/// A Python function's call event. Returns 0.
+/// A Python function's call event.
 #[inline(never)]
-unsafe fn call_event(rec: &mut ThreadRecorder, frame: *mut ffi::PyFrameObject) -> c_int {
+unsafe fn call_event(rec: &mut ThreadRecorder, frame: *mut ffi::PyFrameObject) {
     let _ = catch_unwind(AssertUnwindSafe(|| on_call(rec, frame)));
-    0
 }
 
-/// A Python function's return event (`arg` is null when an exception leaves it). Returns 0.
+/// A Python function's return event (`arg` is null when an exception leaves it).
 #[inline(never)]
 unsafe fn return_event(
     rec: &mut ThreadRecorder,
     frame: *mut ffi::PyFrameObject,
     arg: *mut ffi::PyObject,
-) -> c_int {
+) {
     let _ = catch_unwind(AssertUnwindSafe(|| on_return(rec, frame, arg)));
-    0
 }
 
-/// A C function's call event while spans wait for an exception type. Returns 0.
+/// A C function's call event while spans wait for an exception type.
 #[cold]
 #[inline(never)]
-unsafe fn c_call_event(rec: &mut ThreadRecorder) -> c_int {
+unsafe fn c_call_event(rec: &mut ThreadRecorder) {
     let _ = catch_unwind(AssertUnwindSafe(|| resolve_pending_exceptions(rec)));
-    0
 }
 
 /// CPython < 3.12 hides the exception leaving a frame from profile functions. The first
