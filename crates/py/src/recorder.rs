@@ -359,6 +359,7 @@ impl ThreadRecorder {
             self.stack.truncate(top);
             return;
         }
+        self.before_span(end);
         // The frame is read where it lies, and the span is built in the batch.
         let f = &self.stack[top];
         if cfg!(not(Py_3_12)) && extra_flags & FLAG_EXCEPTION != 0 {
@@ -367,10 +368,6 @@ impl ThreadRecorder {
         }
         if cfg!(Py_3_12) {
             self.last_recorded = Some((f.activation, self.buffer.len()));
-        }
-        if self.buffer.is_empty() {
-            self.buffer_started = end;
-            self.buffer.times_in_ticks = true;
         }
         let room = self.buffer.room();
         room.fill(SpanRecord {
@@ -476,13 +473,20 @@ impl ThreadRecorder {
     /// Appends `span` (timed in clock ticks, recorded at `now`) to the buffer, handing the
     /// buffer over when it is due.
     fn record(&mut self, state: &HookState, span: SpanRecord, now: u64) {
-        if self.buffer.is_empty() {
-            self.buffer_started = now;
-            self.buffer.times_in_ticks = true;
-        }
+        self.before_span(now);
         self.buffer.push(span);
         if self.batch_is_due(state, now) {
             self.submit(state);
+        }
+    }
+
+    /// Before a span recorded at `now` (clock ticks) is added: an empty buffer starts its
+    /// flush-interval clock and is marked as timed in ticks.
+    #[inline(always)]
+    fn before_span(&mut self, now: u64) {
+        if self.buffer.is_empty() {
+            self.buffer_started = now;
+            self.buffer.times_in_ticks = true;
         }
     }
 
