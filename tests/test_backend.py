@@ -4,7 +4,7 @@ which coexists with cProfile and stops calling ferrotrace for code it never reco
 import sys
 
 import pytest
-from conftest import TEST_BACKEND, spans
+from conftest import TEST_BACKEND, read_trace, spans
 
 NEW = sys.version_info >= (3, 12)
 
@@ -76,6 +76,67 @@ print(st["recorded"], st["disabled_locations"], st["decisions"])
     # frames (the session's __exit__): a handful, not one per call.
     assert 2 <= disabled <= 10, disabled
     assert decisions <= 5
+
+
+@pytest.mark.skipif(
+    sys.version_info[:2] != (3, 12),
+    reason="only 3.12 takes superinstructions from code when it is instrumented",
+)
+def test_monitored_code_keeps_its_superinstructions_and_other_tools_see_every_line(runner):
+    """3.12 un-fuses a code object's superinstructions (LOAD_FAST__LOAD_FAST, ...) the first
+    time any tool instruments it, which slows every later call even of filtered code.
+    ferrotrace fuses them back, for recorded and filtered code alike; a tool that turns on
+    LINE events afterwards still sees every line, and the results do not change."""
+    proc = runner.run(
+        """
+import dis, sys
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl", exclude=r"::skipped$")
+
+def kept(x, y):
+    a = x + y
+    b = a + x
+    return b
+
+def skipped(x, y):
+    a = x + y
+    b = a + x
+    return b
+
+def never_run(x, y):
+    a = x + y
+    b = a + x
+    return b
+
+def fused(f):
+    return [i.opname for i in dis.get_instructions(f, adaptive=True) if "__" in i.opname]
+
+with ferrotrace.session("s"):
+    for _ in range(3):
+        kept(1, 2)
+        skipped(1, 2)
+    print(fused(never_run) != [], fused(kept) == fused(never_run), fused(skipped) == fused(never_run))
+
+M = sys.monitoring
+lines = []
+M.use_tool_id(4, "other")
+def on_line(code, line):
+    lines.append((code.co_name, line - code.co_firstlineno))
+M.register_callback(4, M.events.LINE, on_line)
+M.set_events(4, M.events.LINE)
+total = kept(1, 2) + skipped(1, 2)
+M.set_events(4, 0)
+print(total, sorted({l for l in lines if l[0] in ("kept", "skipped")}))
+""",
+        env={"FERROTRACE_BACKEND": "monitoring"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first == "True True True"
+    every_line = [(f, n) for f in ("kept", "skipped") for n in (1, 2, 3)]
+    assert second == f"8 {every_line}"
+    names = [s["qualname"] for s in spans(read_trace(runner.tmp / "trace.jsonl"))]
+    assert names.count("kept") == 3 and "skipped" not in names
 
 
 @pytest.mark.skipif(not NEW, reason="sys.monitoring exists from CPython 3.12")

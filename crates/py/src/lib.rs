@@ -23,6 +23,8 @@ mod profiler_slot;
 mod recorder;
 mod runtime;
 mod session;
+#[cfg(all(Py_3_12, not(Py_3_13)))]
+mod superinstructions;
 mod task;
 mod type_info;
 mod type_name;

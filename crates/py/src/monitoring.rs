@@ -88,6 +88,8 @@ pub fn install(py: Python<'_>, tool: i32) -> PyResult<()> {
         };
         module.call_method1("register_callback", (tool, bit, func))?;
     }
+    #[cfg(all(Py_3_12, not(Py_3_13)))]
+    crate::superinstructions::install(py);
     publish(module, tool, mask)
 }
 
@@ -318,12 +320,17 @@ unsafe extern "C" fn py_unwind(
     answer(false)
 }
 
-/// The decision for `code`, taken now if it has not been under this state.
+/// The decision for `code`, taken now if it has not been under this state (and then, on
+/// 3.12, the superinstructions instrumentation took from `code` are given back).
 #[inline(always)]
 unsafe fn entry(py: Python<'_>, code: *mut ffi::PyObject, state: &HookState) -> CodeEntry {
     match code_info::cached(code, state.generation) {
         Some(e) => e,
-        None => code_info::decide(py, ffi::PyEval_GetFrame(), code, state),
+        None => {
+            #[cfg(all(Py_3_12, not(Py_3_13)))]
+            crate::superinstructions::restore(code);
+            code_info::decide(py, ffi::PyEval_GetFrame(), code, state)
+        }
     }
 }
 
