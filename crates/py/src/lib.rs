@@ -28,6 +28,7 @@ mod superinstructions;
 mod task;
 mod type_info;
 mod type_name;
+mod vectorcall_callable;
 
 use pyo3::prelude::*;
 

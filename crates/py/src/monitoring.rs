@@ -24,12 +24,12 @@ use crate::gil_cell::GilCell;
 use crate::recorder::{self, ThreadRecorder, SKIPPED};
 use crate::runtime::{self, HookState};
 use crate::session;
+use crate::vectorcall_callable;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::FLAG_EXCEPTION;
 use ferrotrace_core::metrics::Counters;
 use pyo3::prelude::*;
 use pyo3::{ffi, Python};
-use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -49,20 +49,14 @@ static HANDLES: GilCell<Option<Handles>> = GilCell::new(None);
 /// Sampled sessions (across all threads) holding events on.
 static CLAIMS: GilCell<u32> = GilCell::new(0);
 
-type Callback = unsafe extern "C" fn(
-    *mut ffi::PyObject,
-    *mut *mut ffi::PyObject,
-    ffi::Py_ssize_t,
-) -> *mut ffi::PyObject;
-
 /// The callbacks and the `sys.monitoring.events` attribute each one serves.
-const CALLBACKS: [(&str, &std::ffi::CStr, Callback); 6] = [
-    ("PY_START", c"ferrotrace_py_start", py_start),
-    ("PY_RESUME", c"ferrotrace_py_resume", py_resume),
-    ("PY_THROW", c"ferrotrace_py_throw", py_throw),
-    ("PY_RETURN", c"ferrotrace_py_return", py_return),
-    ("PY_YIELD", c"ferrotrace_py_yield", py_return),
-    ("PY_UNWIND", c"ferrotrace_py_unwind", py_unwind),
+const CALLBACKS: [(&str, ffi::vectorcallfunc); 6] = [
+    ("PY_START", py_start),
+    ("PY_RESUME", py_resume),
+    ("PY_THROW", py_throw),
+    ("PY_RETURN", py_return),
+    ("PY_YIELD", py_return),
+    ("PY_UNWIND", py_unwind),
 ];
 
 /// Registers the callbacks on `tool` (already claimed with `use_tool_id`); events stay off
@@ -71,21 +65,10 @@ pub fn install(py: Python<'_>, tool: i32) -> PyResult<()> {
     let module = py.import("sys")?.getattr("monitoring")?;
     let events = module.getattr("events")?;
     let mut mask = 0u64;
-    for (event, name, callback) in CALLBACKS {
+    for (event, callback) in CALLBACKS {
         let bit: u64 = events.getattr(event)?.extract()?;
         mask |= bit;
-        let def = Box::leak(Box::new(ffi::PyMethodDef {
-            ml_name: name.as_ptr() as *const c_char,
-            ml_meth: ffi::PyMethodDefPointer {
-                PyCFunctionFast: callback,
-            },
-            ml_flags: ffi::METH_FASTCALL,
-            ml_doc: std::ptr::null(),
-        }));
-        // SAFETY: `def` is leaked, so it outlives the function object that points to it.
-        let func = unsafe {
-            Bound::from_owned_ptr_or_err(py, ffi::PyCFunction_New(def, std::ptr::null_mut()))?
-        };
+        let func = vectorcall_callable::new(py, callback)?;
         module.call_method1("register_callback", (tool, bit, func))?;
     }
     #[cfg(all(Py_3_12, not(Py_3_13)))]
@@ -255,12 +238,20 @@ unsafe fn disable_or_none() -> *mut ffi::PyObject {
         .map_or_else(|| ffi::Py_None(), |h| h.disable)
 }
 
+/// The number of positional arguments in a vectorcall's `nargsf`.
+#[inline(always)]
+fn positional(nargsf: usize) -> usize {
+    nargsf & !ffi::PY_VECTORCALL_ARGUMENTS_OFFSET
+}
+
 /// `PY_START(code, offset)`.
 unsafe extern "C" fn py_start(
-    _slf: *mut ffi::PyObject,
-    args: *mut *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
+    _callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    _kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
+    let nargs = positional(nargsf);
     let disable =
         nargs >= 1 && catch_unwind(AssertUnwindSafe(|| on_call(*args, true))).unwrap_or(false);
     answer(disable)
@@ -268,19 +259,22 @@ unsafe extern "C" fn py_start(
 
 /// `PY_RESUME(code, offset)`: a generator or coroutine continues.
 unsafe extern "C" fn py_resume(
-    slf: *mut ffi::PyObject,
-    args: *mut *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    py_start(slf, args, nargs)
+    py_start(callable, args, nargsf, kwnames)
 }
 
 /// `PY_THROW(code, offset, exception)`: a generator resumed by `throw()`; not disableable.
 unsafe extern "C" fn py_throw(
-    _slf: *mut ffi::PyObject,
-    args: *mut *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
+    _callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    _kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
+    let nargs = positional(nargsf);
     if nargs >= 1 {
         let _ = catch_unwind(AssertUnwindSafe(|| on_call(*args, false)));
     }
@@ -289,10 +283,12 @@ unsafe extern "C" fn py_throw(
 
 /// `PY_RETURN(code, offset, value)` and `PY_YIELD(code, offset, value)`.
 unsafe extern "C" fn py_return(
-    _slf: *mut ffi::PyObject,
-    args: *mut *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
+    _callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    _kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
+    let nargs = positional(nargsf);
     let value = if nargs >= 3 {
         *args.add(2)
     } else {
@@ -308,10 +304,12 @@ unsafe extern "C" fn py_return(
 
 /// `PY_UNWIND(code, offset, exception)`: the frame exits by an exception; not disableable.
 unsafe extern "C" fn py_unwind(
-    _slf: *mut ffi::PyObject,
-    args: *mut *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
+    _callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    _kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
+    let nargs = positional(nargsf);
     if nargs >= 3 {
         let _ = catch_unwind(AssertUnwindSafe(|| {
             on_return(*args, *args.add(2), std::ptr::null_mut())
