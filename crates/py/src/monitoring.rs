@@ -4,11 +4,12 @@
 //!
 //! `PY_START`, `PY_RESUME` and `PY_THROW` open a call; `PY_RETURN`, `PY_YIELD` and
 //! `PY_UNWIND` close it, so generators and coroutines give one span per resumption and
-//! exceptions mark the frames they leave, as with `setprofile`. The callbacks are builtin
-//! functions with the `METH_FASTCALL` convention, which CPython calls without building an
-//! argument tuple. A code object that is filtered or function-sampled out answers `DISABLE`
-//! from its local events, after which CPython never calls ferrotrace for it again (until the
-//! configuration changes and `restart_events` runs).
+//! exceptions mark the frames they leave, as with `setprofile`. The callbacks are
+//! [`vectorcall_callable`] objects, which CPython calls straight through their function
+//! pointer without building an argument tuple. A code object that is filtered or
+//! function-sampled out answers `DISABLE` from its local events, after which CPython never
+//! calls ferrotrace for it again (until the configuration changes and `restart_events`
+//! runs).
 //!
 //! Events are per interpreter, not per thread: they are switched on while at least one
 //! sampled session holds a claim, and each callback first checks whether the calling thread
