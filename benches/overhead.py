@@ -106,19 +106,9 @@ def child_env(config: Config, trace_dir: str) -> dict[str, str]:
     return env
 
 
-def run_child(
-    env: _env.Env,
-    config: Config,
-    workload: str,
-    iters: int,
-    *extra: str,
-    spans: bool = False,
-):
-    """Run _child.py once; returns (CompletedProcess, spans written to the trace)."""
-    traces = _env.WORK / "traces"
-    traces.mkdir(exist_ok=True)
-    trace_dir = tempfile.mkdtemp(dir=traces)
-    cmd = [
+def child_command(env: _env.Env, config: Config, workload: str, iters: int, *extra: str) -> list:
+    """The command line of one _child.py run."""
+    return [
         env.python,
         _env.BENCHES / "_child.py",
         "--tracer",
@@ -133,9 +123,23 @@ def run_child(
         env.hooks,
         *extra,
     ]
+
+
+def run_child(
+    env: _env.Env,
+    config: Config,
+    workload: str,
+    iters: int,
+    *extra: str,
+    spans: bool = False,
+):
+    """Run _child.py once; returns (CompletedProcess, spans written to the trace)."""
+    traces = _env.WORK / "traces"
+    traces.mkdir(exist_ok=True)
+    trace_dir = tempfile.mkdtemp(dir=traces)
     try:
         proc = subprocess.run(
-            cmd,
+            child_command(env, config, workload, iters, *extra),
             check=False,
             capture_output=True,
             text=True,
