@@ -113,7 +113,7 @@ fn probe_matches(py: Python<'_>, fusion: &Fusion) -> PyResult<bool> {
         return Ok(false);
     };
     let mut expected = base.clone();
-    plan(&base, &base, fusion, |at, op| expected[at] = op);
+    fuse_pairs(&base, &mut expected, fusion);
     Ok(expected != base && *executed == expected[..])
 }
 
@@ -132,17 +132,19 @@ unsafe fn executed<'a>(code: *mut ffi::PyObject, base: &[u8]) -> Option<&'a mut 
     ))
 }
 
-/// Calls `fuse(at, opcode)` for each pair `_PyCode_Quicken` would fuse in `base` (the plain
-/// bytecode) whose two instructions are still plain in `current`.
-fn plan(base: &[u8], current: &[u8], fusion: &Fusion, mut fuse: impl FnMut(usize, u8)) {
+/// Fuses, in `target`, each pair `_PyCode_Quicken` would fuse in `base` (the plain bytecode
+/// `target` was made from) whose two instructions are still plain in `target`. A fused
+/// instruction is written over the first of its pair only, so the second is still read as
+/// it was when the next pair is checked.
+fn fuse_pairs(base: &[u8], target: &mut [u8], fusion: &Fusion) {
     let mut previous: Option<(usize, u8)> = None;
     let mut at = 0;
     while at + 1 < base.len() {
         let op = base[at];
         if let Some((prev_at, prev_op)) = previous {
             if let Some(fused) = fusion.fused(prev_op, op) {
-                if current[prev_at] == prev_op && current[at] == op {
-                    fuse(prev_at, fused);
+                if target[prev_at] == prev_op && target[at] == op {
+                    target[prev_at] = fused;
                 }
             }
         }
@@ -175,11 +177,7 @@ pub unsafe fn restore(code: *mut ffi::PyObject) {
         // the slice lives; a frame of this code that is mid-way through a pair only ever sees
         // the first instruction rewritten, and the fused form does what the pair does.
         if let Some(executed) = executed(code, base) {
-            let mut writes = Vec::new();
-            plan(base, executed, fusion, |at, op| writes.push((at, op)));
-            for (at, op) in writes {
-                executed[at] = op;
-            }
+            fuse_pairs(base, executed, fusion);
         }
     }
     ffi::Py_DECREF(bytes);
