@@ -29,6 +29,8 @@ import overhead
 
 DEFAULT_CONFIGS = "c-setprofile,c-monitoring,cprofile,viztracer,ft-all,ft-filtered"
 LOW, HIGH = 1, 3  # iterations of the two runs whose difference is measured
+# The peers each ferrotrace mode is compared with, as in issue 4's targets.
+PEERS = {"ft-all": ("viztracer", "cprofile"), "ft-args": ("viztracer-args",)}
 
 
 def main_thread_instructions(env: _env.Env, config: overhead.Config, workload: str, iters: int) -> int:
@@ -74,8 +76,7 @@ def wanted_names(spec: str, version_minor: int) -> set[str]:
     names = set()
     for name in spec.split(","):
         if name.startswith("ft-") and "[" not in name:
-            backends = ["setprofile"] + (["monitoring"] if version_minor >= overhead.MONITORING_MINOR else [])
-            names.update(f"{name}[{b}]" for b in backends)
+            names.update(f"{name}[{b}]" for b in overhead.backends_of(version_minor))
         else:
             names.add(name)
     return names
@@ -99,12 +100,9 @@ def version_table(version: str, workloads: list[str], spec: str) -> str:
             per_call[config.name][workload] = (steady_cost(env, config, workload) - base) / calls
     rows = [[name] + [f"{costs[w]:,.0f}" for w in workloads] for name, costs in per_call.items()]
     for name in per_call:
-        for peer in ("viztracer", "viztracer-args", "cprofile"):
-            if name.startswith("ft-all") and peer == "viztracer-args":
-                continue
-            if name.startswith("ft-args") and peer != "viztracer-args":
-                continue
-            if name.startswith(("ft-all", "ft-args")) and peer in per_call:
+        mode = name.split("[")[0]
+        for peer in PEERS.get(mode, ()):
+            if peer in per_call:
                 rows.append(
                     [f"{name} ÷ {peer}"]
                     + [f"{per_call[name][w] / per_call[peer][w]:.2f}x" for w in workloads]

@@ -208,9 +208,14 @@ def available_configs(env: _env.Env, wanted: set[str] | None) -> tuple[list[Conf
     return usable, notes
 
 
+def backends_of(minor: int) -> list[str]:
+    """The FERROTRACE_BACKEND values CPython 3.`minor` can have."""
+    return ["setprofile", "monitoring"] if minor >= MONITORING_MINOR else ["setprofile"]
+
+
 def ferrotrace_candidates(env: _env.Env, minor: int, notes: list[str]) -> list[Config]:
     """ferrotrace's modes on each FERROTRACE_BACKEND that works, else on its default one."""
-    backends = ["setprofile", "monitoring"] if minor >= MONITORING_MINOR else ["setprofile"]
+    backends = backends_of(minor)
     reasons = {b: probe(env, ferrotrace_configs(b)[0]) for b in backends}
     if "" in reasons.values():
         return [c for b in backends for c in ferrotrace_configs(b)]
