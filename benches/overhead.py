@@ -210,7 +210,7 @@ def available_configs(env: _env.Env, wanted: set[str] | None) -> tuple[list[Conf
 
 def backends_of(minor: int) -> list[str]:
     """The FERROTRACE_BACKEND values CPython 3.`minor` can have."""
-    return ["setprofile", "monitoring"] if minor >= MONITORING_MINOR else ["setprofile"]
+    return ["setprofile", "monitoring"] if minor >= MONITORING_MINOR else ["setprofile", "evalframe"]
 
 
 def ferrotrace_candidates(env: _env.Env, minor: int, notes: list[str]) -> list[Config]:

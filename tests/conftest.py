@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-# The backend every traced program runs on (FERROTRACE_TEST_BACKEND=setprofile|monitoring);
-# unset means the default (`auto`). CI runs the suite once per backend on CPython 3.12+.
+# The backend every traced program runs on (FERROTRACE_TEST_BACKEND=setprofile|monitoring|
+# evalframe); unset means the default (`auto`). CI runs the suite once per backend a version has.
 # Programs started by tests inherit it as FERROTRACE_BACKEND.
 TEST_BACKEND = os.environ.pop("FERROTRACE_TEST_BACKEND", "")
 if TEST_BACKEND:

@@ -18,7 +18,7 @@ from conftest import TEST_BACKEND, read_trace, spans
 # API_KEY, REDACT_KEYS.
 BAD = [
     ("ENABLED", "maybe", "a boolean"),
-    ("BACKEND", "fast", "one of auto, setprofile, monitoring"),
+    ("BACKEND", "fast", "one of auto, setprofile, monitoring, evalframe"),
     ("SAMPLE_RATE", "1.5", "a number from 0 to 1"),
     ("FUNCTION_SAMPLE_RATE", "-0.1", "a number from 0 to 1"),
     ("HONOR_PARENT_SAMPLED", "2", "a boolean"),

@@ -76,6 +76,8 @@ pub enum Backend {
     Auto,
     SetProfile,
     Monitoring,
+    /// A PEP 523 frame-evaluation function (CPython 3.10 and 3.11).
+    EvalFrame,
 }
 
 /// What previews are taken.
@@ -239,7 +241,7 @@ pub const OTEL_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 /// `configure()` accepts them in lower case.
 pub const SETTINGS: &[Setting] = &[
     setting!("ENABLED", "1", "a boolean: 1/0, true/false, yes/no, on/off"),
-    setting!("BACKEND", "auto", "one of auto, setprofile, monitoring"),
+    setting!("BACKEND", "auto", "one of auto, setprofile, monitoring, evalframe"),
     setting!("SAMPLE_RATE", "1.0", "a number from 0 to 1"),
     setting!("FUNCTION_SAMPLE_RATE", "1.0", "a number from 0 to 1"),
     setting!("HONOR_PARENT_SAMPLED", "1", "a boolean: 1/0, true/false, yes/no, on/off"),
@@ -736,7 +738,8 @@ impl Config {
                     &[
                         ("auto", Backend::Auto),
                         ("setprofile", Backend::SetProfile),
-                        ("monitoring", Backend::Monitoring)
+                        ("monitoring", Backend::Monitoring),
+                        ("evalframe", Backend::EvalFrame)
                     ]
                 ),
                 Backend::Auto

@@ -27,6 +27,7 @@ pub fn effective_value(cfg: &Config, name: &str) -> Option<String> {
             Backend::Auto => "auto",
             Backend::SetProfile => "setprofile",
             Backend::Monitoring => "monitoring",
+            Backend::EvalFrame => "evalframe",
         }
         .to_string(),
         "SAMPLE_RATE" => cfg.sample_rate.to_string(),

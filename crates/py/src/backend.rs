@@ -2,9 +2,13 @@
 //! claims sessions take on it.
 //!
 //! The backend is chosen by the first configuration of the process (`auto` is `monitoring`
-//! on CPython 3.12+, `setprofile` before) and stays for the life of the process: hooks
-//! installed under one cannot be handed to the other.
+//! on CPython 3.12+, `evalframe` before) and stays for the life of the process: hooks
+//! installed under one cannot be handed to another. `monitoring` and `evalframe` serve the
+//! whole interpreter and are claimed per sampled session; `setprofile` is installed per
+//! thread.
 
+#[cfg(not(Py_3_12))]
+use crate::eval_frame;
 use crate::gil_cell::GilCell;
 use crate::hook;
 use crate::monitoring;
@@ -18,9 +22,12 @@ static CHOSEN: GilCell<Option<Backend>> = GilCell::new(None);
 pub fn resolve(requested: Backend) -> Result<Backend, &'static str> {
     match requested {
         Backend::Auto if cfg!(Py_3_12) => Ok(Backend::Monitoring),
-        Backend::Auto => Ok(Backend::SetProfile),
+        Backend::Auto => Ok(Backend::EvalFrame),
         Backend::Monitoring if !cfg!(Py_3_12) => {
             Err("monitoring needs sys.monitoring, which CPython has from 3.12 on")
+        }
+        Backend::EvalFrame if cfg!(Py_3_12) => {
+            Err("evalframe is for CPython 3.10 and 3.11; from 3.12 on, monitoring is faster")
         }
         other => Ok(other),
     }
@@ -58,16 +65,33 @@ pub unsafe fn current() -> Backend {
 pub fn name(b: Backend) -> &'static str {
     match b {
         Backend::Monitoring => "monitoring",
-        _ => "setprofile",
+        Backend::EvalFrame => "evalframe",
+        Backend::Auto | Backend::SetProfile => "setprofile",
     }
 }
 
-/// True when the monitoring callbacks deliver events.
+/// Which mechanism delivers calls now.
+enum Delivery {
+    /// `sys.monitoring` callbacks, once registered.
+    Monitoring,
+    /// The PEP 523 frame-evaluation function.
+    #[cfg(not(Py_3_12))]
+    EvalFrame,
+    /// A profile function on each thread with a session.
+    SetProfile,
+}
+
+/// The mechanism in use.
 ///
 /// # Safety
 /// The GIL is held.
-unsafe fn monitoring_active() -> bool {
-    current() == Backend::Monitoring && monitoring::installed()
+unsafe fn delivery() -> Delivery {
+    match current() {
+        Backend::Monitoring if monitoring::installed() => Delivery::Monitoring,
+        #[cfg(not(Py_3_12))]
+        Backend::EvalFrame => Delivery::EvalFrame,
+        _ => Delivery::SetProfile,
+    }
 }
 
 /// One more sampled session on the calling thread needs calls delivered. Under setprofile
@@ -77,11 +101,14 @@ unsafe fn monitoring_active() -> bool {
 /// # Safety
 /// The GIL is held.
 pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
-    if monitoring_active() {
-        monitoring::retain(rec);
-    } else {
-        hook::retain_on_current_thread(rec);
-        monitoring::claim();
+    match delivery() {
+        Delivery::Monitoring => monitoring::retain(rec),
+        #[cfg(not(Py_3_12))]
+        Delivery::EvalFrame => eval_frame::retain(rec),
+        Delivery::SetProfile => {
+            hook::retain_on_current_thread(rec);
+            monitoring::claim();
+        }
     }
 }
 
@@ -90,35 +117,42 @@ pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
 /// # Safety
 /// The GIL is held.
 pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
-    if monitoring_active() {
-        monitoring::release(rec);
-    } else if rec.hook_refs > 0 {
-        hook::release_on_current_thread(rec);
-        monitoring::unclaim();
+    match delivery() {
+        Delivery::Monitoring => monitoring::release(rec),
+        #[cfg(not(Py_3_12))]
+        Delivery::EvalFrame => eval_frame::release(rec),
+        Delivery::SetProfile if rec.hook_refs > 0 => {
+            hook::release_on_current_thread(rec);
+            monitoring::unclaim();
+        }
+        Delivery::SetProfile => {}
     }
 }
 
-/// Drops every claim of the calling thread (at shutdown); the monitoring backend turns its
-/// events off for the whole process.
+/// Drops every claim of the calling thread (at shutdown); the interpreter-wide backends
+/// stop delivering calls for the whole process.
 ///
 /// # Safety
 /// The GIL is held.
 pub unsafe fn remove_from_current_thread(rec: &mut ThreadRecorder) {
-    if monitoring_active() {
-        monitoring::remove(rec);
-    } else {
-        hook::remove_from_current_thread(rec);
-        monitoring::drop_claims();
+    match delivery() {
+        Delivery::Monitoring => monitoring::remove(rec),
+        #[cfg(not(Py_3_12))]
+        Delivery::EvalFrame => eval_frame::remove(rec),
+        Delivery::SetProfile => {
+            hook::remove_from_current_thread(rec);
+            monitoring::drop_claims();
+        }
     }
 }
 
 /// A thread started while a process-wide session runs: the setprofile backend installs its
-/// hook there (the monitoring backend already sees every thread).
+/// hook there (the interpreter-wide backends already see every thread).
 ///
 /// # Safety
 /// The GIL is held.
 pub unsafe fn ensure_on_current_thread(state: &HookState) {
-    if !monitoring_active() {
+    if let Delivery::SetProfile = delivery() {
         hook::ensure_on_current_thread(state);
     }
 }
@@ -128,10 +162,11 @@ pub unsafe fn ensure_on_current_thread(state: &HookState) {
 /// # Safety
 /// The GIL is held.
 pub unsafe fn installed_here() -> bool {
-    if monitoring_active() {
-        monitoring::active_here()
-    } else {
-        hook::installed_here()
+    match delivery() {
+        Delivery::Monitoring => monitoring::active_here(),
+        #[cfg(not(Py_3_12))]
+        Delivery::EvalFrame => eval_frame::active_here(),
+        Delivery::SetProfile => hook::installed_here(),
     }
 }
 
@@ -140,7 +175,7 @@ pub unsafe fn installed_here() -> bool {
 /// # Safety
 /// The GIL is held.
 pub unsafe fn reconfigured() {
-    if monitoring_active() {
+    if let Delivery::Monitoring = delivery() {
         monitoring::restart_events();
     }
 }

@@ -2,6 +2,7 @@
 //! whether it is recorded, and its parent span.
 
 use crate::capture;
+use crate::frame_args::Frame;
 use crate::recorder::ThreadRecorder;
 use crate::runtime::HookState;
 use crate::session;
@@ -10,8 +11,8 @@ use ferrotrace_core::event::TextRef;
 use pyo3::ffi;
 use pyo3::Python;
 
-/// Opens a call of the recorded function `func_id` (running `code` in `frame`; a null
-/// `frame` means the current frame) whose return will carry `activation`.
+/// Opens a call of the recorded function `func_id` (running `code` in `frame`; None means
+/// the current frame) whose return will carry `activation`.
 ///
 /// The call is recorded when a sampled session is in effect and the depth limit allows it,
 /// and no preview of this thread is being built (calls a `repr` makes are not traced).
@@ -29,7 +30,7 @@ pub unsafe fn enter(
     rec: &mut ThreadRecorder,
     activation: *mut ffi::PyObject,
     code: *mut ffi::PyObject,
-    frame: *mut ffi::PyFrameObject,
+    frame: Option<Frame>,
     func_id: u32,
     keep_skipped: bool,
 ) {

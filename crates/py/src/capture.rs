@@ -14,29 +14,24 @@ use pyo3::Python;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Writes the JSON object `{name: preview, ...}` of the arguments of the call starting in
-/// `frame` (null: the current frame) at the end of the thread's open text, and returns where
+/// `frame` (None: the current frame) at the end of the thread's open text, and returns where
 /// it lies (empty when they cannot be read).
 ///
 /// # Safety
 /// The GIL is held, no exception is set, `code` is the code object running in `frame` (or,
-/// with a null `frame`, in the current frame) at its call event.
+/// with None, in the current frame) at its call event.
 pub unsafe fn args_preview(
     py: Python<'_>,
     state: &HookState,
     rec: &mut ThreadRecorder,
     code: *mut ffi::PyObject,
-    frame: *mut ffi::PyFrameObject,
+    frame: Option<Frame>,
     func_id: u32,
 ) -> TextRef {
     let Some(spec) = code_info::arg_spec(py, code, func_id, state) else {
         return TextRef::default();
     };
-    let frame = if frame.is_null() {
-        Frame::current(code)
-    } else {
-        Frame::of(frame)
-    };
-    let Some(frame) = frame else {
+    let Some(frame) = frame.or_else(|| Frame::current(code)) else {
         return TextRef::default();
     };
     let max_items = state.limits.max_items;

@@ -6,6 +6,7 @@
 //! integer, not a pointer, so nothing needs freeing when the code object dies, and a new
 //! configuration (a new generation) makes every cached decision stale at once.
 
+use crate::frame_args::Frame;
 use crate::gil_cell::GilCell;
 use crate::runtime::HookState;
 use ferrotrace_core::functions::FunctionInfo;
@@ -160,11 +161,12 @@ pub unsafe fn cached(code: *mut ffi::PyObject, generation: u32) -> Option<CodeEn
 /// Decides on a code object seen for the first time under this state, and caches it.
 ///
 /// # Safety
-/// The GIL is held; `frame` is the live frame running `code`. Runs Python API calls (no
-/// user code): attribute reads on the code, frame and class dictionaries.
+/// The GIL is held and no exception is set; `frame` is the live frame running `code` (None
+/// when it could not be found: the module is then unknown). Runs Python API calls (no user
+/// code): attribute reads on the code and class dictionaries.
 pub unsafe fn decide(
     py: Python<'_>,
-    frame: *mut ffi::PyFrameObject,
+    frame: Option<Frame>,
     code: *mut ffi::PyObject,
     state: &HookState,
 ) -> CodeEntry {
@@ -227,14 +229,12 @@ fn str_attr(obj: &Bound<'_, PyAny>, name: &str) -> String {
 }
 
 /// Module, qualified name, file and first line of the function running in `frame`.
-unsafe fn identity(
-    py: Python<'_>,
-    frame: *mut ffi::PyFrameObject,
-    code: *mut ffi::PyObject,
-) -> FunctionInfo {
+unsafe fn identity(py: Python<'_>, frame: Option<Frame>, code: *mut ffi::PyObject) -> FunctionInfo {
     let code_obj = Bound::from_borrowed_ptr(py, code);
-    let frame_obj = Bound::from_borrowed_ptr(py, frame as *mut ffi::PyObject);
-    let globals = frame_obj.getattr("f_globals").ok();
+    let globals = frame
+        .map(|f| f.globals())
+        .filter(|g| !g.is_null())
+        .map(|g| Bound::from_borrowed_ptr(py, g));
     let module = globals
         .as_ref()
         .and_then(|g| {
@@ -260,7 +260,7 @@ unsafe fn identity(
 #[cfg(Py_3_11)]
 unsafe fn qualname(
     code: &Bound<'_, PyAny>,
-    _frame: *mut ffi::PyFrameObject,
+    _frame: Option<Frame>,
     _globals: Option<&Bound<'_, PyAny>>,
 ) -> String {
     str_attr(code, "co_qualname")
@@ -273,7 +273,7 @@ unsafe fn qualname(
 #[cfg(not(Py_3_11))]
 unsafe fn qualname(
     code: &Bound<'_, PyAny>,
-    frame: *mut ffi::PyFrameObject,
+    frame: Option<Frame>,
     globals: Option<&Bound<'_, PyAny>>,
 ) -> String {
     let name = str_attr(code, "co_name");
@@ -290,8 +290,9 @@ unsafe fn qualname(
         .and_then(|v| v.get_item(0).ok())
         .and_then(|v| v.extract::<String>().ok());
     if matches!(first_arg.as_deref(), Some("self") | Some("cls")) {
-        // SAFETY: at a call event the first fast local holds the first argument (or null).
-        let obj = (*frame).f_localsplus[0];
+        // SAFETY: at a call event the first fast local holds the first argument (or null),
+        // and co_argcount > 0 was checked.
+        let obj = frame.map_or(std::ptr::null_mut(), |f| f.local(0));
         if !obj.is_null() {
             let obj = Bound::from_borrowed_ptr(code.py(), obj);
             let cls = match obj.downcast::<PyType>() {

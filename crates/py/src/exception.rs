@@ -26,6 +26,23 @@ pub unsafe fn describe(exc: *mut ffi::PyObject, state: &HookState) -> ExceptionI
     }
 }
 
+/// Type name and bounded, redacted message of an exception raised as a type and a value
+/// not yet made into an instance (`PyErr_SetString` and the like leave it so on 3.10/3.11).
+///
+/// # Safety
+/// The GIL is held; `ty` is a live type object and `value` null or a live object.
+#[cfg(not(Py_3_12))]
+pub unsafe fn describe_unnormalized(
+    ty: *mut ffi::PyObject,
+    value: *mut ffi::PyObject,
+    state: &HookState,
+) -> ExceptionInfo {
+    ExceptionInfo {
+        type_name: type_name::qualified(ty as *mut ffi::PyTypeObject),
+        message: message(value, state),
+    }
+}
+
 /// The exception being handled (`sys.exc_info()[1]`), when its traceback passes through
 /// `frame`: proof that it is the exception that left that frame. A new reference or null.
 ///

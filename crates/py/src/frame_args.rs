@@ -14,6 +14,10 @@
 //!   thread state instead: `tstate->cframe->current_frame` on 3.12 (offsets 56, then 0) and
 //!   `tstate->current_frame` on 3.13 (offset 72), both from CPython's own headers. The frame
 //!   found is only used when it runs the expected code object.
+//! - The `evalframe` backend (3.10/3.11) is given the frame before it runs: the
+//!   `PyFrameObject` on 3.10, the `_PyInterpreterFrame` on 3.11. Arguments are bound; on 3.11
+//!   a captured argument is still its plain value (`MAKE_CELL` has not run), which `value`
+//!   reads as is.
 
 use crate::code_info::ArgSlot;
 use pyo3::ffi;
@@ -55,6 +59,19 @@ impl Frame {
         (!raw.is_null()).then_some(Frame(raw))
     }
 
+    /// The frame a PEP 523 frame-evaluation function is given: the `PyFrameObject` on 3.10,
+    /// the `_PyInterpreterFrame` on 3.11.
+    #[cfg(not(Py_3_12))]
+    pub fn evaluated(raw: *mut u8) -> Frame {
+        Frame(raw)
+    }
+
+    /// The frame's address, which identifies its activation while it runs.
+    #[cfg(not(Py_3_12))]
+    pub fn address(self) -> *mut ffi::PyObject {
+        self.0 as *mut ffi::PyObject
+    }
+
     /// The frame of the Python code running on this thread, when it runs `code`.
     ///
     /// # Safety
@@ -86,6 +103,36 @@ impl Frame {
         {
             (*(self.0 as *mut ffi::PyFrameObject)).f_code as *mut ffi::PyObject
         }
+    }
+
+    /// The globals the frame runs with (borrowed).
+    ///
+    /// # Safety
+    /// The frame is live.
+    pub unsafe fn globals(self) -> *mut ffi::PyObject {
+        #[cfg(Py_3_12)]
+        {
+            // SAFETY: f_globals is the fourth pointer of _PyInterpreterFrame on 3.12/3.13.
+            *(self.0 as *mut *mut ffi::PyObject).add(3)
+        }
+        #[cfg(all(Py_3_11, not(Py_3_12)))]
+        {
+            // SAFETY: f_globals is the second pointer of _PyInterpreterFrame on 3.11.
+            *(self.0 as *mut *mut ffi::PyObject).add(1)
+        }
+        #[cfg(not(Py_3_11))]
+        {
+            (*(self.0 as *mut ffi::PyFrameObject)).f_globals
+        }
+    }
+
+    /// Fast local `i` (an argument, at the call event), borrowed; null when unset.
+    ///
+    /// # Safety
+    /// The frame is live and `i` is below its code object's count of locals.
+    #[cfg(not(Py_3_11))]
+    pub unsafe fn local(self, i: usize) -> *mut ffi::PyObject {
+        slot(self, i)
     }
 }
 

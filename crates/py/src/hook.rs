@@ -11,6 +11,7 @@ use crate::calls;
 use crate::capture;
 use crate::code_info;
 use crate::exception;
+use crate::frame_args::Frame;
 use crate::hook_handle;
 use crate::profiler_slot;
 use crate::recorder::{self, ThreadRecorder};
@@ -141,7 +142,7 @@ unsafe fn on_call(rec: &mut ThreadRecorder, frame: *mut ffi::PyFrameObject) {
     let code = frame_code(frame);
     let entry = match code_info::cached(code, state.generation) {
         Some(e) => e,
-        None => code_info::decide(py, frame, code, state),
+        None => code_info::decide(py, Frame::of(frame), code, state),
     };
     if !entry.recorded {
         return;
@@ -152,7 +153,7 @@ unsafe fn on_call(rec: &mut ThreadRecorder, frame: *mut ffi::PyFrameObject) {
         rec,
         frame as *mut ffi::PyObject,
         code,
-        frame,
+        Frame::of(frame),
         entry.func_id,
         false,
     );
@@ -177,7 +178,7 @@ unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
 #[cfg(all(Py_3_11, not(Py_3_12)))]
 #[inline(always)]
 unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
-    match crate::frame_args::Frame::of(frame) {
+    match Frame::of(frame) {
         Some(f) => f.code(),
         None => code_via_api(frame),
     }

@@ -8,6 +8,8 @@ mod calls;
 mod capture;
 mod code_info;
 mod context_stamp;
+#[cfg(not(Py_3_12))]
+mod eval_frame;
 mod exception;
 mod frame_args;
 mod gil_cell;
@@ -23,6 +25,8 @@ mod profiler_slot;
 mod recorder;
 mod runtime;
 mod session;
+#[cfg(not(Py_3_12))]
+mod stack_guard;
 #[cfg(all(Py_3_12, not(Py_3_13)))]
 mod superinstructions;
 mod task;

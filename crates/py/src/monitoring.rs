@@ -21,6 +21,7 @@ use crate::calls;
 use crate::capture;
 use crate::code_info::{self, CodeEntry};
 use crate::exception;
+use crate::frame_args::Frame;
 use crate::gil_cell::GilCell;
 use crate::recorder::{self, ThreadRecorder, SKIPPED};
 use crate::runtime::{self, HookState};
@@ -328,7 +329,7 @@ unsafe fn entry(py: Python<'_>, code: *mut ffi::PyObject, state: &HookState) -> 
         None => {
             #[cfg(all(Py_3_12, not(Py_3_13)))]
             crate::superinstructions::restore(code);
-            code_info::decide(py, ffi::PyEval_GetFrame(), code, state)
+            code_info::decide(py, Frame::current(code), code, state)
         }
     }
 }
@@ -363,16 +364,7 @@ unsafe fn on_call(code: *mut ffi::PyObject, local: bool) -> bool {
         return local;
     }
     if let Some(rec) = wanting_recorder(state) {
-        calls::enter(
-            py,
-            state,
-            rec,
-            code,
-            code,
-            std::ptr::null_mut(),
-            entry.func_id,
-            true,
-        );
+        calls::enter(py, state, rec, code, code, None, entry.func_id, true);
     }
     false
 }
