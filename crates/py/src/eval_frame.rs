@@ -107,7 +107,7 @@ unsafe fn enter(frame: Frame, throwing: bool) -> bool {
     if !state.recording.load(Ordering::Relaxed) {
         return false;
     }
-    let Some(rec) = wanting_recorder(state) else {
+    let Some(rec) = recorder::wanting_calls(state) else {
         return false;
     };
     if creates_generator(frame) {
@@ -221,17 +221,6 @@ unsafe fn raised(state: &runtime::HookState) -> Option<ExceptionInfo> {
     };
     ffi::PyErr_Restore(ty, value, tb);
     info
-}
-
-/// The calling thread's recorder when it wants calls.
-#[inline(always)]
-unsafe fn wanting_recorder(state: &runtime::HookState) -> Option<&'static mut ThreadRecorder> {
-    match recorder::existing() {
-        Some(rec) if rec.hook_refs > 0 || session::process_wide_sampled() => Some(rec),
-        Some(_) => None,
-        None if session::process_wide_sampled() => recorder::current(state),
-        None => None,
-    }
 }
 
 /// Installs the function on the calling thread's interpreter, in front of the one there.

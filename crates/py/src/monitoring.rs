@@ -334,17 +334,6 @@ unsafe fn entry(py: Python<'_>, code: *mut ffi::PyObject, state: &HookState) -> 
     }
 }
 
-/// The calling thread's recorder when it wants events.
-#[inline(always)]
-unsafe fn wanting_recorder(state: &HookState) -> Option<&'static mut ThreadRecorder> {
-    match recorder::existing() {
-        Some(rec) if rec.hook_refs > 0 || session::process_wide_sampled() => Some(rec),
-        Some(_) => None,
-        None if session::process_wide_sampled() => recorder::current(state),
-        None => None,
-    }
-}
-
 /// A call of `code` starts (or resumes). Returns whether to answer `DISABLE` (only when
 /// `local`, and only for code that is never recorded under this configuration).
 #[inline(always)]
@@ -363,7 +352,7 @@ unsafe fn on_call(code: *mut ffi::PyObject, local: bool) -> bool {
         }
         return local;
     }
-    if let Some(rec) = wanting_recorder(state) {
+    if let Some(rec) = recorder::wanting_calls(state) {
         calls::enter(py, state, rec, code, code, None, entry.func_id, true);
     }
     false

@@ -162,6 +162,22 @@ pub unsafe fn current(state: &HookState) -> Option<&'static mut ThreadRecorder> 
     }
 }
 
+/// The calling thread's recorder when it wants calls from a backend that serves every
+/// thread (`monitoring`, `evalframe`): it has a session, or a process-wide session runs (a
+/// thread it follows gets its recorder here).
+///
+/// # Safety
+/// The GIL is held.
+#[inline(always)]
+pub unsafe fn wanting_calls(state: &HookState) -> Option<&'static mut ThreadRecorder> {
+    match existing() {
+        Some(rec) if rec.hook_refs > 0 || crate::session::process_wide_sampled() => Some(rec),
+        Some(_) => None,
+        None if crate::session::process_wide_sampled() => current(state),
+        None => None,
+    }
+}
+
 /// Creates the calling thread's recorder.
 ///
 /// # Safety
