@@ -46,8 +46,8 @@ pub struct Pipeline {
     pool_tx: Sender<SpanBatch>,
     counters: Arc<Counters>,
     batch_size: usize,
-    /// The preview text the last submitted batch held: a new batch reserves that much, so
-    /// it does not regrow (and copy its text) while it fills.
+    /// The preview text the last submitted batch held: a new batch reserves half as much
+    /// again, so it seldom regrows (and copies its text) while it fills.
     text_hint: AtomicUsize,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The per-function totals, left here by the export thread when it stops.
@@ -112,7 +112,8 @@ impl Pipeline {
     pub fn take_buffer(&self) -> SpanBatch {
         self.pool_rx.try_recv().unwrap_or_else(|_| {
             let mut batch = SpanBatch::with_capacity(self.batch_size);
-            batch.text.reserve(self.text_hint.load(Ordering::Relaxed));
+            let hint = self.text_hint.load(Ordering::Relaxed);
+            batch.text.reserve(hint + hint / 2);
             batch
         })
     }
