@@ -185,7 +185,8 @@ fn is_configured() -> bool {
 
 /// The effective value of every setting (secrets hidden; the given text when it is invalid)
 /// and where it came from, for `ferrotrace config`: a list of (name, variable, value,
-/// source, rule, error-or-None), plus warnings.
+/// source, rule, error-or-None), plus warnings. The source of `backend=auto` also names the
+/// backend it picks on this interpreter.
 #[pyfunction]
 #[allow(clippy::type_complexity)]
 fn config_report(
@@ -197,9 +198,13 @@ fn config_report(
 )> {
     let raw = resolve(args, &env)?;
     let (cfg, mut errors) = Config::parse_lenient(&raw);
-    if let Err(rule) = backend::resolve(cfg.backend) {
-        errors.push(backend_error(&raw, rule));
-    }
+    let picked = match backend::resolve(cfg.backend) {
+        Ok(b) => (b != cfg.backend).then(|| backend::name(b)),
+        Err(rule) => {
+            errors.push(backend_error(&raw, rule));
+            None
+        }
+    };
     let rows = config::SETTINGS
         .iter()
         .map(|s| {
@@ -208,10 +213,13 @@ fn config_report(
                 .iter()
                 .find(|e| e.setting == s.name)
                 .map(ToString::to_string);
-            let origin = match r.source {
+            let mut origin = match r.source {
                 config::Source::Default => "default".to_string(),
                 _ => format!("{} ({})", r.source.as_str(), r.origin),
             };
+            if let (Some(b), "BACKEND") = (picked, s.name) {
+                origin.push_str(&format!(", picks {b} here"));
+            }
             let value = match &error {
                 Some(_) => r.value.clone(),
                 None => config_view::effective_value(&cfg, s.name).unwrap_or_default(),
