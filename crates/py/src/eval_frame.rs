@@ -56,18 +56,12 @@ extern "C" {
     );
 }
 
-/// The evaluation function ferrotrace replaced (CPython's own, or another tool's) and the
-/// interpreter it was replaced on, while ferrotrace's is installed.
-struct Installed {
-    next: EvalFunction,
-    interp: *mut ffi::PyInterpreterState,
-}
+/// The interpreter ferrotrace's function is installed on, while it is.
+static INSTALLED: GilCell<Option<*mut ffi::PyInterpreterState>> = GilCell::new(None);
 
-static INSTALLED: GilCell<Option<Installed>> = GilCell::new(None);
-
-/// The evaluation function that runs the frames ferrotrace is given. It outlives
-/// `INSTALLED`: a tool that replaced ferrotrace's function after it may still pass frames on
-/// to it.
+/// The evaluation function ferrotrace replaced (CPython's own, or another tool's), which runs
+/// the frames ferrotrace is given and is put back at uninstall. It outlives `INSTALLED`: a
+/// tool that replaced ferrotrace's function after it may still pass frames on to it.
 static NEXT: GilCell<Option<EvalFunction>> = GilCell::new(None);
 
 /// Sampled sessions (across all threads) holding the function installed.
@@ -114,15 +108,7 @@ unsafe fn enter(frame: Frame, throwing: bool) -> bool {
         return false;
     }
     if throwing {
-        let (mut ty, mut value, mut tb) = (
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        );
-        ffi::PyErr_Fetch(&mut ty, &mut value, &mut tb);
-        let pushed = open(state, rec, frame);
-        ffi::PyErr_Restore(ty, value, tb);
-        return pushed;
+        return with_error_aside(|_, _| open(state, rec, frame));
     }
     open(state, rec, frame)
 }
@@ -206,21 +192,32 @@ unsafe fn exit(frame: Frame, result: *mut ffi::PyObject) {
 /// The exception being raised, described without running user code; it stays set.
 #[cold]
 unsafe fn raised(state: &runtime::HookState) -> Option<ExceptionInfo> {
+    with_error_aside(|ty, value| {
+        if !value.is_null() && ffi::PyExceptionInstance_Check(value) != 0 {
+            Some(exception::describe(value, state))
+        } else if !ty.is_null() && ffi::PyType_Check(ty) != 0 {
+            Some(exception::describe_unnormalized(ty, value, state))
+        } else {
+            None
+        }
+    })
+}
+
+/// Runs `f` with the pending exception (its type and value, either may be null) set aside,
+/// then sets it again: `f` may call the C API, which expects no exception set.
+///
+/// # Safety
+/// The GIL is held.
+unsafe fn with_error_aside<R>(f: impl FnOnce(*mut ffi::PyObject, *mut ffi::PyObject) -> R) -> R {
     let (mut ty, mut value, mut tb) = (
         std::ptr::null_mut(),
         std::ptr::null_mut(),
         std::ptr::null_mut(),
     );
     ffi::PyErr_Fetch(&mut ty, &mut value, &mut tb);
-    let info = if !value.is_null() && ffi::PyExceptionInstance_Check(value) != 0 {
-        Some(exception::describe(value, state))
-    } else if !ty.is_null() && ffi::PyType_Check(ty) != 0 {
-        Some(exception::describe_unnormalized(ty, value, state))
-    } else {
-        None
-    };
+    let result = f(ty, value);
     ffi::PyErr_Restore(ty, value, tb);
-    info
+    result
 }
 
 /// Installs the function on the calling thread's interpreter, in front of the one there.
@@ -238,7 +235,7 @@ unsafe fn install() {
         return;
     }
     *NEXT.get() = Some(next);
-    *slot = Some(Installed { next, interp });
+    *slot = Some(interp);
     _PyInterpreterState_SetEvalFrameFunc(interp, eval_frame);
 }
 
@@ -248,13 +245,12 @@ unsafe fn install() {
 /// # Safety
 /// The GIL is held.
 unsafe fn uninstall() {
-    let Some(installed) = INSTALLED.get().take() else {
+    let (Some(interp), Some(next)) = (INSTALLED.get().take(), *NEXT.get()) else {
         return;
     };
-    if _PyInterpreterState_GetEvalFrameFunc(installed.interp) as usize
-        == eval_frame as EvalFunction as usize
+    if _PyInterpreterState_GetEvalFrameFunc(interp) as usize == eval_frame as EvalFunction as usize
     {
-        _PyInterpreterState_SetEvalFrameFunc(installed.interp, installed.next);
+        _PyInterpreterState_SetEvalFrameFunc(interp, next);
     }
 }
 
