@@ -119,6 +119,28 @@ impl SpanBatch {
         Room::make(&mut self.spans)
     }
 
+    /// Preview text a batch's reserved room must reach before a preview that does not fit
+    /// makes the batch due (see [`Self::text_outgrows_room`]): below it, growing is cheap.
+    pub const MIN_TEXT_ROOM: usize = 64 << 10;
+
+    /// Whether appending `len` more bytes of text would make the batch's text outgrow the
+    /// room reserved for it (and copy it), when that room is already worth keeping.
+    #[inline(always)]
+    pub fn text_outgrows_room(&self, len: usize) -> bool {
+        let room = self.text.capacity();
+        room >= Self::MIN_TEXT_ROOM && room - self.text.len() < len
+    }
+
+    /// Makes room for `wanted` bytes of text in this empty batch, without copying the old
+    /// (unused) text storage.
+    pub fn reserve_text(&mut self, wanted: usize) {
+        let wanted = wanted.min(Self::MAX_KEPT_TEXT);
+        if self.text.capacity() < wanted {
+            debug_assert!(self.text.is_empty());
+            self.text = String::with_capacity(wanted);
+        }
+    }
+
     /// Appends `text` to the batch's text and returns where it lies. Text beyond 4 GiB
     /// in one batch is not kept.
     pub fn add_text(&mut self, text: &str) -> TextRef {

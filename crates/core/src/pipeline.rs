@@ -46,8 +46,8 @@ pub struct Pipeline {
     pool_tx: Sender<SpanBatch>,
     counters: Arc<Counters>,
     batch_size: usize,
-    /// The preview text the last submitted batch held: a new batch reserves half as much
-    /// again, so it seldom regrows (and copies its text) while it fills.
+    /// The preview text the last submitted batch held: a batch handed out has room for half
+    /// as much again, so it seldom fills its room before its span records.
     text_hint: AtomicUsize,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The per-function totals, left here by the export thread when it stops.
@@ -110,12 +110,13 @@ impl Pipeline {
 
     /// An empty buffer for a thread, reused from exported batches when one is available.
     pub fn take_buffer(&self) -> SpanBatch {
-        self.pool_rx.try_recv().unwrap_or_else(|_| {
-            let mut batch = SpanBatch::with_capacity(self.batch_size);
-            let hint = self.text_hint.load(Ordering::Relaxed);
-            batch.text.reserve(hint + hint / 2);
-            batch
-        })
+        let mut batch = self
+            .pool_rx
+            .try_recv()
+            .unwrap_or_else(|_| SpanBatch::with_capacity(self.batch_size));
+        let hint = self.text_hint.load(Ordering::Relaxed);
+        batch.reserve_text(hint + hint / 2);
+        batch
     }
 
     /// Hands a full (or final) batch to the export thread without blocking.
@@ -384,6 +385,24 @@ mod tests {
 
     fn batch(n: usize) -> SpanBatch {
         SpanBatch::from((0..n).map(|_| SpanRecord::default()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_batch_handed_out_has_room_for_more_text_than_the_last_one_held() {
+        let (p, _) = start(1000, 0);
+        let mut full = batch(10);
+        full.add_text(&"x".repeat(SpanBatch::MIN_TEXT_ROOM));
+        p.submit(full);
+        let next = p.take_buffer();
+        assert!(next.text.capacity() >= SpanBatch::MIN_TEXT_ROOM * 3 / 2);
+        assert!(!next.text_outgrows_room(SpanBatch::MIN_TEXT_ROOM));
+        let mut small = SpanBatch::with_capacity(10);
+        small.add_text("y");
+        assert!(
+            !small.text_outgrows_room(1 << 20),
+            "a small room just grows"
+        );
+        assert!(p.shutdown(Duration::from_secs(5)));
     }
 
     #[test]

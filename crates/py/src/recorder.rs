@@ -354,7 +354,7 @@ impl ThreadRecorder {
         let f = &self.stack[top];
         let (flags, start, func_id, args, ret) = (f.flags, f.start, f.func_id, f.args, f.ret);
         if flags & SKIPPED != 0 {
-            self.release_text(args, ret, false);
+            self.release_text(state, args, ret, false);
             self.stack.truncate(top);
             return;
         }
@@ -370,7 +370,7 @@ impl ThreadRecorder {
             *n = n.saturating_sub(1);
         }
         let keep = duration >= state.min_duration_ticks;
-        let (args, ret) = self.release_text(args, ret, keep);
+        let (args, ret) = self.release_text(state, args, ret, keep);
         if !keep {
             self.stack.truncate(top);
             return;
@@ -401,13 +401,19 @@ impl ThreadRecorder {
     /// Copies the previews `args` and `ret` of the call being closed into the span batch
     /// when `keep` is set, and frees their room in `open_text`.
     #[inline(always)]
-    fn release_text(&mut self, args: TextRef, ret: TextRef, keep: bool) -> (TextRef, TextRef) {
+    fn release_text(
+        &mut self,
+        state: &HookState,
+        args: TextRef,
+        ret: TextRef,
+        keep: bool,
+    ) -> (TextRef, TextRef) {
         let Some(range) = text_range(args, ret) else {
             return (TextRef::default(), TextRef::default());
         };
         let start = range.start;
         let copied = if keep {
-            self.copy_previews(args, ret, range)
+            self.copy_previews(state, args, ret, range)
         } else {
             (TextRef::default(), TextRef::default())
         };
@@ -417,15 +423,20 @@ impl ThreadRecorder {
 
     /// Copies previews from `open_text` into the span batch, in one piece: a call's return
     /// value is written right after its arguments (its callees' text is freed when they
-    /// end), so both lie in `range`.
+    /// end), so both lie in `range`. A batch whose text room they would outgrow is submitted
+    /// first, so a full batch's text is never copied to grow it.
     fn copy_previews(
         &mut self,
+        state: &HookState,
         args: TextRef,
         ret: TextRef,
         range: std::ops::Range<usize>,
     ) -> (TextRef, TextRef) {
         let none = (TextRef::default(), TextRef::default());
         let start = range.start;
+        if self.buffer.text_outgrows_room(range.len()) && !self.buffer.is_empty() {
+            self.submit(state);
+        }
         let Some(text) = self.open_text.get(range) else {
             return none;
         };
@@ -541,7 +552,7 @@ impl ThreadRecorder {
             }
             if pred(&f) {
                 let (args, ret) = match text_range(f.args, f.ret) {
-                    Some(range) => self.copy_previews(f.args, f.ret, range),
+                    Some(range) => self.copy_previews(state, f.args, f.ret, range),
                     None => (TextRef::default(), TextRef::default()),
                 };
                 let span = SpanRecord {
