@@ -150,6 +150,8 @@ objects = {
     "float": 2.5,
     "nan": float("nan"),
     "big_int": 2 ** 64,
+    "class_with_meta": WithMeta,
+    "builtin_class": int,
 }
 
 def take(name, obj):
@@ -189,7 +191,7 @@ def test_hostile_objects_run_no_user_code(runner, mode):
     assert out == {"side_effects": [], "same": True, "big_len": 100 * 1024 * 1024}
     records = [json.loads(line) for line in (runner.tmp / "trace.jsonl").read_text().splitlines()]
     takes = [s for s in spans(records) if s["qualname"] == "take"]
-    assert len(takes) == 25
+    assert len(takes) == 27
     assert not [s for s in spans(records) if s["qualname"] == "traced_helper"]
 
     def obj(name):
@@ -228,6 +230,9 @@ def test_hostile_objects_run_no_user_code(runner, mode):
     assert obj("neg_huge_int") == "<int -332193 bits>"
     assert obj("float") == 2.5
     assert obj("nan") == "nan"
+    # A class is named, even one whose metaclass hooks attribute access (never called).
+    assert obj("class_with_meta") == "<class __main__.WithMeta>"
+    assert obj("builtin_class") == "<class int>"
     assert obj("big_int") == str(2**64)
 
 

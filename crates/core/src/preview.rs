@@ -252,6 +252,12 @@ impl<'a> PreviewWriter<'a> {
         append::byte(self.out, b'"');
     }
 
+    /// A value rendered ahead of time as JSON text (see [`class_marker`]).
+    pub fn rendered(&mut self, json: &str) {
+        self.separator();
+        append::str(self.out, json);
+    }
+
     /// `"<type_name object at 0x…>"`, the default repr of an object at address `addr`,
     /// from its start rendered by [`object_at_prefix`].
     pub fn object_at(&mut self, prefix: &str, addr: usize) {
@@ -393,6 +399,12 @@ pub fn json_key(key: &str) -> String {
 /// [`PreviewWriter::begin_typed_object`].
 pub fn typed_object_start(type_name: &str) -> String {
     escaped_between("{\"__type__\":\"", type_name, "\"")
+}
+
+/// `"<class type_name>"`: a class shown as a value, as JSON text for
+/// [`PreviewWriter::rendered`].
+pub fn class_marker(type_name: &str) -> String {
+    escaped_between("\"<class ", type_name, ">\"")
 }
 
 /// `<type_name object at 0x` as the start of a JSON string, for

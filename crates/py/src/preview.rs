@@ -123,8 +123,12 @@ impl<'w, 'a> Walker<'w, 'a> {
             return self.dict(obj, depth);
         }
         if flags & ffi::Py_TPFLAGS_TYPE_SUBCLASS != 0 {
-            let name = type_name::qualified(obj as *mut ffi::PyTypeObject);
-            return self.w.marker(&format!("<class {name}>"));
+            let class = type_info::get(
+                obj as *mut ffi::PyTypeObject,
+                self.w.redactor(),
+                self.generation,
+            );
+            return self.w.rendered(&class.class_marker);
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
             // SAFETY: a float instance stores its value in ob_fval.

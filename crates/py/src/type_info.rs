@@ -11,7 +11,7 @@
 use crate::address_map::{self, AddressMap};
 use crate::gil_cell::GilCell;
 use crate::type_name;
-use ferrotrace_core::preview::{json_key, object_at_prefix, typed_object_start};
+use ferrotrace_core::preview::{class_marker, json_key, object_at_prefix, typed_object_start};
 use ferrotrace_core::redact::Redactor;
 use pyo3::ffi;
 use std::ffi::CStr;
@@ -62,6 +62,8 @@ pub struct TypeInfo {
     pub repr_prefix: String,
     /// The start of its preview by fields as JSON text (see [`typed_object_start`]).
     pub fields_start: String,
+    /// The type itself shown as a value, as JSON text (see [`class_marker`]).
+    pub class_marker: String,
     /// Writable object members of every heap type in the MRO, except dunder names.
     pub slots: Vec<SlotField>,
 }
@@ -182,6 +184,7 @@ unsafe fn compute(ty: *mut ffi::PyTypeObject, redactor: &Redactor) -> TypeInfo {
         kind: kind(ty),
         repr_prefix: object_at_prefix(&name),
         fields_start: typed_object_start(&name),
+        class_marker: class_marker(&name),
         default_repr: (*ty).tp_repr.map(|f| f as usize)
             == (*std::ptr::addr_of!(ffi::PyBaseObject_Type))
                 .tp_repr
