@@ -444,6 +444,11 @@ pub fn bounded_text(
 /// The part of `redacted` (the redaction of `given`, a prefix of a `total_chars` string)
 /// that is shown, and how many characters are not.
 fn cut<'r>(given: &str, redacted: &'r str, total_chars: usize, max: usize) -> (&'r str, usize) {
+    // The common case without counting characters: a whole ASCII string (its byte length is
+    // its character count) whose redaction fits.
+    if given.len() == total_chars && redacted.len() <= max && given.is_ascii() {
+        return (redacted, 0);
+    }
     let unread = total_chars.saturating_sub(given.chars().count());
     match redacted.char_indices().nth(max) {
         Some((i, _)) => (&redacted[..i], redacted[i..].chars().count() + unread),
