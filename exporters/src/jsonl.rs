@@ -2,11 +2,15 @@
 //!
 //! [`JsonlRenderer`] renders the lines; the `http` exporter posts the same lines.
 
-use crate::json::{push_hex, push_json_str, push_span_details, push_str, push_u64, push_uint};
+use crate::json::{
+    has_exception, push_exception, push_hex, push_json_str, push_str, push_u64, push_uint,
+    Reserved, Timestamps,
+};
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::to_unix_ns;
 use ferrotrace_core::event::{SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
+use ferrotrace_core::ids::TraceId;
 use ferrotrace_core::metrics::Snapshot;
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,22 +20,80 @@ pub struct JsonlRenderer {
     pid: u32,
     /// Pre-rendered `"module":…,"qualname":…,"file":…,"line":…` per function id.
     names: Vec<Option<Box<str>>>,
-    /// Pre-rendered `{"v":1,"type":"span","pid":N,"trace_id":"` prefix.
-    span_prefix: Vec<u8>,
+    /// The trace of the last span and its rendered
+    /// `{"v":1,"type":"span","pid":N,"trace_id":"…","span_id":"` (spans of a trace come in runs).
+    last_trace: Option<TraceId>,
+    span_head: Vec<u8>,
     /// The (thread, task) of the last span and its rendered
     /// `,"thread_id":N,"task_id":M,` (a batch comes from one thread, mostly one task).
     last_ids: Option<(u64, u64)>,
     ids_text: Vec<u8>,
+    /// Renders `start_unix_ns`, reusing the leading digits of the last one.
+    start_times: Timestamps,
 }
 
+// The fixed pieces of a span line after its head.
+
+const PARENT: &[u8] = b"\",\"parent_span_id\":";
+const START: &[u8] = b",\"start_unix_ns\":";
+const DURATION: &[u8] = b",\"duration_ns\":";
+const SELF_NS: &[u8] = b",\"self_ns\":";
+const DEPTH: &[u8] = b",\"depth\":";
+const UNFINISHED: &[u8] = b",\"unfinished\":true";
+const ARGS: &[u8] = b",\"args\":";
+const RETURN: &[u8] = b",\"return\":";
+const END: &[u8] = b"}\n";
+
+/// The most bytes of a span line besides its head, ids, names and previews, and its
+/// exception (appended separately): each piece below at its longest.
+const SPAN_REST_MAX: usize = 16 // span_id
+    + PARENT.len() + 18 // "parent" or null
+    + START.len() + 22 // "u64"
+    + DURATION.len() + 20
+    + SELF_NS.len() + 20
+    + DEPTH.len() + 10 // u32
+    + UNFINISHED.len()
+    + ARGS.len()
+    + RETURN.len()
+    + END.len();
+
+/// Appends span id `id` as a quoted hex string, or `null` for 0.
 fn push_span_id_or_null(out: &mut Vec<u8>, id: u64) {
-    if id == 0 {
-        out.extend_from_slice(b"null");
-    } else {
-        out.push(b'"');
-        push_hex(out, u128::from(id), 16);
-        out.push(b'"');
+    let mut w = Reserved::new(out, 18);
+    // SAFETY: `span_id_or_null` writes at most 18 bytes.
+    unsafe { w.span_id_or_null(id) };
+    w.finish();
+}
+
+/// The pre-rendered `"module":…,"qualname":…,"file":…,"line":…` of function `func_id`,
+/// rendered into `names` on first use.
+fn names_for<'n>(
+    names: &'n mut Vec<Option<Box<str>>>,
+    func_id: u32,
+    ctx: &ExportContext,
+) -> &'n str {
+    let i = func_id as usize;
+    if names.len() <= i {
+        names.resize(i + 1, None);
     }
+    names[i].get_or_insert_with(|| {
+        let mut s = String::with_capacity(128);
+        match ctx.functions.get(func_id) {
+            Some(f) => {
+                s.push_str("\"module\":");
+                push_str(&mut s, &f.module);
+                s.push_str(",\"qualname\":");
+                push_str(&mut s, &f.qualname);
+                s.push_str(",\"file\":");
+                push_str(&mut s, &f.file);
+                s.push_str(&format!(",\"line\":{}", f.line));
+            }
+            None => {
+                s.push_str("\"module\":\"\",\"qualname\":\"<unknown>\",\"file\":\"\",\"line\":0")
+            }
+        }
+        s.into_boxed_str()
+    })
 }
 
 impl JsonlRenderer {
@@ -40,15 +102,32 @@ impl JsonlRenderer {
         JsonlRenderer {
             pid,
             names: Vec::new(),
-            span_prefix: format!("{{\"v\":1,\"type\":\"span\",\"pid\":{pid},\"trace_id\":\"")
-                .into_bytes(),
+            last_trace: None,
+            span_head: Vec::new(),
             last_ids: None,
             ids_text: Vec::new(),
+            start_times: Timestamps::default(),
         }
     }
 
-    /// `,"thread_id":N,"task_id":M,` for a span of `thread_id` and `task_id`.
-    fn ids_for(&mut self, thread_id: u64, task_id: u64) -> &[u8] {
+    /// Renders `span_head` for `trace_id` unless it is the last span's trace.
+    fn set_trace(&mut self, trace_id: TraceId) {
+        if self.last_trace != Some(trace_id) {
+            self.last_trace = Some(trace_id);
+            let text = &mut self.span_head;
+            text.clear();
+            let _ = write!(
+                text,
+                "{{\"v\":1,\"type\":\"span\",\"pid\":{},\"trace_id\":\"",
+                self.pid
+            );
+            push_hex(text, trace_id.0, 32);
+            text.extend_from_slice(b"\",\"span_id\":\"");
+        }
+    }
+
+    /// Renders `ids_text` for `thread_id` and `task_id` unless they are the last span's.
+    fn set_ids(&mut self, thread_id: u64, task_id: u64) {
         if self.last_ids != Some((thread_id, task_id)) {
             self.last_ids = Some((thread_id, task_id));
             let text = &mut self.ids_text;
@@ -59,35 +138,9 @@ impl JsonlRenderer {
             push_u64(text, task_id);
             text.push(b',');
         }
-        &self.ids_text
     }
 
-    fn names_for(&mut self, func_id: u32, ctx: &ExportContext) -> &str {
-        let i = func_id as usize;
-        if self.names.len() <= i {
-            self.names.resize(i + 1, None);
-        }
-        self.names[i].get_or_insert_with(|| {
-            let mut s = String::with_capacity(128);
-            match ctx.functions.get(func_id) {
-                Some(f) => {
-                    s.push_str("\"module\":");
-                    push_str(&mut s, &f.module);
-                    s.push_str(",\"qualname\":");
-                    push_str(&mut s, &f.qualname);
-                    s.push_str(",\"file\":");
-                    push_str(&mut s, &f.file);
-                    s.push_str(&format!(",\"line\":{}", f.line));
-                }
-                None => s.push_str(
-                    "\"module\":\"\",\"qualname\":\"<unknown>\",\"file\":\"\",\"line\":0",
-                ),
-            }
-            s.into_boxed_str()
-        })
-    }
-
-    /// Appends one `span` line.
+    /// Appends one `span` line: one capacity check for all but a (rare) exception.
     pub fn span(
         &mut self,
         s: &SpanRecord,
@@ -95,27 +148,56 @@ impl JsonlRenderer {
         ctx: &ExportContext,
         out: &mut Vec<u8>,
     ) {
-        out.extend_from_slice(&self.span_prefix);
-        push_hex(out, s.trace_id.0, 32);
-        out.extend_from_slice(b"\",\"span_id\":\"");
-        push_hex(out, u128::from(s.span_id), 16);
-        out.extend_from_slice(b"\",\"parent_span_id\":");
-        push_span_id_or_null(out, s.parent_span_id);
-        out.extend_from_slice(self.ids_for(s.thread_id, s.task_id));
-        out.extend_from_slice(self.names_for(s.func_id, ctx).as_bytes());
-        out.extend_from_slice(b",\"start_unix_ns\":");
-        push_u64(out, to_unix_ns(s.start_ns));
-        out.extend_from_slice(b",\"duration_ns\":");
-        push_uint(out, s.duration_ns);
-        out.extend_from_slice(b",\"self_ns\":");
-        push_uint(out, s.self_ns);
-        out.extend_from_slice(b",\"depth\":");
-        push_uint(out, u64::from(s.depth));
-        if s.flags & FLAG_UNFINISHED != 0 {
-            out.extend_from_slice(b",\"unfinished\":true");
+        self.set_trace(s.trace_id);
+        self.set_ids(s.thread_id, s.task_id);
+        let names = names_for(&mut self.names, s.func_id, ctx).as_bytes();
+        let args = batch.args(s).map_or(&[][..], str::as_bytes);
+        let ret = batch.return_value(s).map_or(&[][..], str::as_bytes);
+        let exception = has_exception(s);
+        let max_len = self.span_head.len()
+            + self.ids_text.len()
+            + names.len()
+            + args.len()
+            + ret.len()
+            + SPAN_REST_MAX;
+        let mut w = Reserved::new(out, max_len);
+        // SAFETY: `max_len` counts each piece written here at its longest: the head, ids,
+        // names and previews by their lengths, the rest as `SPAN_REST_MAX` lists them.
+        unsafe {
+            w.bytes(&self.span_head);
+            w.hex16(s.span_id);
+            w.bytes(PARENT);
+            w.span_id_or_null(s.parent_span_id);
+            w.bytes(&self.ids_text);
+            w.bytes(names);
+            w.bytes(START);
+            self.start_times.write(&mut w, to_unix_ns(s.start_ns));
+            w.bytes(DURATION);
+            w.uint(s.duration_ns);
+            w.bytes(SELF_NS);
+            w.uint(s.self_ns);
+            w.bytes(DEPTH);
+            w.uint(u64::from(s.depth));
+            if s.flags & FLAG_UNFINISHED != 0 {
+                w.bytes(UNFINISHED);
+            }
+            if !args.is_empty() {
+                w.bytes(ARGS);
+                w.bytes(args);
+            }
+            if !ret.is_empty() {
+                w.bytes(RETURN);
+                w.bytes(ret);
+            }
+            if !exception {
+                w.bytes(END);
+            }
         }
-        push_span_details(out, batch, s);
-        out.extend_from_slice(b"}\n");
+        w.finish();
+        if exception {
+            push_exception(out, s);
+            out.extend_from_slice(END);
+        }
     }
 
     /// Appends one `session_start` or `session_end` line.
@@ -251,11 +333,114 @@ impl Exporter for JsonlExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::MAX_SAFE_INTEGER;
     use ferrotrace_core::event::{ExceptionInfo, FLAG_EXCEPTION};
 
     use ferrotrace_core::functions::FunctionInfo;
-    use ferrotrace_core::ids::TraceId;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn renders_every_kind_of_span() {
+        let (ctx, f) = crate::testsupport::context_with(
+            42,
+            FunctionInfo {
+                module: "m".into(),
+                qualname: "f".into(),
+                file: "/m.py".into(),
+                line: 9,
+            },
+        );
+        let span = |trace: u128, span_id: u64, parent_span_id: u64| SpanRecord {
+            trace_id: TraceId(trace),
+            span_id,
+            parent_span_id,
+            start_ns: 5,
+            duration_ns: 10,
+            self_ns: 4,
+            thread_id: 3,
+            func_id: f,
+            depth: 2,
+            ..Default::default()
+        };
+        let big = MAX_SAFE_INTEGER + 1;
+        let mut batch = SpanBatch::default();
+        let args = batch.add_text("{\"x\":\"<a>\",\"n\":1}");
+        let ret = batch.add_text("[1,2]");
+        let mut spans = vec![
+            span(7, 1, 0),
+            span(7, 2, 1),
+            span(u128::MAX, u64::MAX, u64::MAX),
+            span(0xabc << 64, 0xdef, 2),
+            span(7, 3, 0),
+        ];
+        spans[1].args = args;
+        spans[1].ret = ret;
+        let s = &mut spans[2];
+        (s.start_ns, s.duration_ns, s.self_ns, s.depth) = (u64::MAX, u64::MAX, big, u32::MAX);
+        (s.thread_id, s.task_id) = (big, u64::MAX);
+        s.flags = FLAG_UNFINISHED | FLAG_EXCEPTION;
+        let s = &mut spans[3];
+        (s.func_id, s.args, s.flags) = (f + 1, args, FLAG_EXCEPTION);
+        s.exception = Some(Box::new(ExceptionInfo {
+            type_name: "KeyError".into(),
+            message: "'k'\n".into(),
+        }));
+        batch.spans = spans;
+        let mut renderer = JsonlRenderer::new(42);
+        let mut out = Vec::new();
+        for s in batch.iter() {
+            renderer.span(s, &batch, &ctx, &mut out);
+        }
+        let lines: Vec<serde_json::Value> = out
+            .split_inclusive(|&b| b == b'\n')
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let common = |trace: &str, span: &str, parent: serde_json::Value| {
+            serde_json::json!({
+                "v": 1, "type": "span", "pid": 42, "trace_id": trace, "span_id": span,
+                "parent_span_id": parent, "thread_id": 3, "task_id": 0, "module": "m",
+                "qualname": "f", "file": "/m.py", "line": 9,
+                "start_unix_ns": to_unix_ns(5).to_string(), "duration_ns": 10, "self_ns": 4,
+                "depth": 2,
+            })
+        };
+        let trace7 = "00000000000000000000000000000007";
+        let null = serde_json::Value::Null;
+        let mut expected = vec![
+            common(trace7, "0000000000000001", null.clone()),
+            common(trace7, "0000000000000002", "0000000000000001".into()),
+            serde_json::json!({
+                "v": 1, "type": "span", "pid": 42, "trace_id": "f".repeat(32),
+                "span_id": "f".repeat(16), "parent_span_id": "f".repeat(16),
+                "thread_id": big.to_string(), "task_id": u64::MAX.to_string(), "module": "m",
+                "qualname": "f", "file": "/m.py", "line": 9,
+                "start_unix_ns": u64::MAX.to_string(), "duration_ns": u64::MAX,
+                "self_ns": big, "depth": u32::MAX, "unfinished": true,
+                "exception": {"type": "", "message": ""},
+            }),
+            common(
+                "0000000000000abc0000000000000000",
+                "0000000000000def",
+                "0000000000000002".into(),
+            ),
+            common(trace7, "0000000000000003", null),
+        ];
+        expected[1]["args"] = serde_json::json!({"x": "<a>", "n": 1});
+        expected[1]["return"] = serde_json::json!([1, 2]);
+        let e = expected[3].as_object_mut().unwrap();
+        e["module"] = "".into();
+        e["qualname"] = "<unknown>".into();
+        e["file"] = "".into();
+        e["line"] = 0.into();
+        e.insert("args".into(), serde_json::json!({"x": "<a>", "n": 1}));
+        e.insert(
+            "exception".into(),
+            serde_json::json!({"type": "KeyError", "message": "'k'\n"}),
+        );
+        assert_eq!(lines, expected);
+        // u64::MAX keeps its precision (serde_json reads it as a u64, not a double).
+        assert_eq!(lines[2]["duration_ns"].as_u64(), Some(u64::MAX));
+    }
 
     #[test]
     fn writes_valid_schema_v1_lines() {
