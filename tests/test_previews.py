@@ -259,6 +259,8 @@ with ferrotrace.session("normal"):
     echo(five)
     echo(ferrotrace)
     echo(ValueError("out of stock", 3))
+    for scalar in (True, False, None, 0, -7, 2**30 - 1, 2**30, -(2**30), 4111111111111111):
+        echo(scalar)
     five(1, 2, 3, 4, 5)
 """
 
@@ -280,6 +282,17 @@ def test_previews_of_normal_calls(runner):
         "<function five>",
         "<module ferrotrace>",
         {"__type__": "ValueError", "args": ["out of sto…[+2 chars]", 3]},
+        # Scalars, the commonest return values, are written without a walker; a card
+        # number is still redacted.
+        True,
+        False,
+        None,
+        0,
+        -7,
+        2**30 - 1,
+        2**30,
+        -(2**30),
+        "[REDACTED]",
     ]
     five = next(s for s in got if s["qualname"] == "five")
     assert five["args"] == {"a": 1, "b": 2, "c": 3, "…": "[+2 items]"}

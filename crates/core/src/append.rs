@@ -24,6 +24,12 @@ pub fn str(out: &mut String, s: &str) {
     }
 }
 
+/// Appends `v` in decimal.
+#[inline(always)]
+pub fn int(out: &mut String, v: i64) {
+    str(out, itoa::Buffer::new().format(v));
+}
+
 /// Appends one ASCII byte.
 #[inline(always)]
 pub fn byte(out: &mut String, b: u8) {

@@ -182,13 +182,11 @@ impl<'a> PreviewWriter<'a> {
     /// An integer: a JSON number when a JSON consumer keeps it exact, else a string; a 13–19
     /// digit number that is a Luhn-valid card number is redacted.
     pub fn int(&mut self, v: i64) {
-        let mut buf = itoa::Buffer::new();
-        let digits = buf.format(v);
         if v.unsigned_abs() < 1_000_000_000_000 {
             self.separator();
-            append::str(self.out, digits);
+            append::int(self.out, v);
         } else {
-            self.int_text(digits);
+            self.int_text(itoa::Buffer::new().format(v));
         }
     }
 

@@ -4,7 +4,7 @@
 
 use crate::code_info;
 use crate::frame_args::{self, Frame};
-use crate::preview::Walker;
+use crate::preview::{self, Walker};
 use crate::recorder::{ThreadRecorder, SKIPPED};
 use crate::runtime::HookState;
 use ferrotrace_core::event::TextRef;
@@ -77,10 +77,8 @@ pub unsafe fn record_return(
     {
         return;
     }
-    let ret = if value == ffi::Py_None() {
-        // The commonest return value, written without setting up a walker.
-        let start = rec.open_text.len();
-        rec.open_text.push_str("null");
+    let start = rec.open_text.len();
+    let ret = if preview::write_scalar(value, &mut rec.open_text) {
         written_since(&mut rec.open_text, start)
     } else {
         build(state, rec, |walker| walker.value(value, 0))

@@ -19,6 +19,7 @@ use crate::instance_attrs::{self, Attributes};
 use crate::key_cache::{self, KeyVerdict};
 use crate::type_info::{self, Kind, TypeInfo};
 use crate::type_name;
+use ferrotrace_core::append;
 use ferrotrace_core::config::PreviewMode;
 use ferrotrace_core::preview::{json_key, PreviewWriter, REDACTION_SLACK};
 use pyo3::ffi;
@@ -566,6 +567,33 @@ impl<'w, 'a> Walker<'w, 'a> {
 /// The value of an int (or subclass) whose magnitude fits one 30-bit digit, read from its
 /// storage; None for larger ones.
 ///
+/// Writes `obj` to `out` as JSON when it is None, a bool or an int of one digit (below 2^30
+/// in magnitude: too short for the card-number rule), the values calls return most, without
+/// setting up a walker; false (nothing written) for any other value.
+///
+/// # Safety
+/// The GIL is held and `obj` is a live object.
+#[inline(always)]
+pub unsafe fn write_scalar(obj: *mut ffi::PyObject, out: &mut String) -> bool {
+    let text = if obj == ffi::Py_None() {
+        "null"
+    } else if obj == ffi::Py_True() {
+        "true"
+    } else if obj == ffi::Py_False() {
+        "false"
+    } else if ffi::Py_TYPE(obj) == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+        let Some(v) = compact_int(obj) else {
+            return false;
+        };
+        append::int(out, v);
+        return true;
+    } else {
+        return false;
+    };
+    append::str(out, text);
+    true
+}
+
 /// # Safety
 /// `obj` is a live int instance.
 #[inline(always)]
