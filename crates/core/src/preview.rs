@@ -263,6 +263,23 @@ impl<'a> PreviewWriter<'a> {
         append::around_hex(self.out, prefix, addr as u64, ">\"");
     }
 
+    /// `"<kind name>"` or `"<kind name len=N>"` (`kind` empty: `"<name>"`): a container or
+    /// object summarised instead of shown, written without building the text first.
+    pub fn summary(&mut self, kind: &str, name: &str, len: Option<usize>) {
+        self.separator();
+        append::str(self.out, "\"<");
+        if !kind.is_empty() {
+            append::str(self.out, kind);
+            append::byte(self.out, b' ');
+        }
+        escape_into(self.out, name);
+        if let Some(len) = len {
+            append::str(self.out, " len=");
+            append::int(self.out, len as i64);
+        }
+        append::str(self.out, ">\"");
+    }
+
     /// `"[REDACTED]"`.
     pub fn redacted(&mut self) {
         self.marker(REDACTED);
@@ -569,6 +586,20 @@ mod tests {
         assert_eq!(
             with(|w| w.str("🙂🙂🙂🙂🙂🙂🙂🙂🙂", 9)),
             "\"🙂🙂🙂🙂🙂🙂🙂🙂…[+1 chars]\""
+        );
+    }
+
+    #[test]
+    fn summaries_name_the_type_and_length() {
+        assert_eq!(with(|w| w.summary("", "list", Some(3))), "\"<list len=3>\"");
+        assert_eq!(with(|w| w.summary("", "Point", None)), "\"<Point>\"");
+        assert_eq!(
+            with(|w| w.summary("cycle", "dict", None)),
+            "\"<cycle dict>\""
+        );
+        assert_eq!(
+            with(|w| w.summary("", "we\"ird", Some(0))),
+            "\"<we\\\"ird len=0>\""
         );
     }
 

@@ -258,16 +258,12 @@ impl<'w, 'a> Walker<'w, 'a> {
     unsafe fn enter(&mut self, obj: *mut ffi::PyObject, depth: usize, len: isize) -> bool {
         if self.open.contains(&obj) {
             let name = type_name::short(ffi::Py_TYPE(obj));
-            self.w.marker(&format!("<cycle {name}>"));
+            self.w.summary("cycle", &name, None);
             return false;
         }
         if depth >= self.w.limits().max_depth || self.open.len() >= MAX_OPEN {
             let name = type_name::short(ffi::Py_TYPE(obj));
-            if len >= 0 {
-                self.w.marker(&format!("<{name} len={len}>"));
-            } else {
-                self.w.marker(&format!("<{name}>"));
-            }
+            self.w.summary("", &name, usize::try_from(len).ok());
             return false;
         }
         self.open.push(obj);
