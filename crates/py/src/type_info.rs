@@ -84,22 +84,31 @@ impl Drop for Entry {
     }
 }
 
-/// Slots of the cache's front table.
-const RECENT: usize = 32;
+/// Slots of the cache's front table (a power of two): enough that the dozen types a
+/// program previews most seldom share a slot (with 32, two of deltablue's hot types did).
+const RECENT: usize = 256;
 
-/// The entries, with a small direct-mapped table in front of them: a program's previews
-/// ask for the same few types again and again, and a slot is cheaper than a hash lookup.
-#[derive(Default)]
+/// The entries, with a direct-mapped table in front of them: a program's previews ask for
+/// the same few types again and again, and a slot is cheaper than a hash lookup.
 struct Cache {
     entries: AddressMap<Entry>,
     /// Copies of recently asked-for entries, by [`slot`]; cleared with `entries`, so the
     /// type each names is kept alive by its entry.
-    recent: [Option<RecentEntry>; RECENT],
+    recent: Box<[Option<RecentEntry>; RECENT]>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            entries: AddressMap::default(),
+            recent: Box::new(std::array::from_fn(|_| None)),
+        }
+    }
 }
 
 /// The front-table slot of the type at `addr`.
 fn slot(addr: usize) -> usize {
-    (address_map::mix(addr) >> 59) as usize % RECENT
+    (address_map::mix(addr) >> (64 - RECENT.trailing_zeros())) as usize
 }
 
 struct RecentEntry {
@@ -132,7 +141,30 @@ static CACHE: GilCell<Option<Cache>> = GilCell::new(None);
 ///
 /// # Safety
 /// The GIL is held and `ty` is a live type object. Runs no user code.
+#[inline(always)]
 pub unsafe fn get(
+    ty: *mut ffi::PyTypeObject,
+    redactor: &Redactor,
+    generation: u32,
+) -> Rc<TypeInfo> {
+    // The front table answers nearly every call; it is checked here, inline, and the rest
+    // (with its many registers to save) is called only when it misses.
+    if let Some(cache) = CACHE.get() {
+        if let Some(recent) = &cache.recent[slot(ty as usize)] {
+            if recent.fits(ty as usize, (*ty).tp_version_tag, generation) {
+                return Rc::clone(&recent.info);
+            }
+        }
+    }
+    get_missed(ty, redactor, generation)
+}
+
+/// [`get`] when the front table does not hold `ty`.
+///
+/// # Safety
+/// As for [`get`].
+#[inline(never)]
+unsafe fn get_missed(
     ty: *mut ffi::PyTypeObject,
     redactor: &Redactor,
     generation: u32,
@@ -140,11 +172,6 @@ pub unsafe fn get(
     let version = (*ty).tp_version_tag;
     let cache = CACHE.get().get_or_insert_with(Cache::default);
     let at = slot(ty as usize);
-    if let Some(recent) = &cache.recent[at] {
-        if recent.fits(ty as usize, version, generation) {
-            return Rc::clone(&recent.info);
-        }
-    }
     if let Some(e) = cache.entries.get(&(ty as usize)) {
         let recent = RecentEntry::of(e);
         if recent.fits(ty as usize, version, generation) {
@@ -158,7 +185,7 @@ pub unsafe fn get(
     // class, and a weakref callback on it may run Python code that previews (and so uses
     // the cache) again.
     let released = if cache.entries.len() >= MAX_ENTRIES {
-        cache.recent = Default::default();
+        cache.recent.fill_with(|| None);
         Some(std::mem::take(&mut cache.entries))
     } else {
         None
