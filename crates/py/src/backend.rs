@@ -102,12 +102,12 @@ unsafe fn delivery() -> Delivery {
 /// The GIL is held.
 pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
     match delivery() {
-        Delivery::Monitoring => monitoring::retain(rec),
+        Delivery::Monitoring => monitoring::CLAIMS.retain(rec),
         #[cfg(not(Py_3_12))]
-        Delivery::EvalFrame => eval_frame::retain(rec),
+        Delivery::EvalFrame => eval_frame::CLAIMS.retain(rec),
         Delivery::SetProfile => {
             hook::retain_on_current_thread(rec);
-            monitoring::claim();
+            monitoring::CLAIMS.claim();
         }
     }
 }
@@ -118,12 +118,12 @@ pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
 /// The GIL is held.
 pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
     match delivery() {
-        Delivery::Monitoring => monitoring::release(rec),
+        Delivery::Monitoring => monitoring::CLAIMS.release(rec),
         #[cfg(not(Py_3_12))]
-        Delivery::EvalFrame => eval_frame::release(rec),
+        Delivery::EvalFrame => eval_frame::CLAIMS.release(rec),
         Delivery::SetProfile if rec.hook_refs > 0 => {
             hook::release_on_current_thread(rec);
-            monitoring::unclaim();
+            monitoring::CLAIMS.unclaim();
         }
         Delivery::SetProfile => {}
     }
@@ -136,12 +136,12 @@ pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
 /// The GIL is held.
 pub unsafe fn remove_from_current_thread(rec: &mut ThreadRecorder) {
     match delivery() {
-        Delivery::Monitoring => monitoring::remove(rec),
+        Delivery::Monitoring => monitoring::CLAIMS.remove(rec),
         #[cfg(not(Py_3_12))]
-        Delivery::EvalFrame => eval_frame::remove(rec),
+        Delivery::EvalFrame => eval_frame::CLAIMS.remove(rec),
         Delivery::SetProfile => {
             hook::remove_from_current_thread(rec);
-            monitoring::drop_claims();
+            monitoring::CLAIMS.drop_all();
         }
     }
 }
@@ -163,9 +163,9 @@ pub unsafe fn ensure_on_current_thread(state: &HookState) {
 /// The GIL is held.
 pub unsafe fn installed_here() -> bool {
     match delivery() {
-        Delivery::Monitoring => monitoring::active_here(),
+        Delivery::Monitoring => monitoring::CLAIMS.active_here(),
         #[cfg(not(Py_3_12))]
-        Delivery::EvalFrame => eval_frame::active_here(),
+        Delivery::EvalFrame => eval_frame::CLAIMS.active_here(),
         Delivery::SetProfile => hook::installed_here(),
     }
 }

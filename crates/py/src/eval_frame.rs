@@ -20,13 +20,13 @@
 
 use crate::calls;
 use crate::capture;
+use crate::claims::Claims;
 use crate::code_info;
 use crate::exception;
 use crate::frame_args::Frame;
 use crate::gil_cell::GilCell;
 use crate::recorder::{self, ThreadRecorder};
 use crate::runtime;
-use crate::session;
 use crate::stack_guard;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::{ExceptionInfo, FLAG_EXCEPTION};
@@ -65,7 +65,7 @@ static INSTALLED: GilCell<Option<*mut ffi::PyInterpreterState>> = GilCell::new(N
 static NEXT: GilCell<Option<EvalFunction>> = GilCell::new(None);
 
 /// Sampled sessions (across all threads) holding the function installed.
-static CLAIMS: GilCell<u32> = GilCell::new(0);
+pub static CLAIMS: Claims = Claims::new(switch);
 
 /// The frame-evaluation function. Never lets a panic cross into CPython; raises only
 /// `RecursionError`, when the C stack is about to run out.
@@ -254,52 +254,14 @@ unsafe fn uninstall() {
     }
 }
 
-/// One more sampled session on this thread: the thread wants calls, and the function is
-/// installed.
+/// Installs the function (`on`) or puts back the one it replaced.
 ///
 /// # Safety
 /// The GIL is held.
-pub unsafe fn retain(rec: &mut ThreadRecorder) {
-    rec.hook_refs += 1;
-    let claims = CLAIMS.get();
-    *claims += 1;
-    if *claims == 1 {
+unsafe fn switch(on: bool) {
+    if on {
         install();
-    }
-}
-
-/// A session on this thread ended; the last claim in the process uninstalls the function.
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn release(rec: &mut ThreadRecorder) {
-    if rec.hook_refs == 0 {
-        return;
-    }
-    rec.hook_refs -= 1;
-    let claims = CLAIMS.get();
-    *claims = claims.saturating_sub(1);
-    if *claims == 0 {
+    } else {
         uninstall();
     }
-}
-
-/// Drops every claim and uninstalls the function (at shutdown).
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn remove(rec: &mut ThreadRecorder) {
-    rec.hook_refs = 0;
-    *CLAIMS.get() = 0;
-    uninstall();
-}
-
-/// True when this thread's calls are delivered to ferrotrace.
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn active_here() -> bool {
-    INSTALLED.get().is_some()
-        && (session::process_wide_sampled()
-            || recorder::existing().is_some_and(|r| r.hook_refs > 0))
 }

@@ -6,6 +6,7 @@ mod api;
 mod backend;
 mod calls;
 mod capture;
+mod claims;
 mod code_info;
 mod context_stamp;
 #[cfg(not(Py_3_12))]

@@ -19,13 +19,13 @@
 
 use crate::calls;
 use crate::capture;
+use crate::claims::Claims;
 use crate::code_info::{self, CodeEntry};
 use crate::exception;
 use crate::frame_args::Frame;
 use crate::gil_cell::GilCell;
-use crate::recorder::{self, ThreadRecorder, SKIPPED};
+use crate::recorder::{self, SKIPPED};
 use crate::runtime::{self, HookState};
-use crate::session;
 use crate::vectorcall_callable;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::FLAG_EXCEPTION;
@@ -49,7 +49,7 @@ struct Handles {
 static HANDLES: GilCell<Option<Handles>> = GilCell::new(None);
 
 /// Sampled sessions (across all threads) holding events on.
-static CLAIMS: GilCell<u32> = GilCell::new(0);
+pub static CLAIMS: Claims = Claims::new(set_events);
 
 /// The callbacks and the `sys.monitoring.events` attribute each one serves.
 const CALLBACKS: [(&str, ffi::vectorcallfunc); 6] = [
@@ -141,79 +141,6 @@ pub unsafe fn restart_events() {
     } else {
         ffi::Py_DECREF(r);
     }
-}
-
-/// One more sampled session on this thread: the thread wants events, and events are on.
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn retain(rec: &mut ThreadRecorder) {
-    rec.hook_refs += 1;
-    claim();
-}
-
-/// One more sampled session needs events; the first claim turns them on.
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn claim() {
-    let claims = CLAIMS.get();
-    *claims += 1;
-    if *claims == 1 {
-        set_events(true);
-    }
-}
-
-/// A sampled session no longer needs events; the last claim turns them off.
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn unclaim() {
-    let claims = CLAIMS.get();
-    *claims = claims.saturating_sub(1);
-    if *claims == 0 {
-        set_events(false);
-    }
-}
-
-/// Drops every claim and turns events off.
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn drop_claims() {
-    *CLAIMS.get() = 0;
-    set_events(false);
-}
-
-/// A session on this thread ended; the last claim in the process turns events off.
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn release(rec: &mut ThreadRecorder) {
-    if rec.hook_refs == 0 {
-        return;
-    }
-    rec.hook_refs -= 1;
-    unclaim();
-}
-
-/// Drops every claim and turns events off (at shutdown).
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn remove(rec: &mut ThreadRecorder) {
-    rec.hook_refs = 0;
-    drop_claims();
-}
-
-/// True when this thread receives ferrotrace's events.
-///
-/// # Safety
-/// The GIL is held.
-pub unsafe fn active_here() -> bool {
-    *CLAIMS.get() > 0
-        && (session::process_wide_sampled()
-            || recorder::existing().is_some_and(|r| r.hook_refs > 0))
 }
 
 /// The value a callback returns: `DISABLE` or None, as a new reference.
