@@ -158,6 +158,24 @@ pub unsafe fn cached(code: *mut ffi::PyObject, generation: u32) -> Option<CodeEn
     })
 }
 
+/// The decision on `code`, running in `frame`: the cached one, or taken now (see
+/// [`decide`]).
+///
+/// # Safety
+/// As for [`decide`].
+#[inline(always)]
+pub unsafe fn cached_or_decided(
+    py: Python<'_>,
+    frame: Option<Frame>,
+    code: *mut ffi::PyObject,
+    state: &HookState,
+) -> CodeEntry {
+    match cached(code, state.generation) {
+        Some(e) => e,
+        None => decide(py, frame, code, state),
+    }
+}
+
 /// Decides on a code object seen for the first time under this state, and caches it.
 ///
 /// # Safety

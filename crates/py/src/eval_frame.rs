@@ -142,10 +142,7 @@ unsafe fn creates_generator(_frame: Frame) -> bool {
 unsafe fn open(state: &runtime::HookState, rec: &mut ThreadRecorder, frame: Frame) -> bool {
     let py = Python::assume_gil_acquired();
     let code = frame.code();
-    let entry = match code_info::cached(code, state.generation) {
-        Some(e) => e,
-        None => code_info::decide(py, Some(frame), code, state),
-    };
+    let entry = code_info::cached_or_decided(py, Some(frame), code, state);
     if !entry.recorded {
         return false;
     }

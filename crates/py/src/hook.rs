@@ -140,10 +140,8 @@ unsafe fn on_call(rec: &mut ThreadRecorder, frame: *mut ffi::PyFrameObject) {
     }
     let py = Python::assume_gil_acquired();
     let code = frame_code(frame);
-    let entry = match code_info::cached(code, state.generation) {
-        Some(e) => e,
-        None => code_info::decide(py, Frame::of(frame), code, state),
-    };
+    let view = Frame::of(frame);
+    let entry = code_info::cached_or_decided(py, view, code, state);
     if !entry.recorded {
         return;
     }
@@ -153,7 +151,7 @@ unsafe fn on_call(rec: &mut ThreadRecorder, frame: *mut ffi::PyFrameObject) {
         rec,
         frame as *mut ffi::PyObject,
         code,
-        Frame::of(frame),
+        view,
         entry.func_id,
         false,
     );
