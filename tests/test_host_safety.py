@@ -1,7 +1,6 @@
 """The traced program never notices (issue 25): what ferrotrace reads from frames is read
 with the right layout, and recording keeps no user object alive, on every backend."""
 
-
 import pytest
 from conftest import read_trace, spans
 

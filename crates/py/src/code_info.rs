@@ -211,7 +211,7 @@ pub unsafe fn decide(
             state.config.function_sample_rate,
         );
     let entry = CodeEntry {
-        func_id: state.functions.intern(info),
+        func_id: state.functions.intern(redacted(info, state)),
         recorded,
     };
     Counters::add(&state.counters.decisions, 1);
@@ -225,6 +225,18 @@ pub unsafe fn decide(
         }
     }
     entry
+}
+
+/// A function's identity as it may leave the process: module, qualified name and file with
+/// their secrets redacted (a path may hold an e-mail address, a generated name a token).
+fn redacted(info: FunctionInfo, state: &HookState) -> FunctionInfo {
+    let r = &state.redactor;
+    FunctionInfo {
+        module: r.redact_value(&info.module).into_owned(),
+        qualname: r.redact_value(&info.qualname).into_owned(),
+        file: r.redact_value(&info.file).into_owned(),
+        line: info.line,
+    }
 }
 
 /// Enables in-place reads of the slot once one reads back `word`, just stored in `code`'s
