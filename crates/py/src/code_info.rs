@@ -351,23 +351,38 @@ unsafe fn qualname(
         .unwrap_or(name)
 }
 
+/// The qualified name of the function named `name` whose code is `code`, found in the
+/// namespaces of `cls` and its bases (read from the type objects: no attribute access, so
+/// no metaclass or descriptor code runs).
 #[cfg(not(Py_3_11))]
 fn owner_in_class(cls: &Bound<'_, PyType>, name: &str, code: &Bound<'_, PyAny>) -> Option<String> {
-    let mro = cls
-        .getattr("__mro__")
-        .ok()?
-        .downcast_into::<PyTuple>()
-        .ok()?;
+    // SAFETY: `cls` is a live type; tp_mro is null or a tuple of types it owns.
+    let mro = unsafe {
+        let mro = (*cls.as_ptr().cast::<ffi::PyTypeObject>()).tp_mro;
+        if mro.is_null() || ffi::PyTuple_Check(mro) == 0 {
+            return None;
+        }
+        Bound::from_borrowed_ptr(cls.py(), mro).downcast_into_unchecked::<PyTuple>()
+    };
     for klass in mro.iter() {
-        let dict = klass.getattr("__dict__").ok()?;
-        if let Ok(Some(v)) = dict
-            .call_method1("get", (name,))
-            .map(|v| (!v.is_none()).then_some(v))
-        {
-            let func = v.getattr("__func__").unwrap_or(v);
-            if let Some(q) = function_qualname(&func, code) {
-                return Some(q);
-            }
+        let Ok(klass) = klass.downcast::<PyType>() else {
+            continue;
+        };
+        let Some(v) =
+            crate::nested_qualname::class_dict(klass).and_then(|d| d.get_item(name).ok().flatten())
+        else {
+            continue;
+        };
+        // Only the built-in wrappers are unwrapped: their `__func__` runs no user code.
+        // SAFETY: reading the type pointer of a live object.
+        let ty = unsafe { ffi::Py_TYPE(v.as_ptr()) };
+        let func = if crate::nested_qualname::is_method_wrapper(ty) {
+            v.getattr("__func__").ok()?
+        } else {
+            v
+        };
+        if let Some(q) = function_qualname(&func, code) {
+            return Some(q);
         }
     }
     None

@@ -20,6 +20,12 @@ extern "C" {
     static mut PyClassMethod_Type: ffi::PyTypeObject;
 }
 
+/// True for the types of `staticmethod` and `classmethod` objects (exactly).
+pub fn is_method_wrapper(ty: *mut ffi::PyTypeObject) -> bool {
+    // SAFETY: only the addresses of the static type objects are taken.
+    unsafe { ty == addr_of_mut!(PyStaticMethod_Type) || ty == addr_of_mut!(PyClassMethod_Type) }
+}
+
 /// `CO_OPTIMIZED`: set on function code, not on class bodies or module code.
 const CO_OPTIMIZED: i64 = 0x1;
 
@@ -78,8 +84,7 @@ impl<'py> Search<'_, 'py> {
             return self.in_code(&value.getattr("__code__").ok()?, &qualname, depth);
         }
         if let Ok(cls) = value.downcast::<PyType>() {
-            let members = cls.getattr("__dict__").ok()?.call_method0("values").ok()?;
-            for member in members.try_iter().ok()?.flatten() {
+            for member in class_dict(cls)?.values().iter() {
                 if let Some(q) = self.in_value(&member, depth + 1) {
                     return Some(q);
                 }
@@ -89,19 +94,39 @@ impl<'py> Search<'_, 'py> {
         // Only the built-in wrappers are looked into: their attributes run no user code.
         // SAFETY: `value` is a live object; Py_TYPE reads its type pointer.
         let ty = unsafe { ffi::Py_TYPE(value.as_ptr()) };
-        let attrs: &[&str] =
-            if ty == addr_of_mut!(PyStaticMethod_Type) || ty == addr_of_mut!(PyClassMethod_Type) {
-                &["__func__"]
-            } else if ty == addr_of_mut!(ffi::PyProperty_Type) {
-                &["fget", "fset", "fdel"]
-            } else {
-                &[]
-            };
+        let attrs: &[&str] = if is_method_wrapper(ty) {
+            &["__func__"]
+        } else if ty == addr_of_mut!(ffi::PyProperty_Type) {
+            &["fget", "fset", "fdel"]
+        } else {
+            &[]
+        };
         attrs
             .iter()
             .filter_map(|a| value.getattr(*a).ok())
             .find_map(|f| self.in_value(&f, depth + 1))
     }
+}
+
+/// The namespace of a class, read from its type object: never through attribute access,
+/// where a metaclass's `__getattribute__` or descriptors would run user code.
+pub fn class_dict<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyDict>> {
+    // SAFETY: `cls` is a live type; tp_dict is null or its namespace dict, borrowed from it.
+    unsafe {
+        let dict = (*cls.as_ptr().cast::<ffi::PyTypeObject>()).tp_dict;
+        (!dict.is_null() && ffi::PyDict_Check(dict) != 0)
+            .then(|| Bound::from_borrowed_ptr(cls.py(), dict).downcast_into_unchecked())
+    }
+}
+
+/// The module a function or class was defined in (`__module__`), read without running user
+/// code: a function's own member, a class's namespace entry.
+fn defined_in(value: &Bound<'_, PyAny>) -> Option<String> {
+    let module = match value.downcast::<PyType>() {
+        Ok(cls) => class_dict(cls)?.get_item("__module__").ok()??,
+        Err(_) => value.getattr("__module__").ok()?,
+    };
+    module.extract().ok()
 }
 
 /// The 3.11-style qualified name of `code`, searched from the functions and classes in the
@@ -116,11 +141,7 @@ pub fn find(globals: &Bound<'_, PyDict>, module: &str, code: &Bound<'_, PyAny>) 
         let root = unsafe {
             ffi::PyFunction_Check(value.as_ptr()) != 0 || ffi::PyType_Check(value.as_ptr()) != 0
         };
-        let own = root
-            && value
-                .getattr("__module__")
-                .and_then(|m| m.extract::<String>())
-                .is_ok_and(|m| m == module);
+        let own = root && defined_in(&value).is_some_and(|m| m == module);
         if own {
             if let Some(q) = search.in_value(&value, 0) {
                 return Some(q);
