@@ -26,7 +26,7 @@ use ferrotrace_core::ids::span_hex;
 use ferrotrace_core::metrics::Snapshot;
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Thread ids above this are mapped to compact track ids (Linux thread ids stay below it).
 const MAX_NATIVE_TID: u64 = i32::MAX as u64;
@@ -62,7 +62,11 @@ fn push_micros(out: &mut Vec<u8>, ns: u64) {
 impl ChromeExporter {
     /// Creates the output file (`{pid}` expanded) and writes the array opening and the
     /// process name.
-    pub fn create(template: &str, pid: u32, service_name: &str) -> std::io::Result<ChromeExporter> {
+    pub fn create(
+        template: impl AsRef<Path>,
+        pid: u32,
+        service_name: &str,
+    ) -> std::io::Result<ChromeExporter> {
         let path = expand_path(template, pid);
         let file = create_private(&path)?;
         let mut e = ChromeExporter {
@@ -294,6 +298,14 @@ impl Exporter for ChromeExporter {
         let _ = write_str(w, &ctx.meta.config_digest);
         w.extend_from_slice(b",\"service_name\":");
         let _ = write_str(w, &ctx.meta.service_name);
+        w.extend_from_slice(b",\"diagnostics\":[");
+        for (i, d) in ctx.meta.diagnostics.messages().iter().enumerate() {
+            if i > 0 {
+                w.push(b',');
+            }
+            let _ = write_str(w, d);
+        }
+        w.push(b']');
         for (name, value) in counters.fields() {
             let _ = write!(w, ",\"{name}\":");
             let _ = write_u64(w, value);

@@ -37,11 +37,11 @@ pub struct NetworkOptions {
 impl NetworkOptions {
     /// The options `config` asks for, updating `counters`.
     pub fn from_config(config: &Config, counters: Arc<Counters>) -> NetworkOptions {
-        let explicit = !config.spool_dir.is_empty();
+        let explicit = !config.spool_dir.as_os_str().is_empty();
         let root = if config.spool_max_mb == 0 {
             None
         } else if explicit {
-            Some(PathBuf::from(&config.spool_dir))
+            Some(config.spool_dir.clone())
         } else {
             default_root()
         };
@@ -162,10 +162,10 @@ mod tests {
         config.exporters = ["jsonl", "chrome", "otlp", "http"]
             .map(String::from)
             .to_vec();
-        config.output = dir.join("t-{pid}.jsonl").to_string_lossy().into_owned();
-        config.chrome_output = dir.join("t-{pid}.json").to_string_lossy().into_owned();
+        config.output = dir.join("t-{pid}.jsonl");
+        config.chrome_output = dir.join("t-{pid}.json");
         config.http_endpoint = "http://127.0.0.1:9/ingest".into();
-        config.spool_dir = dir.join("spool").to_string_lossy().into_owned();
+        config.spool_dir = dir.join("spool");
         let built = build_exporters(&config, 5).unwrap();
         let names: Vec<&str> = built.iter().map(|e| e.name()).collect();
         assert_eq!(names, ["jsonl", "chrome", "otlp", "http"]);

@@ -13,7 +13,7 @@ use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::TraceId;
 use ferrotrace_core::metrics::Snapshot;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Renders schema-v1 JSON lines into a byte buffer.
 pub struct JsonlRenderer {
@@ -255,6 +255,14 @@ impl JsonlRenderer {
         push_json_str(out, &ctx.meta.config_digest);
         out.extend_from_slice(b",\"service_name\":");
         push_json_str(out, &ctx.meta.service_name);
+        out.extend_from_slice(b",\"diagnostics\":[");
+        for (i, d) in ctx.meta.diagnostics.messages().iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_json_str(out, d);
+        }
+        out.push(b']');
         for (name, value) in counters.fields() {
             let _ = write!(out, ",\"{name}\":");
             push_u64(out, value);
@@ -273,7 +281,7 @@ pub struct JsonlExporter {
 
 impl JsonlExporter {
     /// Creates the output file (`{pid}` expanded).
-    pub fn create(template: &str, pid: u32) -> std::io::Result<JsonlExporter> {
+    pub fn create(template: impl AsRef<Path>, pid: u32) -> std::io::Result<JsonlExporter> {
         let path = expand_path(template, pid);
         let file = create_private(&path)?;
         Ok(JsonlExporter {
@@ -481,6 +489,9 @@ mod tests {
         };
         e.export_spans(&SpanBatch::from(vec![span]), &ctx).unwrap();
         e.export_session(&session, &ctx).unwrap();
+        ctx.meta
+            .diagnostics
+            .push("FERROTRACE_X is not a \"setting\"");
         e.shutdown(
             &Snapshot {
                 recorded: 1,
@@ -515,6 +526,10 @@ mod tests {
         assert_eq!(lines[1]["duration_ns"], 9);
         assert_eq!(lines[2]["type"], "meta");
         assert_eq!(lines[2]["recorded"], 1);
+        assert_eq!(
+            lines[2]["diagnostics"],
+            serde_json::json!(["FERROTRACE_X is not a \"setting\""])
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,13 +1,25 @@
 //! Output files: `{pid}` expansion, mode 0600, byte counting.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Expands `{pid}` in an output path.
-pub fn expand_path(template: &str, pid: u32) -> PathBuf {
-    PathBuf::from(template.replace("{pid}", &pid.to_string()))
+/// Expands `{pid}` in an output path (any bytes the OS allows in a path are kept).
+pub fn expand_path(template: impl AsRef<Path>, pid: u32) -> PathBuf {
+    let bytes = template.as_ref().as_os_str().as_encoded_bytes();
+    let pid = pid.to_string();
+    let mut out = Vec::with_capacity(bytes.len() + pid.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(5).position(|w| w == b"{pid}") {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(pid.as_bytes());
+        rest = &rest[at + 5..];
+    }
+    out.extend_from_slice(rest);
+    PathBuf::from(OsString::from_vec(out))
 }
 
 /// Creates (or truncates) a file readable and writable by its owner only.

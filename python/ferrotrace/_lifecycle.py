@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -10,24 +11,77 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ferrotrace import _native, _settings
+from ferrotrace import _native, _notes, _settings
 
 logger = logging.getLogger("ferrotrace")
 
+#: Set by `ferrotrace run`: the pid of the process the user launched (others are children).
+MAIN_PID_VAR = "FERROTRACE__MAIN_PID"
+#: This process runs under `ferrotrace run` (read once: the program may change os.environ).
+_RUN_MAIN_PID = os.environ.get(MAIN_PID_VAR)
+
 _lock = threading.Lock()
 _hooks_registered = False
-_exit_summary = False
+_exit_hook_registered = False
 _previous_thread_profile: Any = None
+#: Diagnostics raised while no configuration (so no meta record) exists.
+_pending: list[str] = []
+#: Why this process is not traced, once tracing could not start.
+_untraced: str | None = None
+
+
+def under_run() -> bool:
+    """This process was started by `ferrotrace run` (or by a program it runs)."""
+    return _RUN_MAIN_PID is not None
+
+
+def _is_top() -> bool:
+    return str(os.getpid()) == _RUN_MAIN_PID
+
+
+def diagnose(messages: list[str]) -> None:
+    """Reports problems the program must not see. They go in this process's `meta` record;
+    outside `ferrotrace run` each is also one warning on the `ferrotrace` logger, while under
+    `run` nothing is printed: the top process's summary counts and shows them."""
+    if not messages:
+        return
+    messages = [_settings.text(str(m)) for m in messages]
+    stored = _native.add_diagnostics(messages)
+    if not under_run():
+        for message in messages:
+            logger.warning("ferrotrace: %s", message)
+    elif not stored:
+        _pending.extend(messages)
+
+
+def not_traced(reason: str) -> None:
+    """Tracing could not start in this process: say so once, as `diagnose` does (the top
+    process's summary lists it among the processes not traced)."""
+    global _untraced
+    _untraced = _settings.text(str(reason))
+    message = _disabled_message()
+    if not under_run():
+        logger.warning("ferrotrace: %s", message)
+    with contextlib.suppress(Exception):  # nothing may reach the program
+        _native.add_diagnostics([message])
+
+
+def _disabled_message() -> str:
+    return f"tracing disabled: {_untraced}"
 
 
 def configure(kwargs: Mapping[str, Any], *, lenient: bool) -> list[str]:
-    """Validates and applies settings; strict mode raises ValueError, lenient mode warns."""
+    """Validates and applies settings; strict mode raises ValueError, lenient mode warns.
+    A process under `ferrotrace run` other than the one the user launched writes to its own
+    output file (the pid added to the name)."""
+    output_pid = os.getpid() if under_run() and not _is_top() else None
     with _lock:
         _settings.describe_interpreter()
-        warnings = _native.configure(_settings.normalize(kwargs), _settings.environment(), lenient)
+        warnings = _native.configure(
+            _settings.normalize(kwargs), _settings.environment(), lenient, output_pid
+        )
         _register_process_hooks()
-    for message in warnings:
-        logger.warning("ferrotrace: %s", message)
+    diagnose(warnings)
     return warnings
 
 
@@ -42,7 +96,7 @@ def _register_process_hooks() -> None:
     if _hooks_registered:
         return
     _hooks_registered = True
-    atexit.register(_at_exit)
+    register_exit_hook()
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(before=_before_fork, after_in_child=_native.after_fork_child)
     _register_unwind_callback()
@@ -91,16 +145,17 @@ def _register_unwind_callback() -> None:
             monitoring.register_callback(tool, monitoring.events.PY_UNWIND, _native.on_unwind)
             _native.monitoring_install_unwind(tool)
             return
-    logger.warning("ferrotrace: no free sys.monitoring tool id; exception types are not recorded")
+    diagnose(["no free sys.monitoring tool id; exception types are not recorded"])
 
 
 def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _native.Session:
     """Starts the process-wide session, followed into threads started from now on."""
     global _previous_thread_profile
+    traceparent = os.environ.get("TRACEPARENT")
     session = _native.session_start(
-        tag,
-        [(str(k), str(v)) for k, v in (attrs or {}).items()],
-        os.environ.get("TRACEPARENT"),
+        _settings.text(tag),
+        [(_settings.text(str(k)), _settings.text(str(v))) for k, v in (attrs or {}).items()],
+        None if traceparent is None else _settings.text(traceparent),
         True,
     )
     if session.sampled and _native.backend_name() == "setprofile":
@@ -109,10 +164,13 @@ def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _
     return session
 
 
-def request_exit_summary() -> None:
-    """Prints a short summary to stderr after the final export (used by `ferrotrace run`)."""
-    global _exit_summary
-    _exit_summary = True
+def register_exit_hook() -> None:
+    """Exports everything at interpreter exit; under `ferrotrace run` the top process then
+    prints the summary and every other process leaves its notes for it."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        atexit.register(_at_exit)
 
 
 def shutdown(timeout: float | None = None) -> bool:
@@ -125,16 +183,49 @@ def shutdown(timeout: float | None = None) -> bool:
 
 
 def _at_exit() -> None:
+    done, failure = False, None
     try:
         done = shutdown()
-        if _exit_summary:
-            print_summary(_native.stats(), _native.top_functions(10) if done else [], done)
     except Exception as exc:  # never let tracing change the program's exit
-        logger.warning("ferrotrace: shutdown failed: %s", exc)
+        failure = f"shutdown failed: {exc}"
+    if not under_run():
+        if failure:
+            logger.warning("ferrotrace: %s", failure)
+        return
+    try:
+        stats = _native.stats()
+        diagnostics = [*stats.get("diagnostics", ()), *_pending]
+        if _untraced:  # listed among the processes not traced
+            diagnostics = [d for d in diagnostics if d != _disabled_message()]
+        if failure:
+            diagnostics.append(failure)
+        if not _is_top():
+            _notes.write(_notes.UNTRACED, [_untraced] if _untraced else [])
+            _notes.write(_notes.DIAGNOSTICS, diagnostics)
+            return
+        notes = _notes.collect(exclude_pid=os.getpid())
+        pid = os.getpid()
+        untraced = ([(pid, _untraced)] if _untraced else []) + notes[_notes.UNTRACED]
+        diagnosed = [(pid, d) for d in diagnostics] + notes[_notes.DIAGNOSTICS]
+        top = _native.top_functions(10) if done and not _untraced else []
+        print_summary(stats, top, done, untraced, diagnosed)
+    except Exception:  # never let tracing change the program's exit
+        pass
 
 
-def print_summary(stats: Mapping[str, Any], top: list[tuple[str, str, int, int, int]], done: bool) -> None:
-    """The end-of-run summary: spans, drops, top functions, the file written."""
+#: Lines of each list the summary shows.
+_SUMMARY_LINES = 10
+
+
+def print_summary(
+    stats: Mapping[str, Any],
+    top: list[tuple[str, str, int, int, int]],
+    done: bool,
+    untraced: list[tuple[int, str]] = (),  # type: ignore[assignment]
+    diagnostics: list[tuple[int, str]] = (),  # type: ignore[assignment]
+) -> None:
+    """The end-of-run summary: spans, drops, processes not traced and diagnostics of every
+    process of the run, top functions, the file written."""
     out = sys.stderr
     dropped = stats.get("dropped", 0)
     print(
@@ -142,6 +233,17 @@ def print_summary(stats: Mapping[str, Any], top: list[tuple[str, str, int, int, 
         f"{'' if done else ' (shutdown timed out)'} -> {stats.get('output', '?')}",
         file=out,
     )
+    for items, one, many in (
+        (untraced, "process not traced", "processes not traced"),
+        (diagnostics, "diagnostic (in the meta records)", "diagnostics (in the meta records)"),
+    ):
+        if not items:
+            continue
+        print(f"ferrotrace: {len(items)} {one if len(items) == 1 else many}:", file=out)
+        for p, line in items[:_SUMMARY_LINES]:
+            print(f"  pid {p}: {line}", file=out)
+        if len(items) > _SUMMARY_LINES:
+            print(f"  ... and {len(items) - _SUMMARY_LINES} more", file=out)
     if top:
         print("ferrotrace: top functions by total time", file=out)
         print(f"  {'total ms':>10} {'self ms':>10} {'calls':>8}  function", file=out)

@@ -35,12 +35,18 @@ class HookHandle:
     def __call__(self, frame: Any, event: str, arg: Any) -> None: ...
 
 def set_environment(default_prefixes: list[str], cwd: str, python_version: str) -> None: ...
-def configure(args: dict[str, str], env: dict[str, str], lenient: bool) -> list[str]:
-    """Validates and applies settings; returns warnings (lenient) or raises ValueError."""
+def configure(
+    args: dict[str, bytes], env: dict[str, bytes], lenient: bool, output_pid: int | None = None
+) -> list[str]:
+    """Validates and applies settings (values as bytes; not UTF-8 is invalid); returns
+    warnings (lenient) or raises ValueError. `output_pid` puts the pid in the output name."""
 
 def is_configured() -> bool: ...
+def add_diagnostics(messages: list[str]) -> bool:
+    """Adds to this process's `meta` record diagnostics; False when not configured."""
+
 def config_report(
-    args: dict[str, str], env: dict[str, str]
+    args: dict[str, bytes], env: dict[str, bytes]
 ) -> tuple[list[tuple[str, str, str, str, str, str | None]], list[str]]:
     """(name, variable, value, source, rule, error) per setting, and warnings."""
 

@@ -45,6 +45,8 @@ def main(path: str, top: int) -> int:
             f"  pid {m['pid']}: recorded {m['recorded']}, exported {m['exported']}, dropped {m['dropped']}"
             f" (queue full {m['dropped_queue_full']}), export errors {m['export_errors']}"
         )
+        for d in m.get("diagnostics", ()):
+            print(f"    diagnostic: {d}")
     print(f"\n{'total ms':>10} {'self ms':>10} {'calls':>8}  function")
     ranked = sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]
     for name, (calls, total, self_ns) in ranked:

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ferrotrace import _lifecycle, _native
+from ferrotrace import _lifecycle, _native, _settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,10 +33,11 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
 
     def __enter__(self) -> _native.Session:
         _lifecycle.ensure_configured()
+        text = _settings.text
         s = _native.session_start(
-            self.tag or "session",
-            [(str(k), str(v)) for k, v in self.attrs.items()],
-            self.traceparent,
+            text(self.tag or "session"),
+            [(text(str(k)), text(str(v))) for k, v in self.attrs.items()],
+            text(self.traceparent) if isinstance(self.traceparent, str) else self.traceparent,
         )
         self._tokens[id(s)] = (s, _native.session_var_set(s))
         return s

@@ -6,9 +6,10 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
-from ferrotrace import _autostart, _native, _report, _settings
+from ferrotrace import _lifecycle, _native, _notes, _report, _settings
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
@@ -57,14 +58,14 @@ def _run_env(args: argparse.Namespace) -> dict[str, str]:
     env.update({k: v for k, v in flags.items() if v is not None})
     env.setdefault("FERROTRACE_CAPTURE", "all")
     env["FERROTRACE_OUTPUT"] = os.path.abspath(env.get("FERROTRACE_OUTPUT", "ferrotrace.jsonl"))
-    env[_autostart.MAIN_PID_VAR] = str(os.getpid())
+    env[_lifecycle.MAIN_PID_VAR] = str(os.getpid())
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = BOOTSTRAP_DIR + (os.pathsep + path if path else "")
     return env
 
 
 def _invalid_settings(env: dict[str, str]) -> list[str]:
-    rows, _ = _native.config_report({}, env)
+    rows, _ = _native.config_report({}, _settings.environment(env))
     return [error for *_, error in rows if error]
 
 
@@ -92,10 +93,17 @@ def _run(args: argparse.Namespace) -> int:
         for e in errors:
             print(f"ferrotrace: {e}", file=sys.stderr)
         return 2
+    # Where processes that cannot be traced (or have diagnostics) leave a note for the
+    # summary, instead of printing on the program's stderr; the top process removes it.
+    env[_notes.NOTES_VAR] = tempfile.mkdtemp(prefix="ferrotrace-run-")
     sys.stdout.flush()
     sys.stderr.flush()
     # The program replaces this process, so its pid, exit code and output are its own.
-    os.execve(argv[0], argv, env)
+    try:
+        os.execve(argv[0], argv, env)
+    except OSError:
+        shutil.rmtree(env[_notes.NOTES_VAR], ignore_errors=True)
+        raise
     return 127  # pragma: no cover - execve does not return
 
 

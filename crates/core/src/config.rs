@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// Where an effective value came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +42,12 @@ pub struct ConfigError {
     pub setting: &'static str,
     /// The variable as the user wrote it, e.g. `FERROTRACE_SAMPLE_RATE`.
     pub variable: String,
+    /// The value as given; when `value_not_utf8`, its bytes with those that are not UTF-8 (and
+    /// any that are not printable ASCII) written as `\xNN`.
     pub value: String,
     pub rule: String,
+    /// The value was not valid UTF-8 (shown as a bytes literal).
+    pub value_not_utf8: bool,
 }
 
 impl ConfigError {
@@ -62,11 +67,19 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}={:?} is invalid: {}",
-            self.variable, self.value, self.rule
-        )
+        if self.value_not_utf8 {
+            write!(
+                f,
+                "{}=b\"{}\" is invalid: {}",
+                self.variable, self.value, self.rule
+            )
+        } else {
+            write!(
+                f,
+                "{}={:?} is invalid: {}",
+                self.variable, self.value, self.rule
+            )
+        }
     }
 }
 
@@ -167,7 +180,7 @@ pub struct Config {
     pub redact_keys: Vec<String>,
     pub redact_values: Vec<String>,
     pub exporters: Vec<String>,
-    pub output: String,
+    pub output: PathBuf,
     pub batch_size: usize,
     pub flush_interval_ms: u64,
     pub max_queue: usize,
@@ -175,7 +188,7 @@ pub struct Config {
     pub follow_threads: bool,
     pub service_name: String,
     /// Output of the `chrome` exporter (may contain `{pid}`).
-    pub chrome_output: String,
+    pub chrome_output: PathBuf,
     /// The full OTLP traces URL (`.../v1/traces`).
     pub otlp_endpoint: String,
     /// Extra headers sent with every OTLP request.
@@ -193,7 +206,7 @@ pub struct Config {
     /// Allows the API key over plain http to a non-loopback host.
     pub allow_insecure: bool,
     /// Spool directory of the network exporters (empty: the per-user cache directory).
-    pub spool_dir: String,
+    pub spool_dir: PathBuf,
     /// Spool size cap in MiB (0 disables the spool).
     pub spool_max_mb: u64,
     /// Test-only: the export thread sleeps this long per batch, to prove the hook never waits.
@@ -295,6 +308,94 @@ pub struct RawValue {
     pub source: Source,
     /// The variable or argument name it came from (for messages).
     pub origin: String,
+    /// The bytes given, when they are not valid UTF-8: `value` then holds them escaped (see
+    /// [`decode_text`]). A path setting takes them as the OS path they are; any other setting
+    /// reports them as invalid and takes its safe fallback.
+    pub not_utf8: Option<Vec<u8>>,
+}
+
+/// Settings that are paths: their value may be any bytes the OS accepts in a path.
+const PATH_SETTINGS: &[&str] = &["OUTPUT", "CHROME_OUTPUT", "SPOOL_DIR"];
+
+/// `bytes.decode("utf-8", "backslashreplace")`: valid UTF-8 kept, other bytes as `\xNN`.
+pub fn escape_invalid_utf8(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A path as text for messages, summaries and `ferrotrace config` (bytes that are not UTF-8
+/// as `\xNN`, as ferrotrace's Python side writes them).
+pub fn path_text(path: &Path) -> String {
+    escape_invalid_utf8(path.as_os_str().as_encoded_bytes())
+}
+
+/// The path a raw value names: its bytes as given.
+fn raw_path(raw: &RawValue) -> PathBuf {
+    match &raw.not_utf8 {
+        #[cfg(unix)]
+        Some(bytes) => {
+            use std::os::unix::ffi::OsStringExt;
+            PathBuf::from(std::ffi::OsString::from_vec(bytes.clone()))
+        }
+        _ => PathBuf::from(&raw.value),
+    }
+}
+
+/// Text given as the OS gives it (environment values, arguments): the string when the bytes
+/// are valid UTF-8, else the bytes escaped (`\xNN` for each byte that is not printable ASCII,
+/// `\\` and `\"` escaped), as the error says them.
+pub fn decode_text(bytes: &[u8]) -> Result<String, String> {
+    std::str::from_utf8(bytes)
+        .map(str::to_string)
+        .map_err(|_| bytes.escape_ascii().to_string())
+}
+
+/// [`resolve`] for values given as bytes (the environment as the OS gives it, arguments
+/// encoded with `surrogateescape`). A value that is not valid UTF-8 is kept escaped and
+/// marked; the parse reports it like any other invalid value and uses the fallback.
+pub fn resolve_bytes(
+    args: &BTreeMap<String, Vec<u8>>,
+    env: &BTreeMap<String, Vec<u8>>,
+) -> Result<BTreeMap<&'static str, RawValue>, ConfigError> {
+    let decode = |m: &BTreeMap<String, Vec<u8>>| {
+        let mut bad = Vec::new();
+        let text = m
+            .iter()
+            .map(|(k, v)| {
+                let v = decode_text(v).unwrap_or_else(|escaped| {
+                    bad.push(k.clone());
+                    escaped
+                });
+                (k.clone(), v)
+            })
+            .collect::<BTreeMap<String, String>>();
+        (text, bad)
+    };
+    let (args_text, bad_args) = decode(args);
+    let (env_text, bad_env) = decode(env);
+    let mut raw = resolve(&args_text, &env_text).map_err(|e| ConfigError {
+        value_not_utf8: bad_args.iter().any(|k| k.to_lowercase() == e.variable),
+        ..e
+    })?;
+    for (name, r) in raw.iter_mut() {
+        let given = match r.source {
+            Source::Argument => args
+                .get(*name)
+                .filter(|_| bad_args.iter().any(|k| k == name)),
+            Source::Environment | Source::OtelEnvironment => {
+                env.get(&r.origin).filter(|_| bad_env.contains(&r.origin))
+            }
+            Source::Default => None,
+        };
+        r.not_utf8 = given.cloned();
+    }
+    Ok(raw)
 }
 
 /// Looks up a setting by its upper-case name.
@@ -321,6 +422,7 @@ pub fn resolve(
                 variable: key.to_lowercase(),
                 value: args[key].clone(),
                 rule: format!("not a ferrotrace setting{hint}"),
+                value_not_utf8: false,
             });
         }
     }
@@ -331,24 +433,28 @@ pub fn resolve(
                 value: v.clone(),
                 source: Source::Argument,
                 origin: s.name.to_lowercase(),
+                not_utf8: None,
             }
         } else if let Some(v) = env.get(s.env) {
             RawValue {
                 value: v.clone(),
                 source: Source::Environment,
                 origin: s.env.to_string(),
+                not_utf8: None,
             }
         } else if let Some(v) = s.otel_envs().find_map(|o| env.get(o).map(|v| (o, v))) {
             RawValue {
                 value: v.1.clone(),
                 source: Source::OtelEnvironment,
                 origin: v.0.to_string(),
+                not_utf8: None,
             }
         } else {
             RawValue {
                 value: s.default.to_string(),
                 source: Source::Default,
                 origin: "default".to_string(),
+                not_utf8: None,
             }
         };
         out.insert(s.name, raw);
@@ -357,7 +463,7 @@ pub fn resolve(
 }
 
 /// `FERROTRACE_*` variables that are not settings, each with the closest known name.
-pub fn unknown_env_vars(env: &BTreeMap<String, String>) -> Vec<(String, Option<&'static str>)> {
+pub fn unknown_env_vars<V>(env: &BTreeMap<String, V>) -> Vec<(String, Option<&'static str>)> {
     env.keys()
         .filter(|k| k.starts_with("FERROTRACE_") && !k.starts_with("FERROTRACE__"))
         .filter(|k| !SETTINGS.iter().any(|s| s.env == k.as_str()))
@@ -406,6 +512,7 @@ fn err(raw: &RawValue, s: &Setting) -> ConfigError {
         variable,
         value: raw.value.clone(),
         rule: s.rule.to_string(),
+        value_not_utf8: raw.not_utf8.is_some(),
     }
 }
 
@@ -572,8 +679,8 @@ fn otlp_traces_url(raw: &RawValue, s: &Setting) -> Result<String, ConfigError> {
 
 /// An output file: not empty, not a directory, and (unless `{pid}` is in the directory part)
 /// in a directory that exists.
-fn parse_output_path(raw: &RawValue, s: &Setting) -> Result<String, ConfigError> {
-    let path = std::path::Path::new(&raw.value);
+fn parse_output_path(raw: &RawValue, s: &Setting) -> Result<PathBuf, ConfigError> {
+    let path = raw_path(raw);
     let dir_ok = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() && !d.to_string_lossy().contains("{pid}") => {
             d.is_dir()
@@ -583,19 +690,21 @@ fn parse_output_path(raw: &RawValue, s: &Setting) -> Result<String, ConfigError>
     if raw.value.trim().is_empty() || path.is_dir() || !dir_ok {
         Err(err(raw, s))
     } else {
-        Ok(raw.value.clone())
+        Ok(path)
     }
 }
 
 /// The spool directory: empty (the per-user default) or a path that is not an existing
 /// non-directory.
-fn parse_spool_dir(raw: &RawValue, s: &Setting) -> Result<String, ConfigError> {
-    let dir = raw.value.trim();
-    let path = std::path::Path::new(dir);
-    if !dir.is_empty() && path.exists() && !path.is_dir() {
+fn parse_spool_dir(raw: &RawValue, s: &Setting) -> Result<PathBuf, ConfigError> {
+    let path = match raw.not_utf8 {
+        Some(_) => raw_path(raw),
+        None => PathBuf::from(raw.value.trim()),
+    };
+    if !path.as_os_str().is_empty() && path.exists() && !path.is_dir() {
         Err(err(raw, s))
     } else {
-        Ok(dir.to_string())
+        Ok(path)
     }
 }
 
@@ -623,8 +732,37 @@ impl Config {
     /// except that a bad include/exclude/exclude-files pattern disables tracing (rather than
     /// tracing everything) and a bad redaction pattern is dropped, keeping the default
     /// redaction and the user's other patterns.
+    ///
+    /// A value that was not valid UTF-8 is reported and replaced by the setting's default
+    /// before parsing (so a filter setting given such a value disables tracing too).
     pub fn parse_lenient(raw: &BTreeMap<&'static str, RawValue>) -> (Config, Vec<ConfigError>) {
         let mut errors = Vec::new();
+        let replaced;
+        let not_text =
+            |name: &str, r: &RawValue| r.not_utf8.is_some() && !PATH_SETTINGS.contains(&name);
+        let raw = if raw.iter().any(|(n, r)| not_text(n, r)) {
+            let mut fixed = raw.clone();
+            for (name, r) in fixed.iter_mut().filter(|(n, r)| not_text(n, r)) {
+                let s = setting(name).expect("known setting");
+                errors.push(ConfigError {
+                    rule: format!(
+                        "valid UTF-8 text (this value is not; its bytes are shown escaped), and {}",
+                        s.rule
+                    ),
+                    ..err(r, s)
+                });
+                *r = RawValue {
+                    value: s.default.to_string(),
+                    source: Source::Default,
+                    origin: "default".to_string(),
+                    not_utf8: None,
+                };
+            }
+            replaced = fixed;
+            &replaced
+        } else {
+            raw
+        };
         let get = |name: &str| -> (&RawValue, &'static Setting) {
             let s = setting(name).expect("known setting");
             (&raw[s.name], s)
@@ -721,6 +859,7 @@ impl Config {
                     setting: "HTTP_ENDPOINT",
                     variable: r.origin.clone(),
                     value: r.value.clone(),
+                    value_not_utf8: r.not_utf8.is_some(),
                     rule: format!(
                         "FERROTRACE_API_KEY would be sent in clear over plain http to the non-loopback host {:?}; use https, or set FERROTRACE_ALLOW_INSECURE=1",
                         u.host
@@ -796,7 +935,7 @@ impl Config {
             redact_keys: split_list(&get("REDACT_KEYS").0.value, ","),
             redact_values,
             exporters,
-            output: field!("OUTPUT", parse_output_path, "ferrotrace.jsonl".to_string()),
+            output: field!("OUTPUT", parse_output_path, "ferrotrace.jsonl".into()),
             batch_size: field!("BATCH_SIZE", |r, s| parse_uint(r, s, 1, 1_000_000), 512) as usize,
             flush_interval_ms: field!(
                 "FLUSH_INTERVAL_MS",
@@ -818,7 +957,7 @@ impl Config {
             chrome_output: field!(
                 "CHROME_OUTPUT",
                 parse_output_path,
-                "ferrotrace.chrome.json".to_string()
+                "ferrotrace.chrome.json".into()
             ),
             otlp_endpoint: field!(
                 "OTLP_ENDPOINT",
@@ -856,7 +995,7 @@ impl Config {
             http_endpoint,
             api_key,
             allow_insecure,
-            spool_dir: field!("SPOOL_DIR", parse_spool_dir, String::new()),
+            spool_dir: field!("SPOOL_DIR", parse_spool_dir, PathBuf::new()),
             spool_max_mb: field!("SPOOL_MAX_MB", |r, s| parse_uint(r, s, 0, 1 << 20), 64),
             debug_export_delay_ms: field!(
                 "DEBUG_EXPORT_DELAY_MS",
@@ -920,6 +1059,67 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn env_bytes(pairs: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_rejected_and_falls_back_alone() {
+        let raw = resolve_bytes(
+            &BTreeMap::new(),
+            &env_bytes(&[
+                ("FERROTRACE_INCLUDE", b"^app\xe7"),
+                ("FERROTRACE_MAX_DEPTH", b"7"),
+                ("OTEL_SERVICE_NAME", b"svc\xff"),
+            ]),
+        )
+        .unwrap();
+        assert!(raw["INCLUDE"].not_utf8.is_some() && raw["SERVICE_NAME"].not_utf8.is_some());
+        let (cfg, errors) = Config::parse_lenient(&raw);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            msgs.iter().any(|m| m
+                .starts_with(r#"FERROTRACE_INCLUDE=b"^app\xe7" is invalid: valid UTF-8"#)
+                && m.contains("module::qualname")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with(r#"OTEL_SERVICE_NAME=b"svc\xff""#)),
+            "{msgs:?}"
+        );
+        // The filter's fallback disables tracing; every other setting still applies.
+        assert!(!cfg.enabled);
+        assert_eq!(cfg.max_depth, 7);
+        assert_eq!(cfg.service_name, "");
+        assert!(
+            errors[0].fallback().contains("disabled") || errors[1].fallback().contains("disabled")
+        );
+        // Arguments are checked the same way.
+        let args = env_bytes(&[("MAX_DEPTH", b"\xe7")]);
+        let raw = resolve_bytes(&args, &BTreeMap::new()).unwrap();
+        let errs = Config::from_raw(&raw).unwrap_err();
+        assert_eq!(errs[0].variable, "max_depth");
+        assert_eq!(decode_text(b"ok").unwrap(), "ok");
+        // A path is any bytes the OS allows: taken as given, shown escaped.
+        let raw = resolve_bytes(
+            &BTreeMap::new(),
+            &env_bytes(&[("FERROTRACE_OUTPUT", b"t\xe7-{pid}.jsonl")]),
+        )
+        .unwrap();
+        let cfg = Config::from_raw(&raw).unwrap();
+        assert_eq!(
+            cfg.output.as_os_str().as_encoded_bytes(),
+            b"t\xe7-{pid}.jsonl"
+        );
+        assert_eq!(path_text(&cfg.output), r"t\xe7-{pid}.jsonl");
+        assert_eq!(decode_text(b"a\"\xe7").unwrap_err(), r#"a\"\xe7"#);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::event::{SessionRecord, SpanBatch};
 use crate::functions::FunctionTable;
 use crate::metrics::Snapshot;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What every exporter may read while exporting.
 pub struct ExportContext {
@@ -19,6 +19,47 @@ pub struct MetaInfo {
     pub python_version: String,
     pub config_digest: String,
     pub service_name: String,
+    /// What went wrong in this process that the program must not see (settings that were
+    /// rejected, tracing that could not start): written in the `meta` record.
+    pub diagnostics: Arc<Diagnostics>,
+}
+
+/// The diagnostics of one process, added while it runs and read when the `meta` record is
+/// written. Bounded: past [`Diagnostics::MAX`] messages only a count is kept.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    inner: Mutex<(Vec<String>, u64)>,
+}
+
+impl Diagnostics {
+    /// Messages kept; more are counted as omitted.
+    pub const MAX: usize = 64;
+    /// Characters kept of one message.
+    pub const MAX_CHARS: usize = 2000;
+
+    /// Adds one message (cut to [`Diagnostics::MAX_CHARS`] characters).
+    pub fn push(&self, message: &str) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.len() >= Self::MAX {
+            g.1 += 1;
+            return;
+        }
+        let text = match message.char_indices().nth(Self::MAX_CHARS) {
+            Some((cut, _)) => format!("{}...", &message[..cut]),
+            None => message.to_string(),
+        };
+        g.0.push(text);
+    }
+
+    /// The messages so far, with a last line counting those left out.
+    pub fn messages(&self) -> Vec<String> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = g.0.clone();
+        if g.1 > 0 {
+            v.push(format!("{} more diagnostics omitted", g.1));
+        }
+        v
+    }
 }
 
 /// An exporter's failure, counted by the pipeline; never propagated to the application.

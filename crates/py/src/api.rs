@@ -25,6 +25,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_environment, m)?)?;
     m.add_function(wrap_pyfunction!(configure, m)?)?;
     m.add_function(wrap_pyfunction!(config_report, m)?)?;
+    m.add_function(wrap_pyfunction!(add_diagnostics, m)?)?;
     m.add_function(wrap_pyfunction!(session_start, m)?)?;
     m.add_function(wrap_pyfunction!(session_end, m)?)?;
     m.add_function(wrap_pyfunction!(current_session, m)?)?;
@@ -81,18 +82,20 @@ fn messages(errors: &[ConfigError], lenient: bool) -> Vec<String> {
 }
 
 /// Resolves `configure()`-style arguments (any case) over the environment and defaults.
+/// Values are bytes as the OS gives them (arguments encoded with `surrogateescape`); one that
+/// is not valid UTF-8 is an invalid value of its setting, reported like any other.
 fn resolve(
-    args: BTreeMap<String, String>,
-    env: &BTreeMap<String, String>,
+    args: BTreeMap<String, Vec<u8>>,
+    env: &BTreeMap<String, Vec<u8>>,
 ) -> PyResult<BTreeMap<&'static str, config::RawValue>> {
-    let args: BTreeMap<String, String> = args
+    let args: BTreeMap<String, Vec<u8>> = args
         .into_iter()
         .map(|(k, v)| (k.to_uppercase(), v))
         .collect();
-    config::resolve(&args, env).map_err(|e| PyValueError::new_err(e.to_string()))
+    config::resolve_bytes(&args, env).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-fn unknown_warnings(env: &BTreeMap<String, String>) -> Vec<String> {
+fn unknown_warnings(env: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
     config::unknown_env_vars(env)
         .into_iter()
         .map(|(name, close)| match close {
@@ -114,21 +117,29 @@ fn backend_error(raw: &BTreeMap<&'static str, config::RawValue>, rule: &str) -> 
         },
         value: r.value.clone(),
         rule: rule.to_string(),
+        value_not_utf8: r.not_utf8.is_some(),
     }
 }
 
 /// Validates and applies a configuration. Strict mode raises ValueError listing every
 /// invalid setting; lenient mode (`ferrotrace.auto`) applies the safe fallbacks and returns
 /// the problems as warnings. Unknown `FERROTRACE_*` variables are always warnings.
+/// `env` holds the variables that can matter (`FERROTRACE_*`, `OTEL_*`) as bytes. With
+/// `output_pid`, the process is not the one the user launched: its output file gets the pid.
 #[pyfunction]
+#[pyo3(signature = (args, env, lenient, output_pid=None))]
 fn configure(
     py: Python<'_>,
-    args: BTreeMap<String, String>,
-    env: BTreeMap<String, String>,
+    args: BTreeMap<String, Vec<u8>>,
+    env: BTreeMap<String, Vec<u8>>,
     lenient: bool,
+    output_pid: Option<u32>,
 ) -> PyResult<Vec<String>> {
     let raw = resolve(args, &env)?;
     let (mut cfg, mut errors) = Config::parse_lenient(&raw);
+    if let Some(pid) = output_pid {
+        cfg.output = runtime::per_process_output(&cfg.output, pid);
+    }
     match backend::resolve(cfg.backend) {
         Ok(b) => cfg.backend = b,
         Err(rule) => {
@@ -190,8 +201,8 @@ fn is_configured() -> bool {
 #[pyfunction]
 #[allow(clippy::type_complexity)]
 fn config_report(
-    args: BTreeMap<String, String>,
-    env: BTreeMap<String, String>,
+    args: BTreeMap<String, Vec<u8>>,
+    env: BTreeMap<String, Vec<u8>>,
 ) -> PyResult<(
     Vec<(String, String, String, String, String, Option<String>)>,
     Vec<String>,
@@ -235,6 +246,19 @@ fn config_report(
         })
         .collect();
     Ok((rows, unknown_warnings(&env)))
+}
+
+/// Adds messages to this process's diagnostics, written in its `meta` record. False when
+/// tracing is not configured (there is no record to write them in).
+#[pyfunction]
+fn add_diagnostics(messages: Vec<String>) -> bool {
+    let Some(state) = runtime::state() else {
+        return false;
+    };
+    for m in &messages {
+        state.diagnostics.push(m);
+    }
+    true
 }
 
 /// Starts a session nested in the current one (or continuing `traceparent`), samples it,
@@ -441,6 +465,7 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         }
         d.set_item("functions", state.functions.len())?;
         d.set_item("output", &state.output)?;
+        d.set_item("diagnostics", state.diagnostics.messages())?;
         d.set_item("recording", state.recording.load(Ordering::Relaxed))?;
         d.set_item("shutdown_timeout_ms", state.config.shutdown_timeout_ms)?;
     }
@@ -542,7 +567,10 @@ fn hook_installed() -> bool {
 /// The output path a process other than the first one writes to.
 #[pyfunction]
 fn per_process_output(template: &str, pid: u32) -> String {
-    runtime::per_process_output(template, pid)
+    config::path_text(&runtime::per_process_output(
+        std::path::Path::new(template),
+        pid,
+    ))
 }
 
 /// `sys.monitoring` `PY_UNWIND` callback (registered on CPython 3.12+): lets the hook see

@@ -257,9 +257,20 @@ unsafe fn check_direct_read(code: *mut ffi::PyObject, idx: isize, word: usize) {
     }
 }
 
+/// A `str` attribute as text. A `str` that is not valid Unicode (a path holding bytes that are
+/// not UTF-8, surrogate-escaped by Python) becomes its bytes with those escaped as `\xNN`, as
+/// ferrotrace's Python side writes the directory prefixes it hands over.
 fn str_attr(obj: &Bound<'_, PyAny>, name: &str) -> String {
-    obj.getattr(name)
-        .and_then(|v| v.extract::<String>())
+    let Ok(v) = obj.getattr(name) else {
+        return String::new();
+    };
+    if let Ok(s) = v.extract::<String>() {
+        return s;
+    }
+    v.call_method1("encode", ("utf-8", "surrogateescape"))
+        .ok()
+        .and_then(|b| b.downcast_into::<pyo3::types::PyBytes>().ok())
+        .map(|b| ferrotrace_core::config::escape_invalid_utf8(b.as_bytes()))
         .unwrap_or_default()
 }
 

@@ -7,13 +7,14 @@
 use crate::gil_cell::GilCell;
 use ferrotrace_core::clock;
 use ferrotrace_core::config::Config;
-use ferrotrace_core::exporter::{ExportContext, MetaInfo};
+use ferrotrace_core::exporter::{Diagnostics, ExportContext, MetaInfo};
 use ferrotrace_core::filter::{Filter, FilterSpec};
 use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::pipeline::{Pipeline, PipelineOptions};
 use ferrotrace_core::preview::Limits;
 use ferrotrace_core::redact::Redactor;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub struct HookState {
     pub redactor: Redactor,
     /// Preview bounds from the configuration.
     pub limits: Limits,
+    /// This process's diagnostics, written in its `meta` record (shared with the pipeline).
+    pub diagnostics: Arc<Diagnostics>,
 }
 
 static STATE: AtomicPtr<HookState> = AtomicPtr::new(std::ptr::null_mut());
@@ -70,21 +73,23 @@ pub unsafe fn set_environment(env: Environment) {
 
 /// Output path for a process that is not the one the user named: `{pid}` is expanded by the
 /// exporter; a template without it gets `.PID` before its extension.
-pub fn per_process_output(template: &str, pid: u32) -> String {
-    if template.contains("{pid}") {
-        return template.to_string();
+pub fn per_process_output(template: &Path, pid: u32) -> PathBuf {
+    let bytes = template.as_os_str().as_encoded_bytes();
+    if bytes.windows(5).any(|w| w == b"{pid}") {
+        return template.to_path_buf();
     }
-    let path = std::path::Path::new(template);
-    match (path.file_stem(), path.extension()) {
-        (Some(stem), Some(ext)) => path
-            .with_file_name(format!(
-                "{}.{pid}.{}",
-                stem.to_string_lossy(),
-                ext.to_string_lossy()
-            ))
-            .to_string_lossy()
-            .into_owned(),
-        _ => format!("{template}.{pid}"),
+    match (template.file_stem(), template.extension()) {
+        (Some(stem), Some(ext)) => {
+            let mut name = stem.to_os_string();
+            name.push(format!(".{pid}."));
+            name.push(ext);
+            template.with_file_name(name)
+        }
+        _ => {
+            let mut name = template.as_os_str().to_os_string();
+            name.push(format!(".{pid}"));
+            PathBuf::from(name)
+        }
     }
 }
 
@@ -114,11 +119,12 @@ pub unsafe fn publish(
     })
     .map_err(|e| format!("invalid filter: {e}"))?;
     let pid = std::process::id();
-    let (pipeline, counters, output) = match reuse {
+    let (pipeline, counters, output, diagnostics) = match reuse {
         Some(prev) => (
             Arc::clone(&prev.pipeline),
             Arc::clone(&prev.counters),
             prev.output.clone(),
+            Arc::clone(&prev.diagnostics),
         ),
         None => start_pipeline(&config, &env, Arc::clone(&functions), pid)?,
     };
@@ -146,18 +152,24 @@ pub unsafe fn publish(
         generation,
         recording: AtomicBool::new(true),
         output,
+        diagnostics,
     }));
     STATE.store(state, Ordering::Release);
     Ok(state)
 }
+
+/// What a new pipeline brings to a state: the pipeline, its counters, the output path as
+/// text and the diagnostics its `meta` record will hold.
+type Started = (Arc<Pipeline>, Arc<Counters>, String, Arc<Diagnostics>);
 
 fn start_pipeline(
     config: &Config,
     env: &Environment,
     functions: Arc<FunctionTable>,
     pid: u32,
-) -> Result<(Arc<Pipeline>, Arc<Counters>, String), String> {
+) -> Result<Started, String> {
     let counters = Arc::new(Counters::default());
+    let diagnostics = Arc::new(Diagnostics::default());
     let exporters =
         ferrotrace_exporters::build_exporters_with_counters(config, pid, Arc::clone(&counters))?;
     let ctx = ExportContext {
@@ -168,6 +180,7 @@ fn start_pipeline(
             python_version: env.python_version.clone(),
             config_digest: config.digest(),
             service_name: config.service_name.clone(),
+            diagnostics: Arc::clone(&diagnostics),
         },
     };
     let options = PipelineOptions {
@@ -178,8 +191,9 @@ fn start_pipeline(
     };
     let pipeline = Pipeline::start(options, exporters, ctx, Arc::clone(&counters))
         .map_err(|e| format!("cannot start the export thread: {e}"))?;
-    let output = ferrotrace_exporters::output::expand_path(&config.output, pid)
-        .to_string_lossy()
-        .into_owned();
-    Ok((Arc::new(pipeline), counters, output))
+    let output = ferrotrace_core::config::path_text(&ferrotrace_exporters::output::expand_path(
+        &config.output,
+        pid,
+    ));
+    Ok((Arc::new(pipeline), counters, output, diagnostics))
 }
