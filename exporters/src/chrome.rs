@@ -298,7 +298,14 @@ impl Exporter for ChromeExporter {
             let _ = write!(w, ",\"{name}\":");
             let _ = write_u64(w, value);
         }
-        w.extend_from_slice(b"}}\n]\n");
+        w.extend_from_slice(b",\"diagnostics\":[");
+        for (i, note) in counters.diagnostics.iter().enumerate() {
+            if i > 0 {
+                w.push(b',');
+            }
+            let _ = write_str(w, note);
+        }
+        w.extend_from_slice(b"]}}\n]\n");
         self.emit()?;
         self.out.flush()?;
         Ok(self.out.take_written())

@@ -259,7 +259,14 @@ impl JsonlRenderer {
             let _ = write!(out, ",\"{name}\":");
             push_u64(out, value);
         }
-        out.extend_from_slice(b"}\n");
+        out.extend_from_slice(b",\"diagnostics\":[");
+        for (i, note) in counters.diagnostics.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_json_str(out, note);
+        }
+        out.extend_from_slice(b"]}\n");
     }
 }
 
@@ -485,6 +492,7 @@ mod tests {
             &Snapshot {
                 recorded: 1,
                 exported: 1,
+                diagnostics: vec!["a \"note\"".into()],
                 ..Default::default()
             },
             &ctx,
@@ -515,6 +523,7 @@ mod tests {
         assert_eq!(lines[1]["duration_ns"], 9);
         assert_eq!(lines[2]["type"], "meta");
         assert_eq!(lines[2]["recorded"], 1);
+        assert_eq!(lines[2]["diagnostics"], serde_json::json!(["a \"note\""]));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,6 +2,7 @@
 //! export thread as relaxed atomics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Process-wide counters, exposed by `ferrotrace.stats()` and written in the `meta` record.
 #[derive(Default, Debug)]
@@ -51,6 +52,15 @@ pub struct Counters {
     pub spool_replayed: AtomicU64,
     /// Span records lost by the network exporters: beyond the spool cap, or no spool to write to.
     pub spool_dropped: AtomicU64,
+    /// Profilers that were on a thread when ferrotrace's setprofile hook went in, and that
+    /// ferrotrace then passed every event to (chained) until it put them back.
+    pub profilers_chained: AtomicU64,
+    /// Times ferrotrace found its setprofile hook replaced or removed by other code (another
+    /// profiler, `sys.setprofile`), or could not keep a previous profiler running.
+    pub profiler_conflicts: AtomicU64,
+    /// One-line notes about other tools met at run time, each kept once, in the order they
+    /// were made; written in the `meta` record as `diagnostics`.
+    pub diagnostics: Mutex<Vec<String>>,
 }
 
 /// A plain snapshot of [`Counters`].
@@ -79,6 +89,9 @@ pub struct Snapshot {
     pub spooled: u64,
     pub spool_replayed: u64,
     pub spool_dropped: u64,
+    pub profilers_chained: u64,
+    pub profiler_conflicts: u64,
+    pub diagnostics: Vec<String>,
 }
 
 impl Snapshot {
@@ -114,6 +127,8 @@ impl Snapshot {
             ("spooled", self.spooled),
             ("spool_replayed", self.spool_replayed),
             ("spool_dropped", self.spool_dropped),
+            ("profilers_chained", self.profilers_chained),
+            ("profiler_conflicts", self.profiler_conflicts),
         ]
     }
 }
@@ -152,6 +167,44 @@ impl Counters {
             spooled: r(&self.spooled),
             spool_replayed: r(&self.spool_replayed),
             spool_dropped: r(&self.spool_dropped),
+            profilers_chained: r(&self.profilers_chained),
+            profiler_conflicts: r(&self.profiler_conflicts),
+            diagnostics: self.notes().clone(),
         }
+    }
+
+    /// Keeps `note` for the `meta` record unless the same note was made before; returns
+    /// whether it is new (so that callers say it once).
+    pub fn note(&self, note: &str) -> bool {
+        let mut notes = self.notes();
+        if notes.iter().any(|n| n == note) {
+            return false;
+        }
+        notes.push(note.to_string());
+        true
+    }
+
+    /// The notes kept so far (a poisoned lock still yields them: notes are append-only).
+    fn notes(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.diagnostics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_is_kept_once_and_reaches_the_snapshot() {
+        let c = Counters::default();
+        assert!(c.note("profiler X replaced the hook"));
+        assert!(!c.note("profiler X replaced the hook"));
+        assert!(c.note("another"));
+        assert_eq!(
+            c.snapshot().diagnostics,
+            vec!["profiler X replaced the hook", "another"]
+        );
     }
 }
