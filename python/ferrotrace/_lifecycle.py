@@ -18,6 +18,7 @@ _lock = threading.Lock()
 _hooks_registered = False
 _exit_summary = False
 _previous_thread_profile: Any = None
+_thread_hook_set = False
 
 
 def configure(kwargs: Mapping[str, Any], *, lenient: bool) -> list[str]:
@@ -96,7 +97,7 @@ def _register_unwind_callback() -> None:
 
 def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _native.Session:
     """Starts the process-wide session, followed into threads started from now on."""
-    global _previous_thread_profile
+    global _previous_thread_profile, _thread_hook_set
     session = _native.session_start(
         tag,
         [(str(k), str(v)) for k, v in (attrs or {}).items()],
@@ -105,8 +106,22 @@ def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _
     )
     if session.sampled and _native.backend_name() == "setprofile":
         _previous_thread_profile = getattr(threading, "_profile_hook", None)
-        threading.setprofile(_native.thread_bootstrap)
+        threading.setprofile(_thread_profile)
+        _thread_hook_set = True
     return session
+
+
+def _thread_profile(frame: Any, event: str, arg: Any) -> None:
+    """`threading.setprofile` target while a process-wide session runs (setprofile backend).
+
+    On a new thread's first event: puts back the thread profiler that was set before
+    ferrotrace (which gets this event too), then installs ferrotrace's hook, which passes
+    every later event on to that profiler."""
+    previous = _previous_thread_profile
+    sys.setprofile(previous)
+    if previous is not None:
+        previous(frame, event, arg)
+    _native.thread_bootstrap()
 
 
 def request_exit_summary() -> None:
@@ -119,9 +134,29 @@ def shutdown(timeout: float | None = None) -> bool:
     """Ends the process-wide session and exports everything, within the timeout."""
     if timeout is None:
         timeout = _native.stats().get("shutdown_timeout_ms", 5000) / 1000.0
-    if getattr(threading, "_profile_hook", None) is _native.thread_bootstrap:
-        threading.setprofile(_previous_thread_profile)
+    global _thread_hook_set
+    if _thread_hook_set:
+        _thread_hook_set = False
+        thread_hook = getattr(threading, "_profile_hook", None)
+        if thread_hook is _thread_profile:
+            threading.setprofile(_previous_thread_profile)
+        else:
+            _note_thread_hook_replaced(thread_hook)
     return _native.shutdown(timeout)
+
+
+def _note_thread_hook_replaced(thread_hook: Any) -> None:
+    """Says once that `threading.setprofile` was called after ferrotrace's: threads started
+    since then were not traced (ferrotrace leaves the other hook in place)."""
+    if thread_hook is None:
+        name = "threading.setprofile(None)"
+    else:
+        name = getattr(thread_hook, "__qualname__", type(thread_hook).__qualname__)
+        name = f"threading.setprofile({getattr(thread_hook, '__module__', '')}.{name})"
+    _native.diagnostic(
+        f"{name} replaced ferrotrace's hook for new threads; threads started after that were not traced",
+        True,
+    )
 
 
 def _at_exit() -> None:

@@ -1,6 +1,7 @@
 //! The functions `ferrotrace._native` exposes to the Python package.
 
 use crate::backend;
+use crate::diagnostics;
 use crate::monitoring;
 use crate::recorder;
 use crate::runtime::{self, Environment, HookState};
@@ -31,6 +32,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session_var_set, m)?)?;
     m.add_function(wrap_pyfunction!(session_var_reset, m)?)?;
     m.add_function(wrap_pyfunction!(thread_bootstrap, m)?)?;
+    m.add_function(wrap_pyfunction!(say_diagnostic, m)?)?;
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
@@ -363,8 +365,9 @@ fn session_var_reset(token: &Bound<'_, PyAny>) -> PyResult<()> {
     unsafe { session::reset_var(token) }
 }
 
-/// `threading.setprofile` target while a process-wide session runs: on a new thread's
-/// first event it replaces itself with the native hook.
+/// Called by the `threading.setprofile` target of a process-wide session (setprofile
+/// backend) on a new thread's first event, once it has put back the thread profiler that
+/// was set before: installs the native hook there, which chains that profiler.
 #[pyfunction]
 #[pyo3(signature = (*_args))]
 fn thread_bootstrap(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
@@ -375,9 +378,18 @@ fn thread_bootstrap(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
     unsafe {
         if state.recording.load(Ordering::Relaxed) && session::process_session(py).is_some() {
             backend::ensure_on_current_thread(state);
-        } else {
-            pyo3::ffi::PyEval_SetProfile(None, std::ptr::null_mut());
         }
+    }
+}
+
+/// Says `note` once on the `ferrotrace` logger (a warning when `conflict`, else info) and
+/// keeps it for the `diagnostics` of the `meta` record.
+#[pyfunction(name = "diagnostic")]
+fn say_diagnostic(py: Python<'_>, note: &str, conflict: bool) {
+    if conflict {
+        diagnostics::conflict(py, note);
+    } else {
+        diagnostics::info(py, note);
     }
 }
 
@@ -427,9 +439,11 @@ fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<bool> {
 fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     if let Some(state) = runtime::state() {
-        for (name, value) in state.counters.snapshot().fields() {
+        let snapshot = state.counters.snapshot();
+        for (name, value) in snapshot.fields() {
             d.set_item(name, value)?;
         }
+        d.set_item("diagnostics", snapshot.diagnostics)?;
         d.set_item("functions", state.functions.len())?;
         d.set_item("output", &state.output)?;
         d.set_item("recording", state.recording.load(Ordering::Relaxed))?;
