@@ -200,8 +200,8 @@ fn config_report(
 )> {
     let raw = resolve(args, &env)?;
     let (cfg, mut errors) = Config::parse_lenient(&raw);
-    let picked = match backend::resolve(cfg.backend) {
-        Ok(b) => (b != cfg.backend).then(|| backend::name(b)),
+    let resolved = match backend::resolve(cfg.backend) {
+        Ok(b) => Some(b),
         Err(rule) => {
             errors.push(backend_error(&raw, rule));
             None
@@ -219,8 +219,8 @@ fn config_report(
                 config::Source::Default => "default".to_string(),
                 _ => format!("{} ({})", r.source.as_str(), r.origin),
             };
-            if let (Some(b), "BACKEND") = (picked, s.name) {
-                origin.push_str(&format!(", picks {b} here"));
+            if let (Some(b), "BACKEND") = (resolved, s.name) {
+                origin.push_str(&backend_note(cfg.backend, b));
             }
             let value = match &error {
                 Some(_) => r.value.clone(),
@@ -237,6 +237,29 @@ fn config_report(
         })
         .collect();
     Ok((rows, unknown_warnings(&env)))
+}
+
+/// What `ferrotrace config` adds to the source of the backend setting: the backend `auto`
+/// picks here, and how the backend gets along with other profilers.
+fn backend_note(requested: Backend, resolved: Backend) -> String {
+    let picked = match requested {
+        Backend::Auto => format!(", picks {} here", backend::name(resolved)),
+        _ => String::new(),
+    };
+    match resolved {
+        Backend::SetProfile => {
+            let sharers = if cfg!(Py_3_12) {
+                "sys.setprofile (cProfile uses sys.monitoring here)"
+            } else {
+                "cProfile and sys.setprofile"
+            };
+            format!(
+                "{picked}; shares the thread's profile function with {sharers}: one set \
+                 before is chained, one set after stops ferrotrace (with a warning)"
+            )
+        }
+        _ => format!("{picked}; coexists with cProfile and sys.setprofile"),
+    }
 }
 
 /// Starts a session nested in the current one (or continuing `traceparent`), samples it,
