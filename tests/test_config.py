@@ -233,7 +233,8 @@ def test_config_command_shows_each_value_and_its_source(tmp_path):
     ]
     assert rows["batch_size"].split()[1:] == ["'512'", "default"]
     picked = "monitoring" if sys.version_info >= (3, 12) else "evalframe"
-    assert rows["backend"].split()[1:] == ["'auto'", "default,", "picks", picked, "here"]
+    assert rows["backend"].split()[1:6] == ["'auto'", "default,", "picks", picked, "here;"]
+    assert rows["backend"].endswith("coexists with cProfile and sys.setprofile")
     assert "s3cr3t-key" not in proc.stdout, "secrets are never printed"
     assert rows["api_key"].split()[2:] == ["environment", "(FERROTRACE_API_KEY)"]
     assert len(rows) == len(BAD) + 3, "every setting is listed"

@@ -24,6 +24,7 @@ _lock = threading.Lock()
 _hooks_registered = False
 _exit_hook_registered = False
 _previous_thread_profile: Any = None
+_thread_hook_set = False
 #: Diagnostics raised while no configuration (so no meta record) exists.
 _pending: list[str] = []
 #: Why this process is not traced, once tracing could not start.
@@ -150,7 +151,7 @@ def _register_unwind_callback() -> None:
 
 def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _native.Session:
     """Starts the process-wide session, followed into threads started from now on."""
-    global _previous_thread_profile
+    global _previous_thread_profile, _thread_hook_set
     traceparent = os.environ.get("TRACEPARENT")
     session = _native.session_start(
         _settings.text(tag),
@@ -160,7 +161,8 @@ def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _
     )
     if session.sampled and _native.backend_name() == "setprofile":
         _previous_thread_profile = getattr(threading, "_profile_hook", None)
-        threading.setprofile(_native.thread_bootstrap)
+        threading.setprofile(_thread_profile)
+        _thread_hook_set = True
     return session
 
 
@@ -173,13 +175,48 @@ def register_exit_hook() -> None:
         atexit.register(_at_exit)
 
 
+def _thread_profile(frame: Any, event: str, arg: Any) -> None:
+    """`threading.setprofile` target while a process-wide session runs (setprofile backend).
+
+    On a new thread's first event: puts back the thread profiler that was set before
+    ferrotrace (which gets this event too), then installs ferrotrace's hook, which passes
+    every later event on to that profiler."""
+    previous = _previous_thread_profile
+    sys.setprofile(previous)
+    if previous is not None:
+        previous(frame, event, arg)
+    _native.thread_bootstrap()
+
+
+
+
 def shutdown(timeout: float | None = None) -> bool:
     """Ends the process-wide session and exports everything, within the timeout."""
     if timeout is None:
         timeout = _native.stats().get("shutdown_timeout_ms", 5000) / 1000.0
-    if getattr(threading, "_profile_hook", None) is _native.thread_bootstrap:
-        threading.setprofile(_previous_thread_profile)
+    global _thread_hook_set
+    if _thread_hook_set:
+        _thread_hook_set = False
+        thread_hook = getattr(threading, "_profile_hook", None)
+        if thread_hook is _thread_profile:
+            threading.setprofile(_previous_thread_profile)
+        else:
+            _note_thread_hook_replaced(thread_hook)
     return _native.shutdown(timeout)
+
+
+def _note_thread_hook_replaced(thread_hook: Any) -> None:
+    """Says once that `threading.setprofile` was called after ferrotrace's: threads started
+    since then were not traced (ferrotrace leaves the other hook in place)."""
+    if thread_hook is None:
+        name = "threading.setprofile(None)"
+    else:
+        name = getattr(thread_hook, "__qualname__", type(thread_hook).__qualname__)
+        name = f"threading.setprofile({getattr(thread_hook, '__module__', '')}.{name})"
+    _native.diagnostic(
+        f"{name} replaced ferrotrace's hook for new threads; threads started after that were not traced",
+        True,
+    )
 
 
 def _at_exit() -> None:

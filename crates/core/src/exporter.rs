@@ -51,6 +51,19 @@ impl Diagnostics {
         g.0.push(text);
     }
 
+    /// Adds `message` unless the same message was added before; returns whether it is new
+    /// (so that callers say it once).
+    pub fn push_once(&self, message: &str) -> bool {
+        let seen = {
+            let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            g.0.iter().any(|m| m == message)
+        };
+        if !seen {
+            self.push(message);
+        }
+        !seen
+    }
+
     /// The messages so far, with a last line counting those left out.
     pub fn messages(&self) -> Vec<String> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -51,6 +51,12 @@ pub struct Counters {
     pub spool_replayed: AtomicU64,
     /// Span records lost by the network exporters: beyond the spool cap, or no spool to write to.
     pub spool_dropped: AtomicU64,
+    /// Profilers that were on a thread when ferrotrace's setprofile hook went in, and that
+    /// ferrotrace then passed every event to (chained) until it put them back.
+    pub profilers_chained: AtomicU64,
+    /// Times ferrotrace found its setprofile hook replaced or removed by other code (another
+    /// profiler, `sys.setprofile`), or could not keep a previous profiler running.
+    pub profiler_conflicts: AtomicU64,
 }
 
 /// A plain snapshot of [`Counters`].
@@ -79,6 +85,8 @@ pub struct Snapshot {
     pub spooled: u64,
     pub spool_replayed: u64,
     pub spool_dropped: u64,
+    pub profilers_chained: u64,
+    pub profiler_conflicts: u64,
 }
 
 impl Snapshot {
@@ -114,6 +122,8 @@ impl Snapshot {
             ("spooled", self.spooled),
             ("spool_replayed", self.spool_replayed),
             ("spool_dropped", self.spool_dropped),
+            ("profilers_chained", self.profilers_chained),
+            ("profiler_conflicts", self.profiler_conflicts),
         ]
     }
 }
@@ -152,6 +162,8 @@ impl Counters {
             spooled: r(&self.spooled),
             spool_replayed: r(&self.spool_replayed),
             spool_dropped: r(&self.spool_dropped),
+            profilers_chained: r(&self.profilers_chained),
+            profiler_conflicts: r(&self.profiler_conflicts),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The functions `ferrotrace._native` exposes to the Python package.
 
 use crate::backend;
+use crate::diagnostics;
 use crate::monitoring;
 use crate::recorder;
 use crate::runtime::{self, Environment, HookState};
@@ -32,6 +33,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session_var_set, m)?)?;
     m.add_function(wrap_pyfunction!(session_var_reset, m)?)?;
     m.add_function(wrap_pyfunction!(thread_bootstrap, m)?)?;
+    m.add_function(wrap_pyfunction!(say_diagnostic, m)?)?;
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
@@ -209,8 +211,8 @@ fn config_report(
 )> {
     let raw = resolve(args, &env)?;
     let (cfg, mut errors) = Config::parse_lenient(&raw);
-    let picked = match backend::resolve(cfg.backend) {
-        Ok(b) => (b != cfg.backend).then(|| backend::name(b)),
+    let resolved = match backend::resolve(cfg.backend) {
+        Ok(b) => Some(b),
         Err(rule) => {
             errors.push(backend_error(&raw, rule));
             None
@@ -228,8 +230,8 @@ fn config_report(
                 config::Source::Default => "default".to_string(),
                 _ => format!("{} ({})", r.source.as_str(), r.origin),
             };
-            if let (Some(b), "BACKEND") = (picked, s.name) {
-                origin.push_str(&format!(", picks {b} here"));
+            if let (Some(b), "BACKEND") = (resolved, s.name) {
+                origin.push_str(&backend_note(cfg.backend, b));
             }
             let value = match &error {
                 Some(_) => r.value.clone(),
@@ -259,6 +261,29 @@ fn add_diagnostics(messages: Vec<String>) -> bool {
         state.diagnostics.push(m);
     }
     true
+}
+
+/// What `ferrotrace config` adds to the source of the backend setting: the backend `auto`
+/// picks here, and how the backend gets along with other profilers.
+fn backend_note(requested: Backend, resolved: Backend) -> String {
+    let picked = match requested {
+        Backend::Auto => format!(", picks {} here", backend::name(resolved)),
+        _ => String::new(),
+    };
+    match resolved {
+        Backend::SetProfile => {
+            let sharers = if cfg!(Py_3_12) {
+                "sys.setprofile (cProfile uses sys.monitoring here)"
+            } else {
+                "cProfile and sys.setprofile"
+            };
+            format!(
+                "{picked}; shares the thread's profile function with {sharers}: one set \
+                 before is chained, one set after stops ferrotrace (with a warning)"
+            )
+        }
+        _ => format!("{picked}; coexists with cProfile and sys.setprofile"),
+    }
 }
 
 /// Starts a session nested in the current one (or continuing `traceparent`), samples it,
@@ -396,8 +421,9 @@ fn session_var_reset(token: &Bound<'_, PyAny>) -> PyResult<()> {
     unsafe { session::reset_var(token) }
 }
 
-/// `threading.setprofile` target while a process-wide session runs: on a new thread's
-/// first event it replaces itself with the native hook.
+/// Called by the `threading.setprofile` target of a process-wide session (setprofile
+/// backend) on a new thread's first event, once it has put back the thread profiler that
+/// was set before: installs the native hook there, which chains that profiler.
 #[pyfunction]
 #[pyo3(signature = (*_args))]
 fn thread_bootstrap(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
@@ -408,9 +434,18 @@ fn thread_bootstrap(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
     unsafe {
         if state.recording.load(Ordering::Relaxed) && session::process_session(py).is_some() {
             backend::ensure_on_current_thread(state);
-        } else {
-            pyo3::ffi::PyEval_SetProfile(None, std::ptr::null_mut());
         }
+    }
+}
+
+/// Says `note` once on the `ferrotrace` logger (a warning when `conflict`, else info) and
+/// keeps it for the `diagnostics` of the `meta` record.
+#[pyfunction(name = "diagnostic")]
+fn say_diagnostic(py: Python<'_>, note: &str, conflict: bool) {
+    if conflict {
+        diagnostics::conflict(py, note);
+    } else {
+        diagnostics::info(py, note);
     }
 }
 

@@ -6,19 +6,30 @@
 //! a frame-pointer comparison with the top of the stack, a clock read and a push into the
 //! preallocated buffer. No regex, string formatting, hashing, allocation or attribute
 //! lookup happens after a code object has been seen once.
+//!
+//! Other profilers: CPython has one profile function per thread. When a thread already has
+//! one (cProfile before 3.12, a `sys.setprofile` function) ferrotrace installs
+//! `profile_hook_chained` instead, which passes every event on to that function with its
+//! own object, as CPython would have, and puts it back when the thread's last session ends.
+//! A thread without one gets `profile_hook`, whose path is unchanged by this. When other
+//! code replaces or removes ferrotrace's hook, that is noticed when sessions start or end
+//! and at shutdown, and said once (`diagnostics`): ferrotrace never takes the slot back.
 
 use crate::calls;
 use crate::capture;
 use crate::code_info;
+use crate::diagnostics;
 use crate::exception;
 use crate::frame_args::Frame;
 use crate::hook_handle;
-use crate::profiler_slot;
+use crate::profiler_slot::{self, SavedProfiler};
 use crate::recorder::{self, ThreadRecorder};
 use crate::runtime::{self, HookState};
 use ferrotrace_core::clock;
 use ferrotrace_core::event::FLAG_EXCEPTION;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
+use pyo3::prelude::*;
 use pyo3::Python;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -42,6 +53,99 @@ pub unsafe extern "C" fn profile_hook(
         dispatch(rec, frame, what, arg);
     }
     0
+}
+
+/// The profile function on a thread where another profiler was installed first: delivers
+/// each event to ferrotrace and to that profiler. Returns what the other profiler returned,
+/// so that an exception it raises reaches the program as it would without ferrotrace.
+///
+/// # Safety
+/// As `profile_hook`.
+pub unsafe extern "C" fn profile_hook_chained(
+    obj: *mut ffi::PyObject,
+    frame: *mut ffi::PyFrameObject,
+    what: c_int,
+    arg: *mut ffi::PyObject,
+) -> c_int {
+    match hook_handle::recorder_of(obj) {
+        Some(rec) => chained_event(rec, frame, what, arg),
+        None => 0,
+    }
+}
+
+/// Delivers one event to ferrotrace's recorder `rec` and to the profiler chained on its
+/// thread, if any: the other profiler sees a call before ferrotrace and a return after it,
+/// so ferrotrace's spans do not include its time. Returns -1 with its exception set when
+/// the other profiler failed.
+///
+/// # Safety
+/// The GIL is held, `frame` is live and `rec` is the calling thread's recorder.
+pub unsafe fn chained_event(
+    rec: &mut ThreadRecorder,
+    frame: *mut ffi::PyFrameObject,
+    what: c_int,
+    arg: *mut ffi::PyObject,
+) -> c_int {
+    let Some((func, obj)) = rec
+        .saved_profiler
+        .as_ref()
+        .and_then(|s| s.func.map(|f| (f, s.obj)))
+    else {
+        dispatch(rec, frame, what, arg);
+        return 0;
+    };
+    if what != ffi::PyTrace_CALL {
+        dispatch(rec, frame, what, arg);
+    }
+    // The other profiler may drop the saved reference (by ending ferrotrace's session), or
+    // CPython's own reference to ferrotrace's handle (`sys.setprofile(None)`) while it runs.
+    ffi::Py_XINCREF(obj);
+    let status = if func(obj, frame, what, arg) != 0 {
+        chained_failed(rec, obj)
+    } else {
+        if what == ffi::PyTrace_CALL {
+            // A call the other profiler failed is unwound by CPython without a return
+            // event, so it is recorded only once the other profiler accepted it.
+            dispatch(rec, frame, what, arg);
+        }
+        0
+    };
+    ffi::Py_XDECREF(obj);
+    status
+}
+
+/// The chained profiler `failed` raised (its exception is set). Without ferrotrace,
+/// CPython would have removed it and let its exception reach the program: ferrotrace does
+/// the same, keeps its own hook on the thread without the chain, and says so once.
+#[cold]
+#[inline(never)]
+unsafe fn chained_failed(rec: &mut ThreadRecorder, failed: *mut ffi::PyObject) -> c_int {
+    let py = Python::assume_gil_acquired();
+    let exc = PyErr::take(py);
+    let name = diagnostics::describe(py, failed);
+    let chained_is_failed = rec.saved_profiler.as_ref().is_some_and(|s| s.obj == failed);
+    if chained_is_failed {
+        if let Some(s) = rec.saved_profiler.replace(SavedProfiler::NONE) {
+            s.forget();
+        }
+    }
+    if rec.hook_refs > 0
+        && (!profiler_slot::any_installed() || profiler_slot::is_installed(profile_hook_chained))
+    {
+        install(rec, profile_hook);
+    }
+    diagnostics::conflict(
+        py,
+        &format!(
+            "the profiler {name} that ferrotrace passed events to raised; as CPython does \
+             without ferrotrace, it was removed and its exception reached the program"
+        ),
+    );
+    match exc {
+        Some(e) => e.restore(py),
+        None => PyRuntimeError::new_err("the chained profiler failed").restore(py),
+    }
+    -1
 }
 
 /// Handles one profile event for the calling thread's recorder `rec`.
@@ -230,32 +334,92 @@ unsafe fn on_return(
     }
 }
 
-/// Installs the hook on the calling thread for one more session.
+/// Installs `hook` with a new handle for `rec` on the calling thread (nothing when the
+/// handle cannot be made).
+///
+/// # Safety
+/// The GIL is held and `rec` is the calling thread's recorder.
+unsafe fn install(rec: &mut ThreadRecorder, hook: ffi::Py_tracefunc) -> bool {
+    let handle = hook_handle::new(Python::assume_gil_acquired(), rec);
+    if handle.is_null() {
+        return false;
+    }
+    ffi::PyEval_SetProfile(Some(hook), handle);
+    ffi::Py_DECREF(handle);
+    true
+}
+
+/// Installs the hook on the calling thread for one more session. A profiler already on the
+/// thread is chained; one that cannot be read safely is left in place, and said so.
 ///
 /// # Safety
 /// The GIL is held.
 pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
-    if rec.hook_refs == 0 && !profiler_slot::is_installed(profile_hook) {
-        let handle = hook_handle::new(Python::assume_gil_acquired(), rec);
-        if handle.is_null() {
+    if rec.hook_refs > 0 {
+        check_still_ours();
+    } else if !ours_installed() {
+        let py = Python::assume_gil_acquired();
+        let Some(saved) = profiler_slot::save() else {
+            let name = diagnostics::describe(py, profiler_slot::current_object());
+            diagnostics::conflict(
+                py,
+                &format!(
+                    "the profiler {name} was already installed and ferrotrace cannot pass \
+                     events on to it on this interpreter, so it was left in place and the \
+                     setprofile backend records nothing on that thread; \
+                     FERROTRACE_BACKEND=auto coexists with it"
+                ),
+            );
+            return;
+        };
+        let chained = saved.func.is_some();
+        let name = chained.then(|| diagnostics::describe(py, saved.obj));
+        rec.saved_profiler = Some(saved);
+        let hook = if chained {
+            profile_hook_chained
+        } else {
+            profile_hook
+        };
+        if !install(rec, hook) {
+            if let Some(s) = rec.saved_profiler.take() {
+                s.forget();
+            }
             return;
         }
-        rec.saved_profiler = profiler_slot::save();
-        ffi::PyEval_SetProfile(Some(profile_hook), handle);
-        ffi::Py_DECREF(handle);
+        if let (Some(name), Some(state)) = (name, runtime::state()) {
+            ferrotrace_core::metrics::Counters::add(&state.counters.profilers_chained, 1);
+            diagnostics::info(
+                py,
+                &format!(
+                    "the profiler {name} was already installed; ferrotrace's setprofile hook \
+                     passes every event on to it and puts it back when tracing ends"
+                ),
+            );
+        }
     }
     rec.hook_refs += 1;
 }
 
 /// Releases one session's claim on the calling thread's hook; the last one restores the
-/// profiler that was there before (if the hook is still ours).
+/// profiler that was there before (if the hook is still ours: a profiler that replaced it
+/// stays, and is reported).
 ///
 /// # Safety
 /// The GIL is held.
 pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
-    rec.hook_refs = rec.hook_refs.saturating_sub(1);
-    if rec.hook_refs == 0 && profiler_slot::is_installed(profile_hook) {
-        profiler_slot::restore(rec.saved_profiler.take());
+    if rec.hook_refs == 0 {
+        return;
+    }
+    let ours = check_still_ours();
+    rec.hook_refs -= 1;
+    if rec.hook_refs > 0 {
+        return;
+    }
+    let saved = rec.saved_profiler.take();
+    if ours {
+        profiler_slot::restore(saved);
+    } else if let Some(s) = saved {
+        s.forget();
     }
 }
 
@@ -265,8 +429,50 @@ pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
 /// # Safety
 /// The GIL is held.
 pub unsafe fn remove_from_current_thread(rec: &mut ThreadRecorder) {
-    rec.hook_refs = 1;
-    release_on_current_thread(rec);
+    if rec.hook_refs > 0 {
+        rec.hook_refs = 1;
+        release_on_current_thread(rec);
+    }
+}
+
+/// True when the calling thread's profile function is ferrotrace's: either hook, or a
+/// Python-level profiler that is one of ferrotrace's handles.
+///
+/// # Safety
+/// The GIL is held.
+unsafe fn ours_installed() -> bool {
+    profiler_slot::is_installed(profile_hook)
+        || profiler_slot::is_installed(profile_hook_chained)
+        || hook_handle::is_handle(profiler_slot::current_object())
+}
+
+/// While sessions on the calling thread hold the hook: whether it is still there. When
+/// another tool replaced or removed it, says so once.
+///
+/// # Safety
+/// The GIL is held.
+unsafe fn check_still_ours() -> bool {
+    if ours_installed() {
+        return true;
+    }
+    let py = Python::assume_gil_acquired();
+    let note = if profiler_slot::any_installed() {
+        let name = diagnostics::describe(py, profiler_slot::current_object());
+        format!(
+            "the profiler {name} replaced ferrotrace's setprofile hook while a session was \
+             tracing; ferrotrace recorded nothing on that thread after that and left {name} \
+             in place; start it before ferrotrace (it is then chained), or use \
+             FERROTRACE_BACKEND=auto, which coexists with it"
+        )
+    } else {
+        "ferrotrace's setprofile hook was removed while a session was tracing \
+         (sys.setprofile(None), or a profiler such as cProfile enabled and disabled again); \
+         ferrotrace recorded nothing on that thread after that; FERROTRACE_BACKEND=auto \
+         coexists with other profilers"
+            .to_string()
+    };
+    diagnostics::conflict(py, &note);
+    false
 }
 
 /// Installs the hook on the calling thread if it is not there (threads started while a
@@ -287,5 +493,5 @@ pub unsafe fn ensure_on_current_thread(state: &HookState) {
 /// # Safety
 /// The GIL is held.
 pub unsafe fn installed_here() -> bool {
-    profiler_slot::is_installed(profile_hook)
+    ours_installed()
 }

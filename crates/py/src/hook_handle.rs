@@ -5,12 +5,15 @@
 //! `sys.getprofile()` returns while the hook is installed, so it is callable with the
 //! `sys.setprofile` signature: code that saves and restores the profiler
 //! (`sys.setprofile(sys.getprofile())`) keeps tracing, through the slower Python-level
-//! path, instead of installing an object that raises on every call.
+//! path, instead of installing an object that raises on every call. Called that way it also
+//! passes each event on to the profiler ferrotrace chains on the thread, if any.
 
 use crate::hook;
 use crate::recorder::{self, ThreadRecorder};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::PyTypeInfo;
 
 /// The recorder of the thread a handle was made on.
 struct RecorderPtr(*mut ThreadRecorder);
@@ -31,27 +34,41 @@ pub struct HookHandle {
 
 #[pymethods]
 impl HookHandle {
-    /// Delivers a `sys.setprofile`-style event to ferrotrace's hook on the calling thread.
-    /// Never raises.
-    fn __call__(&self, frame: &Bound<'_, PyAny>, event: &str, arg: &Bound<'_, PyAny>) {
+    /// Delivers a `sys.setprofile`-style event to ferrotrace's hook on the calling thread,
+    /// and to the profiler it chains there. Raises only what that profiler raised.
+    fn __call__(
+        &self,
+        frame: &Bound<'_, PyAny>,
+        event: &str,
+        arg: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let what = match event {
             "call" => ffi::PyTrace_CALL,
             "return" => ffi::PyTrace_RETURN,
-            _ => return,
+            "c_call" => ffi::PyTrace_C_CALL,
+            "c_return" => ffi::PyTrace_C_RETURN,
+            "c_exception" => ffi::PyTrace_C_EXCEPTION,
+            _ => return Ok(()),
         };
-        if let Some(rec) = recorder::existing() {
-            // SAFETY: the GIL is held and `frame` is the frame the event is about; the
-            // Python-level profiler passes None for a return by exception, which is then
-            // recorded as a return of None.
-            unsafe {
-                hook::dispatch(
-                    rec,
-                    frame.as_ptr() as *mut ffi::PyFrameObject,
-                    what,
-                    arg.as_ptr(),
-                )
-            };
+        let Some(rec) = recorder::existing() else {
+            return Ok(());
+        };
+        // SAFETY: the GIL is held and `frame` is the frame the event is about; the
+        // Python-level profiler passes None for a return by exception, which is then
+        // recorded as a return of None.
+        let status = unsafe {
+            hook::chained_event(
+                rec,
+                frame.as_ptr() as *mut ffi::PyFrameObject,
+                what,
+                arg.as_ptr(),
+            )
+        };
+        if status == 0 {
+            return Ok(());
         }
+        Err(PyErr::take(frame.py())
+            .unwrap_or_else(|| PyRuntimeError::new_err("the chained profiler failed")))
     }
 }
 
@@ -81,4 +98,13 @@ pub unsafe fn recorder_of(obj: *mut ffi::PyObject) -> Option<&'static mut Thread
     let py = Python::assume_gil_acquired();
     let handle = pyo3::Borrowed::from_ptr_or_opt(py, obj)?;
     Some(&mut *handle.downcast_unchecked::<HookHandle>().get().recorder.0)
+}
+
+/// True when `obj` is a hook handle (ferrotrace's own profile object).
+///
+/// # Safety
+/// The GIL is held; `obj` is null or a live object.
+pub unsafe fn is_handle(obj: *mut ffi::PyObject) -> bool {
+    !obj.is_null()
+        && ffi::Py_TYPE(obj) == HookHandle::type_object_raw(Python::assume_gil_acquired())
 }

@@ -9,6 +9,7 @@ mod capture;
 mod claims;
 mod code_info;
 mod context_stamp;
+mod diagnostics;
 #[cfg(not(Py_3_12))]
 mod eval_frame;
 mod exception;
