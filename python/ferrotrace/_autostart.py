@@ -33,6 +33,7 @@ def start() -> None:
             overrides["output"] = _native.per_process_output(template, os.getpid())
         _lifecycle.configure(overrides, lenient=True)
         _lifecycle.start_process_session(_tag())
+        _native.sigterm_install()
         if main_pid is not None and not is_child:
             _lifecycle.request_exit_summary()
     except Exception as exc:  # tracing must never stop the program

@@ -44,7 +44,11 @@ def _register_process_hooks() -> None:
     _hooks_registered = True
     atexit.register(_at_exit)
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(before=_before_fork, after_in_child=_native.after_fork_child)
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_native.after_fork_parent,
+            after_in_child=_after_fork_child,
+        )
     _register_unwind_callback()
 
 
@@ -56,15 +60,26 @@ _fork_token: _ForkToken | None = None
 
 
 def _before_fork() -> None:
-    """multiprocessing's fork children leave by os._exit, which skips atexit; once
+    """Parks ferrotrace's threads until the fork is done (CPython 3.12+ warns about forking a
+    multi-threaded process; the program's own threads are its business).
+
+    multiprocessing's fork children leave by os._exit, which skips atexit; once
     multiprocessing is in use, each of them gets a finalizer that exports its spans.
     Registered here, not at import, so that ferrotrace never imports multiprocessing."""
     global _fork_token
     util = sys.modules.get("multiprocessing.util")
-    if util is None or _fork_token is not None:
-        return
-    _fork_token = _ForkToken()
-    util.register_after_fork(_fork_token, _flush_at_worker_exit)
+    if util is not None and _fork_token is None:
+        _fork_token = _ForkToken()
+        util.register_after_fork(_fork_token, _flush_at_worker_exit)
+    _native.before_fork()
+
+
+def _after_fork_child() -> None:
+    """A forked child exports to its own file; only the process `ferrotrace run` started
+    prints the summary."""
+    global _exit_summary
+    _exit_summary = False
+    _native.after_fork_child()
 
 
 def _flush_at_worker_exit(_token: object) -> None:
@@ -131,6 +146,12 @@ def _at_exit() -> None:
             print_summary(_native.stats(), _native.top_functions(10) if done else [], done)
     except Exception as exc:  # never let tracing change the program's exit
         logger.warning("ferrotrace: shutdown failed: %s", exc)
+
+
+def _after_sigterm_flush(done: bool) -> None:
+    """Called natively after a SIGTERM flushed the trace, just before the process dies."""
+    if _exit_summary:
+        print_summary(_native.stats(), _native.top_functions(10) if done else [], done)
 
 
 def print_summary(stats: Mapping[str, Any], top: list[tuple[str, str, int, int, int]], done: bool) -> None:
