@@ -158,11 +158,23 @@ def print_summary(stats: Mapping[str, Any], top: list[tuple[str, str, int, int, 
     """The end-of-run summary: spans, drops, top functions, the file written."""
     out = sys.stderr
     dropped = stats.get("dropped", 0)
+    reasons = ", ".join(
+        f"{stats[key]} {label}"
+        for key, label in (
+            ("dropped_queue_full", "queue full"),
+            ("dropped_export_error", "export failed"),
+            ("dropped_after_shutdown", "after shutdown"),
+        )
+        if stats.get(key)
+    )
     print(
         f"ferrotrace: {stats.get('exported', 0)} spans written, {dropped} dropped"
+        f"{f' ({reasons})' if reasons else ''}"
         f"{'' if done else ' (shutdown timed out)'} -> {stats.get('output', '?')}",
         file=out,
     )
+    for cause in stats.get("export_error_causes", []):
+        print(f"ferrotrace: export error: {cause}", file=out)
     if top:
         print("ferrotrace: top functions by total time", file=out)
         print(f"  {'total ms':>10} {'self ms':>10} {'calls':>8}  function", file=out)
