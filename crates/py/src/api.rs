@@ -511,9 +511,26 @@ fn before_fork(py: Python<'_>) {
 }
 
 /// After `os.fork()`, in the parent: ferrotrace's threads run again and export what was
-/// queued before and during the fork.
+/// queued before and during the fork. CPython 3.13+ counts the threads only after the
+/// after-fork callbacks (3.12 before them), so there the threads start from a pending call,
+/// which the main thread runs at its next bytecode, once `os.fork()` has returned.
 #[pyfunction]
 fn after_fork_parent() {
+    #[cfg(Py_3_13)]
+    {
+        extern "C" fn later(_: *mut std::os::raw::c_void) -> std::os::raw::c_int {
+            resume_after_fork();
+            0
+        }
+        // SAFETY: a plain C API call; `later` needs no argument.
+        if unsafe { pyo3::ffi::Py_AddPendingCall(Some(later), std::ptr::null_mut()) } == 0 {
+            return;
+        }
+    }
+    resume_after_fork();
+}
+
+fn resume_after_fork() {
     crate::sigterm::resume();
     let parked = PARKED.lock().unwrap_or_else(|e| e.into_inner()).pop();
     if let Some(pipeline) = parked {
