@@ -128,6 +128,12 @@ struct State {
     deadline: Option<Instant>,
     /// Shutdown took everything: the sender exits.
     stopped: bool,
+    /// A fork is coming: the sender leaves its thread after the send in progress.
+    parked: bool,
+    /// The sender left its thread for the fork.
+    exited: bool,
+    /// The sender thread's Linux thread id.
+    tid: u32,
 }
 
 struct Shared {
@@ -159,7 +165,10 @@ pub struct Delivery {
     shared: Arc<Shared>,
     max_queue: usize,
     budget: ShutdownBudget,
-    thread: Option<JoinHandle<()>>,
+    name: &'static str,
+    thread: Option<JoinHandle<Sender>>,
+    /// The sender while it is parked for a fork.
+    idle: Option<Sender>,
 }
 
 /// What became of one batch.
@@ -171,6 +180,14 @@ enum Outcome {
     Failed,
     /// The server refused it as malformed: never retried.
     Rejected,
+    /// A fork interrupted the retries: sent again after it.
+    Interrupted,
+}
+
+fn spawn(name: &'static str, sender: Sender) -> std::io::Result<JoinHandle<Sender>> {
+    std::thread::Builder::new()
+        .name(format!("ferrotrace-{name}"))
+        .spawn(move || sender.run())
 }
 
 impl Delivery {
@@ -184,6 +201,9 @@ impl Delivery {
                 busy: false,
                 deadline: None,
                 stopped: false,
+                parked: false,
+                exited: false,
+                tid: 0,
             }),
             wake: Condvar::new(),
             counters,
@@ -202,15 +222,71 @@ impl Delivery {
             parse_response: options.parse_response,
             down_until: None,
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("ferrotrace-{}", options.name))
-            .spawn(move || sender.run())?;
+        let thread = spawn(options.name, sender)?;
         Ok(Delivery {
             shared,
             max_queue: options.max_queue.max(1),
             budget: options.shutdown,
+            name: options.name,
             thread: Some(thread),
+            idle: None,
         })
+    }
+
+    /// Before `fork()`: the sender finishes the send in progress (retries are cut short and
+    /// the batch goes back to the front of the queue) and leaves its thread, waiting at most
+    /// until `deadline`; queued batches wait for [`Delivery::resume`]. A sender stuck in a
+    /// send past the deadline is left running.
+    pub fn park(&mut self, deadline: Instant) {
+        if self.thread.is_none() {
+            return;
+        }
+        let mut st = self.shared.lock();
+        st.parked = true;
+        self.shared.wake.notify_all();
+        while !st.exited {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            st = self
+                .shared
+                .wake
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.exited = false;
+        let tid = st.tid;
+        drop(st);
+        self.join_parked();
+        ferrotrace_core::fork::wait_thread_gone(tid, deadline);
+    }
+
+    fn join_parked(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if let Ok(sender) = t.join() {
+                self.idle = Some(sender);
+            }
+        }
+    }
+
+    /// After `fork()`, in the parent: the sender carries on, in a new thread if it left.
+    pub fn resume(&mut self) {
+        let mut st = self.shared.lock();
+        st.parked = false;
+        let late = std::mem::take(&mut st.exited);
+        self.shared.wake.notify_all();
+        drop(st);
+        if late {
+            self.join_parked();
+        }
+        if let Some(sender) = self.idle.take() {
+            match spawn(self.name, sender) {
+                Ok(t) => self.thread = Some(t),
+                Err(_) => Counters::add(&self.shared.counters.network_failures, 1),
+            }
+        }
     }
 
     /// Queues a batch without blocking; when the queue is full it is spooled instead.
@@ -233,6 +309,9 @@ impl Delivery {
     /// (and a spool file being replayed to be sent); then spools whatever is still queued
     /// or in flight and stops the sender, joining it only when it is not stuck in a send.
     pub fn shutdown(&mut self) {
+        if self.idle.is_some() || self.shared.lock().parked {
+            self.resume();
+        }
         let deadline = self.budget.deadline();
         let mut st = self.shared.lock();
         st.deadline = Some(deadline);
@@ -304,7 +383,8 @@ fn is_retryable(status: u16) -> bool {
 }
 
 impl Sender {
-    fn run(mut self) {
+    fn run(mut self) -> Sender {
+        self.shared.lock().tid = ferrotrace_core::fork::thread_id();
         while let Some(next) = self.next() {
             match next {
                 Next::Send(p) => self.send_queued(p),
@@ -313,6 +393,7 @@ impl Sender {
             self.shared.lock().busy = false;
             self.shared.wake.notify_all();
         }
+        self
     }
 
     /// Waits for the next thing to do; None when stopped.
@@ -320,6 +401,11 @@ impl Sender {
         let mut st = self.shared.lock();
         loop {
             if st.stopped {
+                return None;
+            }
+            if st.parked {
+                st.exited = true;
+                self.shared.wake.notify_all();
                 return None;
             }
             if let Some(p) = st.queue.pop_front() {
@@ -359,6 +445,7 @@ impl Sender {
     fn mark(&mut self, outcome: &Outcome) {
         self.down_until = match outcome {
             Outcome::Failed => Some(Instant::now() + self.retry.probe_interval),
+            Outcome::Interrupted => self.down_until,
             _ => None,
         };
     }
@@ -391,6 +478,7 @@ impl Sender {
                 self.shared.spool(&p);
             }
             Outcome::Rejected => Counters::add(&counters.network_rejected, p.spans),
+            Outcome::Interrupted => st.queue.push_front(p),
         }
         self.shared.wake.notify_all();
         drop(st);
@@ -422,11 +510,12 @@ impl Sender {
                     claim.remove();
                     Counters::add(&counters.network_rejected, p.spans);
                 }
-                Outcome::Failed => claim.release(),
+                Outcome::Failed | Outcome::Interrupted => claim.release(),
             }
             self.mark(&outcome);
             let st = self.shared.lock();
-            if outcome == Outcome::Failed
+            if matches!(outcome, Outcome::Failed | Outcome::Interrupted)
+                || st.parked
                 || st.deadline.is_some()
                 || st.stopped
                 || !st.queue.is_empty()
@@ -450,7 +539,7 @@ impl Sender {
         let mut st = self.shared.lock();
         loop {
             let now = Instant::now();
-            if st.stopped || st.deadline.is_some_and(|dl| dl <= until) {
+            if st.stopped || st.parked || st.deadline.is_some_and(|dl| dl <= until) {
                 return false;
             }
             if now >= until {
@@ -488,6 +577,9 @@ impl Sender {
             }
             Counters::add(&self.shared.counters.network_retries, 1);
             if !self.sleep(wait) {
+                if self.shared.lock().parked {
+                    return Outcome::Interrupted;
+                }
                 break;
             }
         }

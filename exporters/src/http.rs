@@ -108,6 +108,14 @@ impl Exporter for HttpExporter {
         true
     }
 
+    fn park(&mut self, deadline: std::time::Instant) {
+        self.delivery.park(deadline);
+    }
+
+    fn resume(&mut self) {
+        self.delivery.resume();
+    }
+
     fn export_spans(&mut self, spans: &SpanBatch, ctx: &ExportContext) -> Result<u64, ExportError> {
         for s in spans.iter() {
             self.renderer.span(s, spans, ctx, &mut self.body);

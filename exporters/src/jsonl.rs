@@ -6,12 +6,13 @@ use crate::json::{
     has_exception, push_exception, push_hex, push_json_str, push_str, push_u64, push_uint,
     Reserved, Timestamps,
 };
-use crate::output::{create_private, expand_path, CountingWriter};
+use crate::output::{create_private, expand_path, WholeWriter};
 use ferrotrace_core::clock::to_unix_ns;
 use ferrotrace_core::event::{SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::TraceId;
 use ferrotrace_core::metrics::Snapshot;
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -271,9 +272,11 @@ impl JsonlRenderer {
     }
 }
 
-/// Writes schema-v1 JSON lines to a file created with mode 0600.
+/// Writes schema-v1 JSON lines to a file created with mode 0600. Each batch is rendered
+/// whole and written in one go, unbuffered; a write that fails (a full disk) is cut back, so
+/// the file only ever holds whole lines, exactly the bytes counted as written.
 pub struct JsonlExporter {
-    out: CountingWriter,
+    out: WholeWriter<File>,
     path: PathBuf,
     renderer: JsonlRenderer,
     scratch: Vec<u8>,
@@ -285,7 +288,7 @@ impl JsonlExporter {
         let path = expand_path(template, pid);
         let file = create_private(&path)?;
         Ok(JsonlExporter {
-            out: CountingWriter::new(file),
+            out: WholeWriter::new(file, &path),
             path,
             renderer: JsonlRenderer::new(pid),
             scratch: Vec::with_capacity(64 * 1024),
@@ -298,9 +301,9 @@ impl JsonlExporter {
     }
 
     fn emit(&mut self) -> std::io::Result<u64> {
-        let r = self.out.write_all(&self.scratch);
+        let r = self.out.write_whole(&self.scratch);
         self.scratch.clear();
-        r.map(|()| self.out.take_written())
+        r
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions, Permissions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -74,5 +74,132 @@ impl Write for CountingWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// A destination that can be cut back to a length (a file).
+pub trait Truncate: Write {
+    /// Drops everything after the first `len` bytes and writes on from there.
+    fn truncate_to(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl Truncate for File {
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)?;
+        self.seek(SeekFrom::Start(len))?;
+        Ok(())
+    }
+}
+
+/// Appends whole records, unbuffered: a write either lands entirely or, when it fails
+/// part-way (a full disk), the file is cut back to the records before it, so the file never
+/// ends in a cut-off line and its length is always the bytes reported written.
+pub struct WholeWriter<S: Truncate> {
+    sink: S,
+    path: PathBuf,
+    /// Bytes of whole records in the destination.
+    len: u64,
+}
+
+impl<S: Truncate> WholeWriter<S> {
+    /// Writes to `sink` (empty), which is `path`.
+    pub fn new(sink: S, path: &Path) -> Self {
+        WholeWriter {
+            sink,
+            path: path.to_path_buf(),
+            len: 0,
+        }
+    }
+
+    /// Bytes of whole records written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True before the first record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes `buf` (whole records) entirely, or nothing of it; returns the bytes written.
+    /// The error names the cause and the path.
+    pub fn write_whole(&mut self, buf: &[u8]) -> io::Result<u64> {
+        match self.sink.write_all(buf) {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                Ok(buf.len() as u64)
+            }
+            Err(e) => {
+                let cut = match self.sink.truncate_to(self.len) {
+                    Ok(()) => String::new(),
+                    Err(t) => format!(" (and cutting it back failed: {t})"),
+                };
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("{e} writing {}{cut}", self.path.display()),
+                ))
+            }
+        }
+    }
+
+    /// Pushes what was written to the destination.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.sink.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts `room` bytes, then fails like a full disk (after a short write).
+    struct Full {
+        data: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room - self.data.len());
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Truncate for Full {
+        fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+            self.data.truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_that_fails_part_way_leaves_only_whole_records() {
+        let sink = Full {
+            data: Vec::new(),
+            room: 25,
+        };
+        let mut w = WholeWriter::new(sink, Path::new("/full/t.jsonl"));
+        assert_eq!(w.write_whole(b"{\"a\":1}\n{\"b\":2}\n").unwrap(), 16);
+        let err = w.write_whole(b"{\"c\":3}\n{\"d\":4}\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("No space left on device"), "{text}");
+        assert!(text.contains("/full/t.jsonl"), "{text}");
+        assert_eq!(
+            w.sink.data, b"{\"a\":1}\n{\"b\":2}\n",
+            "cut back to the last whole record"
+        );
+        assert_eq!(w.len(), 16, "bytes written are the bytes the file holds");
+        // Room again (something was deleted): the next record lands whole.
+        w.sink.room = 100;
+        assert_eq!(w.write_whole(b"{\"e\":5}\n").unwrap(), 8);
+        assert_eq!(w.sink.data.len() as u64, w.len());
+        assert!(w.sink.data.ends_with(b"{\"e\":5}\n"));
     }
 }

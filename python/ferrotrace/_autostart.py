@@ -31,5 +31,6 @@ def start() -> None:
         _lifecycle.register_exit_hook()
         _lifecycle.configure({}, lenient=True)
         _lifecycle.start_process_session(_tag())
+        _native.sigterm_install()
     except Exception as exc:  # tracing must never stop the program
         _lifecycle.not_traced(str(exc))

@@ -99,7 +99,11 @@ def _register_process_hooks() -> None:
     _hooks_registered = True
     register_exit_hook()
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(before=_before_fork, after_in_child=_native.after_fork_child)
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_native.after_fork_parent,
+            after_in_child=_after_fork_child,
+        )
     _register_unwind_callback()
 
 
@@ -111,15 +115,24 @@ _fork_token: _ForkToken | None = None
 
 
 def _before_fork() -> None:
-    """multiprocessing's fork children leave by os._exit, which skips atexit; once
+    """Parks ferrotrace's threads until the fork is done (CPython 3.12+ warns about forking a
+    multi-threaded process; the program's own threads are its business).
+
+    multiprocessing's fork children leave by os._exit, which skips atexit; once
     multiprocessing is in use, each of them gets a finalizer that exports its spans.
     Registered here, not at import, so that ferrotrace never imports multiprocessing."""
     global _fork_token
     util = sys.modules.get("multiprocessing.util")
-    if util is None or _fork_token is not None:
-        return
-    _fork_token = _ForkToken()
-    util.register_after_fork(_fork_token, _flush_at_worker_exit)
+    if util is not None and _fork_token is None:
+        _fork_token = _ForkToken()
+        util.register_after_fork(_fork_token, _flush_at_worker_exit)
+    _native.before_fork()
+
+
+def _after_fork_child() -> None:
+    """A forked child exports to its own file (only the process `ferrotrace run` started
+    prints the summary: see `_is_top`)."""
+    _native.after_fork_child()
 
 
 def _flush_at_worker_exit(_token: object) -> None:
@@ -225,6 +238,12 @@ def _at_exit() -> None:
         done = shutdown()
     except Exception as exc:  # never let tracing change the program's exit
         failure = f"shutdown failed: {exc}"
+    _report(done, failure)
+
+
+def _report(done: bool, failure: str | None) -> None:
+    """After the final export: outside `ferrotrace run` a failure is one warning; under it
+    the top process prints the run's summary and every other process leaves its notes."""
     if not under_run():
         if failure:
             logger.warning("ferrotrace: %s", failure)
@@ -250,6 +269,11 @@ def _at_exit() -> None:
         pass
 
 
+def _after_sigterm_flush(done: bool) -> None:
+    """Called natively after a SIGTERM flushed the trace, just before the process dies."""
+    _report(done, None)
+
+
 #: Lines of each list the summary shows.
 _SUMMARY_LINES = 10
 
@@ -265,11 +289,23 @@ def print_summary(
     process of the run, top functions, the file written."""
     out = sys.stderr
     dropped = stats.get("dropped", 0)
+    reasons = ", ".join(
+        f"{stats[key]} {label}"
+        for key, label in (
+            ("dropped_queue_full", "queue full"),
+            ("dropped_export_error", "export failed"),
+            ("dropped_after_shutdown", "after shutdown"),
+        )
+        if stats.get(key)
+    )
     print(
         f"ferrotrace: {stats.get('exported', 0)} spans written, {dropped} dropped"
+        f"{f' ({reasons})' if reasons else ''}"
         f"{'' if done else ' (shutdown timed out)'} -> {stats.get('output', '?')}",
         file=out,
     )
+    for cause in stats.get("export_error_causes", []):
+        print(f"ferrotrace: export error: {cause}", file=out)
     for items, one, many in (
         (untraced, "process not traced", "processes not traced"),
         (diagnostics, "diagnostic (in the meta records)", "diagnostics (in the meta records)"),

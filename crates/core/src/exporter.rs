@@ -107,4 +107,9 @@ pub trait Exporter: Send {
     fn delivers_remotely(&self) -> bool {
         false
     }
+    /// Before `fork()`: stops any thread of the exporter's own (keeping its queue), waiting
+    /// at most until `deadline`.
+    fn park(&mut self, _deadline: std::time::Instant) {}
+    /// After `fork()`, in the parent: starts again what [`Exporter::park`] stopped.
+    fn resume(&mut self) {}
 }

@@ -50,3 +50,24 @@ pub fn paused() -> bool {
 pub fn resume() {
     PAUSED.store(false, Ordering::Relaxed);
 }
+
+/// The calling thread's Linux thread id (0 when it cannot be read).
+pub fn thread_id() -> u32 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits, until `deadline`, for thread `tid` (joined already) to leave the process's thread
+/// count: `pthread_join` returns when the thread has released its stack, a moment before the
+/// kernel stops counting it in `/proc/self/stat`, which is what CPython reads after a fork.
+pub fn wait_thread_gone(tid: u32, deadline: std::time::Instant) {
+    if tid == 0 {
+        return;
+    }
+    let path = format!("/proc/self/task/{tid}");
+    while std::path::Path::new(&path).exists() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}

@@ -7,12 +7,12 @@
 //! queued before them to reach the exporters.
 
 use crate::event::{SessionRecord, SpanBatch};
-use crate::exporter::{ExportContext, Exporter};
+use crate::exporter::{ExportContext, ExportError, Exporter};
 use crate::metrics::Counters;
 use crate::summary::{FunctionTotals, Summary};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,34 @@ enum Control {
     Flush(Sender<()>),
     Shutdown(Sender<()>),
     Top(usize, Sender<Vec<(u32, FunctionTotals)>>),
+    /// Wakes the thread to look at [`Parking`].
+    Park,
+}
+
+/// Parking the export thread around `fork()`: CPython 3.12+ warns about a fork in a
+/// multi-threaded process, and counts the process's threads right after `fork()` returns in
+/// the parent, before any after-fork callback. So the thread stops (its state kept here)
+/// before the fork and starts again after it.
+#[derive(Default)]
+struct Parking {
+    state: Mutex<ParkState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct ParkState {
+    /// Forks in progress (threads may fork concurrently); the worker runs again at zero.
+    requests: u32,
+    /// The worker while it is parked.
+    parked: Option<Worker>,
+    /// The Linux thread id of the running worker (0 when unknown).
+    tid: u32,
+}
+
+impl Parking {
+    fn lock(&self) -> MutexGuard<'_, ParkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The queue and the export thread.
@@ -52,7 +80,14 @@ pub struct Pipeline {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The per-function totals, left here by the export thread when it stops.
     final_summary: Arc<Mutex<Option<Summary>>>,
+    parking: Arc<Parking>,
+    /// The last export error of each exporter that failed, with its cause.
+    errors: Arc<Mutex<Vec<(&'static str, String)>>>,
 }
+
+/// How long the exporters' own threads may take to stop before a fork (a send in progress
+/// is finished first); one still busy after this is left running.
+const EXPORTER_PARK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Session and control messages that may wait before new ones are dropped.
 const CONTROL_CAPACITY: usize = 65_536;
@@ -71,6 +106,8 @@ impl Pipeline {
         let (control_tx, control_rx) = bounded(CONTROL_CAPACITY);
         let (pool_tx, pool_rx) = bounded(capacity + 2);
         let final_summary = Arc::new(Mutex::new(None));
+        let parking = Arc::new(Parking::default());
+        let errors = Arc::new(Mutex::new(Vec::new()));
         let worker = Worker {
             exporters,
             ctx,
@@ -81,10 +118,10 @@ impl Pipeline {
             options,
             summary: Summary::default(),
             final_summary: Arc::clone(&final_summary),
+            parking: Arc::clone(&parking),
+            errors: Arc::clone(&errors),
         };
-        let handle = std::thread::Builder::new()
-            .name("ferrotrace-export".into())
-            .spawn(move || worker.run())?;
+        let handle = spawn(worker)?;
         Ok(Pipeline {
             data_tx,
             control_tx,
@@ -95,7 +132,71 @@ impl Pipeline {
             text_hint: AtomicUsize::new(0),
             thread: Mutex::new(Some(handle)),
             final_summary,
+            parking,
+            errors,
         })
+    }
+
+    /// The last error of each exporter that failed (exporter name, cause), oldest first.
+    pub fn errors(&self) -> Vec<(&'static str, String)> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Before `fork()`: stops the export thread (and the exporters' own threads) after the
+    /// batch it is exporting, keeping everything queued, and waits until the thread is gone
+    /// from the process, at most `timeout`. Producers never wait for this: `submit` keeps
+    /// queueing (or dropping when full) meanwhile. Every call is followed by one
+    /// [`Pipeline::resume`] in the parent. Returns false when the thread did not park in
+    /// time (it then keeps running; the fork goes ahead).
+    pub fn park(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.parking.lock();
+        st.requests += 1;
+        if st.requests == 1 && self.control_tx.try_send(Control::Park).is_err() {
+            return false; // stopped (shut down) or its control queue is full
+        }
+        while st.parked.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .parking
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let tid = st.tid;
+        drop(st);
+        if let Some(handle) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = handle.join();
+        }
+        crate::fork::wait_thread_gone(tid, deadline);
+        true
+    }
+
+    /// After `fork()`, in the parent: starts the export thread again (once the last
+    /// concurrent fork is done) with the exporters and the queue it left.
+    pub fn resume(&self) {
+        let mut st = self.parking.lock();
+        st.requests = st.requests.saturating_sub(1);
+        if st.requests > 0 {
+            return;
+        }
+        if let Some(mut worker) = st.parked.take() {
+            for e in &mut worker.exporters {
+                e.resume();
+            }
+            drop(st);
+            match spawn(worker) {
+                Ok(handle) => *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle),
+                Err(_) => Counters::add(&self.counters.export_errors, 1),
+            }
+        }
     }
 
     /// The counters this pipeline updates.
@@ -193,6 +294,27 @@ impl Pipeline {
     }
 }
 
+/// Counts an exporter's failure and keeps its cause.
+fn failed(
+    counters: &Counters,
+    errors: &Mutex<Vec<(&'static str, String)>>,
+    exporter: &'static str,
+    error: ExportError,
+) {
+    Counters::add(&counters.export_errors, 1);
+    let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
+    match errors.iter_mut().find(|(name, _)| *name == exporter) {
+        Some(slot) => slot.1 = error.0,
+        None => errors.push((exporter, error.0)),
+    }
+}
+
+fn spawn(worker: Worker) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("ferrotrace-export".into())
+        .spawn(move || worker.run())
+}
+
 struct Worker {
     exporters: Vec<Box<dyn Exporter>>,
     ctx: ExportContext,
@@ -203,21 +325,44 @@ struct Worker {
     options: PipelineOptions,
     summary: Summary,
     final_summary: Arc<Mutex<Option<Summary>>>,
+    parking: Arc<Parking>,
+    errors: Arc<Mutex<Vec<(&'static str, String)>>>,
 }
 
 impl Worker {
     fn run(mut self) {
+        self.parking.lock().tid = crate::fork::thread_id();
         loop {
+            let mut park = false;
             select! {
                 recv(self.data_rx) -> batch => match batch {
                     Ok(batch) => self.export_batch(batch),
                     Err(_) => return,
                 },
                 recv(self.control_rx) -> msg => match msg {
+                    Ok(Control::Park) => park = true,
                     Ok(msg) => if !self.control(msg) { return },
                     Err(_) => return,
                 },
                 default(self.options.flush_interval) => self.flush_exporters(),
+            }
+            if park && self.parking.lock().requests > 0 {
+                let deadline = Instant::now() + EXPORTER_PARK_TIMEOUT;
+                for e in &mut self.exporters {
+                    e.park(deadline);
+                }
+                let parking = Arc::clone(&self.parking);
+                let mut st = parking.lock();
+                if st.requests > 0 {
+                    st.parked = Some(self);
+                    parking.changed.notify_all();
+                    return;
+                }
+                // The fork gave up waiting and is already done: keep going.
+                drop(st);
+                for e in &mut self.exporters {
+                    e.resume();
+                }
             }
         }
     }
@@ -225,6 +370,7 @@ impl Worker {
     /// Handles one control message; false means stop.
     fn control(&mut self, msg: Control) -> bool {
         match msg {
+            Control::Park => {}
             Control::Session(s) => self.export_session(&s),
             Control::Flush(ack) => {
                 self.drain();
@@ -243,7 +389,7 @@ impl Worker {
                     let snapshot = self.counters.snapshot();
                     match e.shutdown(&snapshot, &self.ctx) {
                         Ok(bytes) => Counters::add(&self.counters.bytes_written, bytes),
-                        Err(_) => Counters::add(&self.counters.export_errors, 1),
+                        Err(err) => failed(&self.counters, &self.errors, e.name(), err),
                     }
                 }
                 *self.final_summary.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -275,6 +421,7 @@ impl Worker {
                 Control::Top(_, ack) => {
                     let _ = ack.send(Vec::new());
                 }
+                Control::Park => {}
             }
         }
     }
@@ -289,9 +436,9 @@ impl Worker {
         for e in &mut self.exporters {
             match e.export_spans(&batch, &self.ctx) {
                 Ok(bytes) => Counters::add(&self.counters.bytes_written, bytes),
-                Err(_) => {
+                Err(err) => {
                     failures += 1;
-                    Counters::add(&self.counters.export_errors, 1);
+                    failed(&self.counters, &self.errors, e.name(), err);
                 }
             }
         }
@@ -309,15 +456,15 @@ impl Worker {
         for e in &mut self.exporters {
             match e.export_session(s, &self.ctx) {
                 Ok(bytes) => Counters::add(&self.counters.bytes_written, bytes),
-                Err(_) => Counters::add(&self.counters.export_errors, 1),
+                Err(err) => failed(&self.counters, &self.errors, e.name(), err),
             }
         }
     }
 
     fn flush_exporters(&mut self) {
         for e in &mut self.exporters {
-            if e.flush().is_err() {
-                Counters::add(&self.counters.export_errors, 1);
+            if let Err(err) = e.flush() {
+                failed(&self.counters, &self.errors, e.name(), err);
             }
         }
     }
@@ -327,7 +474,7 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::event::SpanRecord;
-    use crate::exporter::{ExportError, MetaInfo};
+    use crate::exporter::MetaInfo;
     use crate::metrics::Snapshot;
 
     struct Counting(Arc<Mutex<(u64, bool)>>);
@@ -480,6 +627,36 @@ mod tests {
         assert!(p.shutdown(Duration::from_secs(5)));
         let seen = seen.lock().unwrap().clone().unwrap();
         assert_eq!(seen.network_delivered, 5);
+    }
+
+    #[test]
+    fn a_parked_pipeline_keeps_its_queue_and_exports_it_after_resume() {
+        let (p, seen) = start(1000, 0);
+        p.submit(batch(10));
+        assert!(p.park(Duration::from_secs(5)));
+        assert!(
+            p.thread.lock().unwrap().is_none(),
+            "the export thread was joined"
+        );
+        let t = Instant::now();
+        for _ in 0..5 {
+            p.submit(batch(10));
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "submit waited for the park"
+        );
+        p.resume();
+        assert!(p.flush(Duration::from_secs(5)));
+        assert_eq!(seen.lock().unwrap().0, 60);
+        // Two forks at once: the thread runs again after the second one only.
+        assert!(p.park(Duration::from_secs(5)));
+        assert!(p.park(Duration::from_secs(5)));
+        p.resume();
+        assert!(p.thread.lock().unwrap().is_none());
+        p.resume();
+        assert!(p.shutdown(Duration::from_secs(5)));
+        assert_eq!(*seen.lock().unwrap(), (60, true));
     }
 
     #[test]

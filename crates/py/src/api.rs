@@ -38,7 +38,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add_function(wrap_pyfunction!(top_functions, m)?)?;
+    m.add_function(wrap_pyfunction!(before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork_parent, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_child, m)?)?;
+    m.add_function(wrap_pyfunction!(sigterm_install, m)?)?;
     m.add_function(wrap_pyfunction!(hook_installed, m)?)?;
     m.add_function(wrap_pyfunction!(per_process_output, m)?)?;
     m.add_function(wrap_pyfunction!(is_configured, m)?)?;
@@ -466,6 +469,16 @@ fn flush(py: Python<'_>, timeout: f64) -> bool {
 /// everything queued and the final `meta` record, waiting at most `timeout` seconds.
 #[pyfunction]
 fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<bool> {
+    shutdown_with(py, Duration::from_secs_f64(timeout.max(0.0)), true)
+}
+
+/// [`shutdown`]; with `release_gil` false the other threads stay stopped while the export
+/// thread finishes (the SIGTERM path: the program must not run on).
+pub(crate) fn shutdown_with(
+    py: Python<'_>,
+    timeout: Duration,
+    release_gil: bool,
+) -> PyResult<bool> {
     let Some(state) = runtime::state() else {
         return Ok(true);
     };
@@ -486,7 +499,10 @@ fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<bool> {
         }
     }
     let pipeline = Arc::clone(&state.pipeline);
-    Ok(py.allow_threads(move || pipeline.shutdown(Duration::from_secs_f64(timeout.max(0.0)))))
+    if !release_gil {
+        return Ok(pipeline.shutdown(timeout));
+    }
+    Ok(py.allow_threads(move || pipeline.shutdown(timeout)))
 }
 
 /// The counters: recorded, exported, dropped (total and by reason), export errors, bytes
@@ -503,6 +519,13 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         d.set_item("diagnostics", state.diagnostics.messages())?;
         d.set_item("recording", state.recording.load(Ordering::Relaxed))?;
         d.set_item("shutdown_timeout_ms", state.config.shutdown_timeout_ms)?;
+        let errors: Vec<String> = state
+            .pipeline
+            .errors()
+            .into_iter()
+            .map(|(exporter, cause)| format!("{exporter}: {cause}"))
+            .collect();
+        d.set_item("export_error_causes", errors)?;
     }
     Ok(d)
 }
@@ -531,13 +554,79 @@ fn top_functions(py: Python<'_>, n: usize) -> Vec<(String, String, u64, u64, u64
         .collect()
 }
 
+/// Pipelines parked by [`before_fork`], resumed by [`after_fork_parent`] (a fork may
+/// reconfigure meanwhile; each resume takes back what its park stopped).
+static PARKED: std::sync::Mutex<Vec<Arc<ferrotrace_core::pipeline::Pipeline>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Longest wait for the export thread to stop before a fork.
+const FORK_PARK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Before `os.fork()`: stops ferrotrace's threads (the export thread, the network senders,
+/// the SIGTERM watcher) so that the process forks with the program's threads only; CPython
+/// 3.12+ warns about forking a multi-threaded process. Queued records stay queued.
+#[pyfunction]
+fn before_fork(py: Python<'_>) {
+    if let Some(state) = runtime::state() {
+        let pipeline = Arc::clone(&state.pipeline);
+        let parked = Arc::clone(&pipeline);
+        py.allow_threads(move || pipeline.park(FORK_PARK_TIMEOUT));
+        PARKED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(parked);
+    }
+    crate::sigterm::park();
+}
+
+/// After `os.fork()`, in the parent: ferrotrace's threads run again and export what was
+/// queued before and during the fork. CPython 3.13+ counts the threads only after the
+/// after-fork callbacks (3.12 before them), so there the threads start from a pending call,
+/// which the main thread runs at its next bytecode, once `os.fork()` has returned.
+#[pyfunction]
+fn after_fork_parent() {
+    #[cfg(Py_3_13)]
+    {
+        extern "C" fn later(_: *mut std::os::raw::c_void) -> std::os::raw::c_int {
+            resume_after_fork();
+            0
+        }
+        // SAFETY: a plain C API call; `later` needs no argument.
+        if unsafe { pyo3::ffi::Py_AddPendingCall(Some(later), std::ptr::null_mut()) } == 0 {
+            return;
+        }
+    }
+    resume_after_fork();
+}
+
+fn resume_after_fork() {
+    crate::sigterm::resume();
+    let parked = PARKED.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    if let Some(pipeline) = parked {
+        pipeline.resume();
+    }
+}
+
+/// Under `ferrotrace run` and `ferrotrace.auto`: when SIGTERM has the default disposition,
+/// a SIGTERM first exports what was recorded and the final record (see `sigterm`). Returns
+/// whether it was installed (not when the program handles or ignores SIGTERM).
+#[pyfunction]
+fn sigterm_install() -> bool {
+    crate::sigterm::install()
+}
+
 /// In a forked child: a fresh export thread and output (`.PID` added to the file name), no
 /// copy of the parent's queued records, new span ids for calls still open, and a child
 /// session under the parent's process-wide session.
 #[pyfunction]
 fn after_fork_child(py: Python<'_>) -> PyResult<()> {
+    // The parent's parked pipelines are the parent's: never resumed (nor dropped) here.
+    std::mem::forget(std::mem::take(
+        &mut *PARKED.lock().unwrap_or_else(|e| e.into_inner()),
+    ));
     let done = start_forked_child(py);
     ferrotrace_core::fork::resume();
+    crate::sigterm::after_fork_child();
     done
 }
 

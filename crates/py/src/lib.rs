@@ -27,6 +27,7 @@ mod profiler_slot;
 mod recorder;
 mod runtime;
 mod session;
+mod sigterm;
 #[cfg(not(Py_3_12))]
 mod stack_guard;
 #[cfg(all(Py_3_12, not(Py_3_13)))]

@@ -164,6 +164,14 @@ impl Exporter for OtlpExporter {
         true
     }
 
+    fn park(&mut self, deadline: std::time::Instant) {
+        self.delivery.park(deadline);
+    }
+
+    fn resume(&mut self) {
+        self.delivery.resume();
+    }
+
     fn export_spans(&mut self, spans: &SpanBatch, ctx: &ExportContext) -> Result<u64, ExportError> {
         for s in spans.iter() {
             let span = self.encoder.span(s, spans, &ctx.functions);
