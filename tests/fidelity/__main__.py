@@ -39,6 +39,7 @@ def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE") and k != "PYTHONPATH"}
     env.pop("PYTEST_ADDOPTS", None)
     env.pop("PYTEST_CURRENT_TEST", None)
+    env["PYTHONHASHSEED"] = "0"  # set and dict orders (and what tests print from them) repeat
     return env
 
 
@@ -50,13 +51,26 @@ def sdist(lib: corpus.Library, python: str) -> Path:
     dl = CACHE / "sdists"
     dl.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [python, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps", "--no-build-isolation",
-         "-d", str(dl), f"{lib.name}=={lib.version}"],
+        [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-binary",
+            ":all:",
+            "--no-deps",
+            "-d",
+            str(dl),
+            f"{lib.name}=={lib.version}",
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
     norm = re.sub(r"[-_.]+", "[-_.]", lib.name)
-    (archive,) = [p for p in dl.iterdir() if re.match(rf"(?i){norm}-{re.escape(lib.version)}\.tar\.gz$", p.name)]
+    (archive,) = [
+        p for p in dl.iterdir() if re.match(rf"(?i){norm}-{re.escape(lib.version)}\.tar\.gz$", p.name)
+    ]
     (CACHE / "src").mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         top = tar.getnames()[0].split("/")[0]
@@ -68,6 +82,7 @@ def sdist(lib: corpus.Library, python: str) -> Path:
 class Case:
     def __init__(self, kind: str, name: str, argv: list[str], cwd: str | None = None, timeout: float = 1800):
         self.kind, self.name, self.argv, self.cwd, self.timeout = kind, name, argv, cwd, timeout
+        self.noise = corpus.REGRTEST_NOISE.get(name)
 
 
 def cases(python: str, args: argparse.Namespace) -> list[Case]:
@@ -75,7 +90,7 @@ def cases(python: str, args: argparse.Namespace) -> list[Case]:
     out: list[Case] = []
     if "regrtest" in args.kinds:
         for m in corpus.CI_REGRTEST if ci else corpus.REGRTEST:
-            out.append(Case("regrtest", m, [python, "-m", "test", "-v", m]))
+            out.append(Case("regrtest", m, [python, "-m", "test", "-v", m, *corpus.REGRTEST_ARGS.get(m, [])]))
     if "lib" in args.kinds:
         for lib in corpus.LIBRARIES:
             if ci and lib.name not in corpus.CI_LIBRARIES:
@@ -83,8 +98,18 @@ def cases(python: str, args: argparse.Namespace) -> list[Case]:
             if args.only and not re.search(args.only, lib.dist):
                 continue
             src = sdist(lib, python)
-            argv = [python, "-m", "pytest", "-p", "no:cacheprovider", "-v", "--color=no", "-o",
-                    "console_output_style=classic", *lib.args]
+            argv = [
+                python,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-v",
+                "--color=no",
+                "-o",
+                "console_output_style=classic",
+                *lib.args,
+            ]
             out.append(Case("lib", lib.dist, argv, cwd=str(src)))
     if "import" in args.kinds:
         for name in corpus.CI_IMPORTS if ci else corpus.IMPORTS:
@@ -100,18 +125,24 @@ def run_case(case: Case, python: str, backend: str, plain_cache: dict, confirm: 
         cwd = case.cwd or tmp
         key = (python, case.name)
         if key not in plain_cache:
-            plain_cache[key] = run(case.argv, cwd=cwd, env=env, timeout=case.timeout, traced=False, python=python)
+            plain_cache[key] = run(
+                case.argv, cwd=cwd, env=env, timeout=case.timeout, traced=False, python=python
+            )
         plain = plain_cache[key]
         limit = min(case.timeout, max(120.0, plain.seconds * 60))
         traced = run(case.argv, cwd=cwd, env=env, timeout=limit, traced=True, python=python, backend=backend)
-        result = compare(case.name, plain, traced)
+        result = compare(case.name, plain, traced, noise=case.noise)
         if not result.same and confirm:
             # Both again: a difference that does not come back is the program's own flakiness.
             plain2 = run(case.argv, cwd=cwd, env=env, timeout=case.timeout, traced=False, python=python)
-            traced2 = run(case.argv, cwd=cwd, env=env, timeout=limit, traced=True, python=python, backend=backend)
-            again = compare(case.name, plain2, traced2)
-            if again.same or not compare(case.name, plain, plain2).same:
-                result.why.insert(0, "FLAKY (not reproduced on a second run, or untraced runs differ)")
+            traced2 = run(
+                case.argv, cwd=cwd, env=env, timeout=limit, traced=True, python=python, backend=backend
+            )
+            again = compare(case.name, plain2, traced2, noise=case.noise)
+            if again.same:
+                result.why.insert(0, "FLAKY (not reproduced on a second run)")
+            elif not compare(case.name, plain, plain2, summary=False, noise=case.noise).same:
+                result.why.insert(0, "(untraced runs differ too)")
     return result
 
 
@@ -121,8 +152,8 @@ def cell(result: Comparison) -> str:
     else:
         text = "differs: " + "; ".join(result.why)
         text = text.replace("|", "\\|").replace("\n", " ")
-        if len(text) > 600:
-            text = text[:600] + "…"
+        if len(text) > 400:
+            text = text[:400] + "…"
     return f"{text} | {result.ratio:.1f}x"
 
 
@@ -139,8 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     args.kinds = args.kinds.split(",")
     pythons = args.python or [sys.executable]
     rows: list[str] = []
+    details: list[str] = []
     failed = 0
     header = "| kind | case | version | backend | outcome | traced/untraced time |\n|---|---|---|---|---|---|"
+
+    def write_results() -> None:
+        Path(args.results).write_text(
+            "# ferrotrace fidelity results\n\n"
+            + header
+            + "\n"
+            + "\n".join(rows)
+            + "\n"
+            + f"\n{len(rows) - failed} identical, {failed} differ\n"
+            + ("\n## Differences\n\n" + "\n".join(details) if details else "")
+        )
+
     print(header, flush=True)
     for python in pythons:
         version = version_of(python)
@@ -153,18 +197,27 @@ def main(argv: list[str] | None = None) -> int:
                 print(row, flush=True)
                 rows.append(row)
                 failed += not result.same
+                if not result.same and result.traced:
+                    tail = "\n".join(result.traced.stderr.splitlines()[-25:])
+                    details.append(
+                        f"### {case.name} on {version} {backend}\n\ncommand: `{' '.join(case.argv)}`"
+                        f" (cwd {case.cwd or 'a temp dir'})\n\n"
+                        + "\n".join(f"- {w}" for w in result.why)
+                        + f"\n\ntraced stderr, last lines:\n\n```\n{tail}\n```\n"
+                    )
+                write_results()
             if "oracle" in args.kinds:
                 ok, why, ratio = oracle.check(python, backend)
-                row = f"| oracle | setprofile call counts | {version} | {backend} | " + (
-                    "identical" if ok else "differs: " + why.replace("|", "\\|")
-                ) + f" | {ratio:.1f}x |"
+                row = (
+                    f"| oracle | setprofile call counts | {version} | {backend} | "
+                    + ("identical" if ok else "differs: " + why.replace("|", "\\|"))
+                    + f" | {ratio:.1f}x |"
+                )
                 print(row, flush=True)
                 rows.append(row)
                 failed += not ok
-    Path(args.results).write_text(
-        "# ferrotrace fidelity results\n\n" + header + "\n" + "\n".join(rows) + "\n"
-        + f"\n{len(rows) - failed} identical, {failed} differ\n"
-    )
+                write_results()
+    write_results()
     print(f"\n{len(rows) - failed} identical, {failed} differ; table in {args.results}", flush=True)
     return 1 if failed else 0
 

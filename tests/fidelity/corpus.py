@@ -27,10 +27,10 @@ REGRTEST = [
     "test_contextlib_async",
     "test_generators",
     "test_coroutines",
-    "test_asyncio.test_tasks",
     "test_asyncio.test_locks",
+    "test_asyncio.test_queues",
+    "test_asyncio.test_pep492",
     "test_threading",
-    "test_subprocess",
     "test_os",
     "test_pickle",
     "test_copy",
@@ -70,6 +70,17 @@ REGRTEST = [
     "test_raise",
     "test_context",
 ]
+
+# Tests that fail here untraced too (signals and threads in this sandbox): left out by regrtest -i.
+REGRTEST_ARGS = {
+    "test_threading": ["-i", "test_interrupt_main_*", "-i", "test_import_from_another_thread"],
+    "test_generators": ["-i", "test_raise_and_yield_from"],
+}
+
+# Lines a module prints in an order of its own (threads writing to one stream): not compared.
+REGRTEST_NOISE = {
+    "test_threading": r"task|usec|waiting for|done$|^\s*$",
+}
 
 
 @dataclass(frozen=True)
@@ -137,7 +148,7 @@ IMPORTS = [
 ]
 
 # The CI subset: a few minutes for every version and backend together.
-CI_REGRTEST = ["test_json", "test_dataclasses", "test_contextlib", "test_scope", "test_with"]
+CI_REGRTEST = ["test_contextlib", "test_scope", "test_with", "test_copy", "test_abc", "test_class"]
 CI_LIBRARIES = ["toolz"]
 # Importable in the project's own test venv (tests/requirements.txt), so CI installs nothing more.
 CI_IMPORTS = ["pytest", "requests", "urllib3", "idna", "pygments", "packaging", "opentelemetry.sdk.trace"]

@@ -49,14 +49,34 @@ def check(python: str, backend: str) -> tuple[bool, str, float]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE") and k != "PYTHONPATH"}
         counts_file = os.path.join(tmp, "counts.json")
         t0 = time.monotonic()
-        plain = subprocess.run([python, driver, "count", counts_file], cwd=tmp, env=env, capture_output=True, text=True)
+        plain = subprocess.run(
+            [python, driver, "count", counts_file], cwd=tmp, env=env, capture_output=True, text=True
+        )
         t1 = time.monotonic()
         env.update(FERROTRACE_BACKEND=backend, FERROTRACE_EXCLUDE_DEFAULTS="0")
         trace = os.path.join(tmp, "trace.jsonl")
         traced = subprocess.run(
-            [python, "-m", "ferrotrace", "run", "--capture", "all", "--include", f"^{MODULE}::", "-o", trace,
-             "--", python, driver, "plain", ""],
-            cwd=tmp, env=env, capture_output=True, text=True,
+            [
+                python,
+                "-m",
+                "ferrotrace",
+                "run",
+                "--capture",
+                "all",
+                "--include",
+                f"^{MODULE}::",
+                "-o",
+                trace,
+                "--",
+                python,
+                driver,
+                "plain",
+                "",
+            ],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         t2 = time.monotonic()
         ratio = (t2 - t1) / max(t1 - t0, 1e-9)
@@ -64,7 +84,8 @@ def check(python: str, backend: str) -> tuple[bool, str, float]:
             return False, f"exit {plain.returncode} / {traced.returncode}: {traced.stderr[-500:]}", ratio
         if plain.stdout != traced.stdout:
             return False, f"stdout {plain.stdout!r} -> {traced.stdout!r}", ratio
-        want = collections.Counter(json.load(open(counts_file)))
+        with open(counts_file) as f:
+            want = collections.Counter(json.load(f))
         got: collections.Counter = collections.Counter()
         with open(trace) as f:
             for line in f:
@@ -74,11 +95,18 @@ def check(python: str, backend: str) -> tuple[bool, str, float]:
         if want == got:
             return True, f"{sum(want.values())} calls in {len(want)} functions", ratio
         keys = sorted(set(want) | set(got))
-        bad = [f"{os.path.basename(k)} setprofile={want[k]} spans={got[k]}" for k in keys if want[k] != got[k]]
+        bad = [
+            f"{os.path.basename(k)} setprofile={want[k]} spans={got[k]}" for k in keys if want[k] != got[k]
+        ]
         return False, f"{len(bad)} function(s) differ: " + "; ".join(bad[:8]), ratio
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    print(check(sys.argv[1] if len(sys.argv) > 1 else sys.executable, sys.argv[2] if len(sys.argv) > 2 else "setprofile"))
+    print(
+        check(
+            sys.argv[1] if len(sys.argv) > 1 else sys.executable,
+            sys.argv[2] if len(sys.argv) > 2 else "setprofile",
+        )
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import shutil
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 
 # The end-of-run summary `ferrotrace run` prints on the top process's stderr (and only there).
 _SUMMARY_HEAD = re.compile(r"^ferrotrace: \d+ spans written, \d+ dropped.* -> .*$")
-_SUMMARY_REST = re.compile(r"^(ferrotrace: top functions by total time|\s+total ms\s+self ms\s+calls\s+function|"
-                           r"\s+[\d.]+\s+[\d.]+\s+\d+\s+\S.*)$")
+_SUMMARY_REST = re.compile(
+    r"^(ferrotrace: top functions by total time|\s+total ms\s+self ms\s+calls\s+function|"
+    r"\s+[\d.]+\s+[\d.]+\s+\d+\s+\S.*)$"
+)
 
 # Lines whose text depends on the clock or the machine's load, not on the program.
 _NOISE = [
@@ -35,12 +38,15 @@ _TMP = re.compile(r"(tmp|test_python_|pymp-|worker_)[A-Za-z0-9_]+")
 
 # unittest -v and pytest -v result lines.
 _UNITTEST_LINE = re.compile(
-    r"^(?P<test>\w+ \([\w.]+\))(?:.*?) \.\.\. (?P<res>ok|FAIL|ERROR|skipped|expected failure|unexpected success)\b"
+    r"^(?P<test>\w+ \([\w.]+\))(?:.*?) \.\.\. "
+    r"(?P<res>ok|FAIL|ERROR|skipped|expected failure|unexpected success)\b"
 )
 _PYTEST_LINE = re.compile(r"^(?P<test>\S+::\S+) (?P<res>PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 _UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in ")
 _UNITTEST_END = re.compile(r"^(OK|FAILED)( \(.*\))?$")
-_PYTEST_END = re.compile(r"^=+ (.*(passed|failed|skipped|error|xfailed|xpassed|deselected|no tests ran).*) in [\d.]+s")
+_PYTEST_END = re.compile(
+    r"^=+ (.*(passed|failed|skipped|error|xfailed|xpassed|deselected|no tests ran).*) in [\d.]+s"
+)
 
 
 def strip_summary(stderr: str) -> tuple[str, bool]:
@@ -60,8 +66,13 @@ def normalize(line: str) -> str:
     return _DIGITS.sub("N", line)
 
 
-def interesting(lines: list[str]) -> list[str]:
-    return [normalize(x) for x in lines if not any(p.search(x) for p in _NOISE)]
+def interesting(lines: list[str], noise: str | None = None) -> list[str]:
+    extra = re.compile(noise) if noise else None
+    return [
+        normalize(x)
+        for x in lines
+        if not any(p.search(x) for p in _NOISE) and not (extra and extra.search(x))
+    ]
 
 
 @dataclass
@@ -173,17 +184,13 @@ def run(
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         out, err = proc.communicate()
     seconds = time.monotonic() - start
     # A program may leave daemons behind in its session (its own process group): end them.
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     stdout = out.decode("utf-8", "backslashreplace")
     stderr = err.decode("utf-8", "backslashreplace")
     children = 0
@@ -206,9 +213,9 @@ def run(
     )
 
 
-def _line_diff(name: str, plain: str, traced: str) -> list[str]:
-    a = collections.Counter(interesting(plain.splitlines()))
-    b = collections.Counter(interesting(traced.splitlines()))
+def _line_diff(name: str, plain: str, traced: str, noise: str | None) -> list[str]:
+    a = collections.Counter(interesting(plain.splitlines(), noise))
+    b = collections.Counter(interesting(traced.splitlines(), noise))
     why = []
     new = list((b - a).elements())
     gone = list((a - b).elements())
@@ -219,13 +226,18 @@ def _line_diff(name: str, plain: str, traced: str) -> list[str]:
     return why
 
 
-def compare(case: str, plain: Outcome, traced: Outcome) -> Comparison:
+def compare(
+    case: str, plain: Outcome, traced: Outcome, *, summary: bool = True, noise: str | None = None
+) -> Comparison:
     why: list[str] = []
     if traced.timed_out and not plain.timed_out:
         why.append(f"traced run timed out after {traced.seconds:.0f}s")
     if plain.code != traced.code:
         why.append(f"exit code {plain.code} -> {traced.code}")
-    if not traced.summary:
+        if traced.code is not None and traced.code < 0:
+            last = [x for x in traced.stderr.splitlines() if x.strip()][-1:] or [""]
+            why.insert(0, f"CRASH ({signal.Signals(-traced.code).name}), stderr ends {last[0][:200]!r}")
+    if summary and not traced.summary:
         why.append("ferrotrace summary missing from stderr")
     t_plain, t_traced = plain.totals(), traced.totals()
     if t_plain != t_traced:
@@ -238,6 +250,6 @@ def compare(case: str, plain: Outcome, traced: Outcome) -> Comparison:
     ]
     if changed:
         why.append(f"{len(changed)} test(s) changed outcome: {changed[:5]}")
-    why += _line_diff("stdout", plain.stdout, traced.stdout)
-    why += _line_diff("stderr", plain.stderr, traced.stderr)
+    why += _line_diff("stdout", plain.stdout, traced.stdout, noise)
+    why += _line_diff("stderr", plain.stderr, traced.stderr, noise)
     return Comparison(case, not why, why, plain, traced)
