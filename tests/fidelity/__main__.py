@@ -129,7 +129,7 @@ def run_case(case: Case, python: str, backend: str, plain_cache: dict, confirm: 
                 case.argv, cwd=cwd, env=env, timeout=case.timeout, traced=False, python=python
             )
         plain = plain_cache[key]
-        limit = min(case.timeout, max(120.0, plain.seconds * 60))
+        limit = min(case.timeout, max(120.0, plain.seconds * 20))
         traced = run(case.argv, cwd=cwd, env=env, timeout=limit, traced=True, python=python, backend=backend)
         result = compare(case.name, plain, traced, noise=case.noise)
         if not result.same and confirm:
