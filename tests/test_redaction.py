@@ -3,7 +3,7 @@ are not secrets are kept intact, and the user's settings extend the defaults."""
 
 import json
 
-from conftest import spans
+from conftest import read_trace, spans
 
 PEM_BODY = "MIIEowIBAAKCAQEA7q9sZbXyQpL3nJt0kHc5VwXr2sE4dA1mNoPqRsTuVwXyZaBcDeFg"
 JWT = (
@@ -305,3 +305,53 @@ def test_keys_judged_once_are_judged_again_after_reconfiguring(runner):
         hidden = "[REDACTED]" if tag == "after" else "bob"
         assert s["args"]["row"] == {"__type__": "__main__.Row", "nickname": hidden, "password": "[REDACTED]"}
         assert s["return"] == {"nickname": hidden, "other": 1}
+
+
+SESSION_TEXT = r"""
+import os, threading
+import ferrotrace
+ferrotrace.configure(exporter="jsonl,chrome,otlp", output="trace.jsonl",
+                     chrome_output="trace.chrome.json", otlp_endpoint=os.environ["ENDPOINT"])
+
+def work():
+    return 1
+
+def run():
+    attrs = {"password": "hunter2-pw", "owner": "mail bob.secret@example.com",
+             "tier": "gold"}
+    with ferrotrace.session("order for alice.secret@example.com", attrs=attrs) as s:
+        work()
+    print(sorted(s.attrs.items()))
+
+t = threading.Thread(target=run, name="worker ghp_" + "A" * 36)
+t.start()
+t.join()
+ferrotrace.shutdown()
+"""
+
+
+def test_session_tags_attributes_and_thread_names_are_redacted(runner):
+    """Everything of the program's text that reaches an exporter is redacted: a session's
+    tag, its attributes (by key and by value) and the thread's name, in JSONL, Chrome trace
+    and OTLP alike, and in what `Session.attrs` hands back."""
+    from otlp_server import Server
+
+    with Server().start() as server:
+        proc = runner.run(SESSION_TEXT, env={"ENDPOINT": server.url()})
+        assert proc.returncode == 0, proc.stderr
+        bodies = [r.body.decode("latin-1") for r in server.requests]
+    assert proc.stdout.strip() == str(
+        [("owner", "mail [REDACTED]"), ("password", "[REDACTED]"), ("tier", "gold")]
+    )
+    outputs = {
+        "jsonl": (runner.tmp / "trace.jsonl").read_text(),
+        "chrome": (runner.tmp / "trace.chrome.json").read_text(),
+        "otlp": "".join(bodies),
+    }
+    assert bodies, "nothing reached the collector"
+    for name, text in outputs.items():
+        for secret in ("hunter2-pw", "alice.secret", "bob.secret", "ghp_AAAA"):
+            assert secret not in text, (name, secret)
+    start = next(r for r in read_trace(runner.tmp / "trace.jsonl") if r["type"] == "session_start")
+    assert start["tag"] == "order for [REDACTED]"
+    assert start["attrs"] == {"password": "[REDACTED]", "owner": "mail [REDACTED]", "tier": "gold"}

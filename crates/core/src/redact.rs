@@ -305,6 +305,18 @@ impl Redactor {
         }
     }
 
+    /// A `key: value` attribute as it may leave the process: the whole value is
+    /// [`REDACTED`] under a sensitive key, else its secrets are (see
+    /// [`Self::redact_value`]); secrets in the key itself are redacted too.
+    pub fn redact_attribute(&self, key: &str, value: &str) -> (String, String) {
+        let value = if self.is_sensitive_key(key) {
+            REDACTED.to_string()
+        } else {
+            self.redact_value(value).into_owned()
+        };
+        (self.redact_value(key).into_owned(), value)
+    }
+
     /// Redacts a URL: userinfo becomes `[REDACTED]` (`[REDACTED]:[REDACTED]` when it has a
     /// password), query (and `key=value` fragment) parameters with a sensitive name get the
     /// value `[REDACTED]`, and the path and other values go through [`Self::redact_value`]
@@ -1145,5 +1157,22 @@ mod tests {
             let per = t.elapsed().as_nanos() as f64 / f64::from(n);
             println!("redact_value no-match, {} bytes: {per:.0} ns", s.len());
         }
+    }
+
+    #[test]
+    fn attributes_are_redacted_by_key_and_by_value() {
+        let (r, _) = Redactor::new(&[], &[]);
+        assert_eq!(
+            r.redact_attribute("password", "hunter2"),
+            ("password".to_string(), REDACTED.to_string())
+        );
+        assert_eq!(
+            r.redact_attribute("owner", "mail bob@example.com now"),
+            ("owner".to_string(), format!("mail {REDACTED} now"))
+        );
+        assert_eq!(
+            r.redact_attribute("tier", "gold"),
+            ("tier".to_string(), "gold".to_string())
+        );
     }
 }

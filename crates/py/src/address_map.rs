@@ -1,5 +1,6 @@
-//! Maps keyed by an object's address, for the caches that hold a reference to their key
-//! object (so the address cannot be reused while the entry exists).
+//! Maps keyed by an object's address, for caches that hold no reference to their key: each
+//! entry also records what identifies the object it was made for (a type's version tag, a
+//! string's length and hash) and is used only for a live object that still matches.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -279,9 +279,18 @@ fn session_start(
             && lineage.inherited_sampled.unwrap_or_else(|| {
                 trace_id_ratio_sampled(lineage.trace_id, state.config.sample_rate)
             });
+        // Tags, attributes and thread names are the program's text: redacted here, before
+        // anything is queued or handed back.
+        let redactor = &state.redactor;
+        let tag = redactor.redact_value(&tag).into_owned();
+        let attrs = attrs
+            .iter()
+            .map(|(k, v)| redactor.redact_attribute(k, v))
+            .collect();
         let mut s = session::new_session(lineage, sampled, tag, attrs, rec.thread_id, process_wide);
         if sampled {
-            s.record.thread_name = session::thread_name(py, rec.thread_id);
+            let name = session::thread_name(py, rec.thread_id);
+            s.record.thread_name = redactor.redact_value(&name).into_owned();
             Counters::add(&state.counters.sessions_started, 1);
             state.pipeline.submit_session(s.record.clone());
             backend::retain_on_current_thread(rec);

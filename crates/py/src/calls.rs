@@ -56,7 +56,7 @@ pub unsafe fn enter(
         _ => (rec.session_cache.info().span_id, task::current_task_id()),
     };
     let args = if state.config.capture.args() {
-        capture::args_preview(py, state, rec, code, frame, func_id)
+        capture::args_preview(py, state, rec, code, frame)
     } else {
         TextRef::default()
     };

@@ -26,9 +26,8 @@ pub unsafe fn args_preview(
     rec: &mut ThreadRecorder,
     code: *mut ffi::PyObject,
     frame: Option<Frame>,
-    func_id: u32,
 ) -> TextRef {
-    let Some(spec) = code_info::arg_spec(py, code, func_id, state) else {
+    let Some(spec) = code_info::arg_spec(py, code, state) else {
         return TextRef::default();
     };
     let Some(frame) = frame.or_else(|| Frame::current(code)) else {

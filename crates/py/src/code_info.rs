@@ -1,13 +1,13 @@
 //! Per-code-object decisions, taken on first sight and cached in the code object's
 //! `co_extra` slot: whether calls are recorded and the interned function id; and, when
-//! argument previews are on, each code object's argument names ([`ArgSpec`]).
+//! argument previews are on, each code object's argument names ([`ArgSpec`]), in a second
+//! slot that owns its spec and frees it with the code object.
 //!
 //! The cached word is `func_id << 32 | generation << 8 | recorded << 1 | 1`. It is a plain
 //! integer, not a pointer, so nothing needs freeing when the code object dies, and a new
 //! configuration (a new generation) makes every cached decision stale at once.
 
 use crate::frame_args::Frame;
-use crate::gil_cell::GilCell;
 use crate::runtime::HookState;
 use ferrotrace_core::functions::FunctionInfo;
 use ferrotrace_core::metrics::Counters;
@@ -113,7 +113,8 @@ pub struct CodeEntry {
 /// Nothing to free: the slot holds an integer.
 unsafe extern "C" fn free_nothing(_: *mut c_void) {}
 
-/// Reserves the `co_extra` slot. Called once at module import.
+/// Reserves the `co_extra` slots (decision word, argument spec). Called once at module
+/// import.
 ///
 /// # Safety
 /// The GIL is held.
@@ -121,6 +122,10 @@ pub unsafe fn init() {
     if EXTRA_INDEX.load(Ordering::Relaxed) < 0 {
         let idx = request_extra_index(free_nothing);
         EXTRA_INDEX.store(idx as isize, Ordering::Relaxed);
+    }
+    if SPEC_INDEX.load(Ordering::Relaxed) < 0 {
+        let idx = request_extra_index(free_spec);
+        SPEC_INDEX.store(idx as isize, Ordering::Relaxed);
     }
 }
 
@@ -206,7 +211,7 @@ pub unsafe fn decide(
             state.config.function_sample_rate,
         );
     let entry = CodeEntry {
-        func_id: state.functions.intern(info),
+        func_id: state.functions.intern(redacted(info, state)),
         recorded,
     };
     Counters::add(&state.counters.decisions, 1);
@@ -220,6 +225,18 @@ pub unsafe fn decide(
         }
     }
     entry
+}
+
+/// A function's identity as it may leave the process: module, qualified name and file with
+/// their secrets redacted (a path may hold an e-mail address, a generated name a token).
+fn redacted(info: FunctionInfo, state: &HookState) -> FunctionInfo {
+    let r = &state.redactor;
+    FunctionInfo {
+        module: r.redact_value(&info.module).into_owned(),
+        qualname: r.redact_value(&info.qualname).into_owned(),
+        file: r.redact_value(&info.file).into_owned(),
+        line: info.line,
+    }
 }
 
 /// Enables in-place reads of the slot once one reads back `word`, just stored in `code`'s
@@ -390,18 +407,38 @@ pub struct ArgSlot {
 /// The arguments of a code object, read once per code object and configuration.
 #[derive(Debug)]
 pub struct ArgSpec {
-    code: usize,
     generation: u32,
     /// In signature order: positional, `*args`, keyword-only, `**kwargs`.
     pub args: Vec<ArgSlot>,
 }
 
-/// Argument specs by function id (the per-code cache word has no room for them); an entry
-/// belongs to one code object and configuration generation and is rebuilt for another.
-static ARG_SPECS: GilCell<Vec<Option<Rc<ArgSpec>>>> = GilCell::new(Vec::new());
+/// The `co_extra` slot holding each code object's [`ArgSpec`] (-1 until reserved).
+///
+/// The spec lives in the code object it describes, not in a table keyed by the code
+/// object's address or by the function's identity: a code object freed and another
+/// allocated at the same address (or one with the same module, name, file and line, as
+/// code made by `exec` has) must never be read with the other's parameter layout, whose
+/// slots would lie beyond its frame's arguments.
+static SPEC_INDEX: AtomicIsize = AtomicIsize::new(-1);
 
-/// The argument spec of `code` (function `func_id`), built on first use under this state
-/// from `co_varnames`, `co_argcount`, `co_kwonlyargcount`, `co_flags` and `co_cellvars`.
+/// What the spec slot points to: a box owned by the code object, freed with it by
+/// [`free_spec`]. Its content is replaced in place when the configuration changes, so the
+/// slot is written once per code object.
+type SpecBox = Option<Rc<ArgSpec>>;
+
+/// Frees a code object's spec box; CPython calls it when the code object is deallocated.
+///
+/// # Safety
+/// `ptr` is null or a pointer made by `Box::into_raw` in [`arg_spec`], passed once.
+unsafe extern "C" fn free_spec(ptr: *mut c_void) {
+    if !ptr.is_null() {
+        drop(Box::from_raw(ptr as *mut SpecBox));
+    }
+}
+
+/// The argument spec of `code`, built on first use under this state from `co_varnames`,
+/// `co_argcount`, `co_kwonlyargcount`, `co_flags` and `co_cellvars`, and kept in the code
+/// object's own `co_extra` slot.
 ///
 /// # Safety
 /// The GIL is held, `code` is a live code object and no exception is set. Attribute reads
@@ -409,22 +446,35 @@ static ARG_SPECS: GilCell<Vec<Option<Rc<ArgSpec>>>> = GilCell::new(Vec::new());
 pub unsafe fn arg_spec(
     py: Python<'_>,
     code: *mut ffi::PyObject,
-    func_id: u32,
     state: &HookState,
 ) -> Option<Rc<ArgSpec>> {
-    let specs = ARG_SPECS.get();
-    if let Some(Some(spec)) = specs.get(func_id as usize) {
-        if spec.code == code as usize && spec.generation == state.generation {
+    let idx = SPEC_INDEX.load(Ordering::Relaxed);
+    if idx < 0 {
+        return None;
+    }
+    let Some(slot) = read_extra_via_api(code, idx) else {
+        ffi::PyErr_Clear();
+        return None;
+    };
+    // SAFETY: a non-null slot was set below to a live box, which only `free_spec` frees,
+    // when `code` (alive here) dies; the GIL serialises every access to it.
+    let held = (slot as *mut SpecBox).as_mut();
+    if let Some(Some(spec)) = held.as_deref() {
+        if spec.generation == state.generation {
             return Some(Rc::clone(spec));
         }
     }
     let spec = Rc::new(build_arg_spec(py, code, state)?);
-    let specs = ARG_SPECS.get();
-    let i = func_id as usize;
-    if i >= specs.len() {
-        specs.resize(i + 64, None);
+    match held {
+        Some(held) => *held = Some(Rc::clone(&spec)),
+        None => {
+            let boxed = Box::into_raw(Box::new(Some(Rc::clone(&spec))));
+            if code_set_extra(code, idx as ffi::Py_ssize_t, boxed as *mut c_void) != 0 {
+                ffi::PyErr_Clear();
+                free_spec(boxed as *mut c_void);
+            }
+        }
     }
-    specs[i] = Some(Rc::clone(&spec));
     Some(spec)
 }
 
@@ -483,7 +533,6 @@ unsafe fn build_arg_spec(
             args.insert(argcount, star);
         }
         Ok(ArgSpec {
-            code: code as usize,
             generation: state.generation,
             args,
         })

@@ -3,10 +3,12 @@
 //! preview of an object-heavy program, and a pointer lookup costs far less than hashing and
 //! comparing the text, then escaping it again.
 //!
-//! An entry holds a strong reference to its key, so the address cannot be reused by another
-//! object while the entry exists; a `str` is immutable, so its verdict never goes stale
-//! within a configuration generation. Releasing a `str` runs no Python code (no finalizer,
-//! no weak references), so clearing the cache is safe at any point.
+//! An entry holds no reference to its key (recording never keeps a program's object alive):
+//! it also stores the key's length and cached hash, and serves only a live key at the same
+//! address with the same length and hash. A key freed and another interned `str` allocated
+//! at its address is served only if it also has the same length and the same 64-bit hash,
+//! which for different text is a hash collision. A `str` is immutable, so a verdict never
+//! goes stale within a configuration generation.
 
 use crate::address_map::AddressMap;
 use crate::gil_cell::GilCell;
@@ -26,18 +28,22 @@ pub struct KeyVerdict {
 }
 
 struct Entry {
-    /// A strong reference, released when the entry is dropped.
-    key: *mut ffi::PyObject,
+    /// The key's length and hash, which must match the key asked about.
+    length: ffi::Py_ssize_t,
+    hash: ffi::Py_hash_t,
     generation: u32,
     verdict: KeyVerdict,
 }
 
-impl Drop for Entry {
-    fn drop(&mut self) {
-        // SAFETY: entries live in a GIL-protected cache and are dropped with the GIL held;
-        // `key` is the reference taken when the entry was made.
-        unsafe { ffi::Py_DECREF(self.key) };
-    }
+/// The length and cached hash of an exact `str` (interned strings always have their hash).
+///
+/// # Safety
+/// `key` is a live exact `str`.
+#[inline(always)]
+unsafe fn shape(key: *mut ffi::PyObject) -> (ffi::Py_ssize_t, ffi::Py_hash_t) {
+    // SAFETY: an exact str is a PyASCIIObject; its length and hash fields are read only.
+    let head = &*(key as *mut ffi::PyASCIIObject);
+    (head.length, head.hash)
 }
 
 type Cache = AddressMap<Entry>;
@@ -66,28 +72,31 @@ pub unsafe fn cacheable(key: *mut ffi::PyObject) -> bool {
 /// The verdict on `key` (a [`cacheable`] key) under configuration `generation`, if known.
 ///
 /// # Safety
-/// The GIL is held.
+/// The GIL is held and `key` is a live [`cacheable`] key.
 #[inline]
 pub unsafe fn get(key: *mut ffi::PyObject, generation: u32) -> Option<KeyVerdict> {
     let cache = CACHE.get().as_ref()?;
     let e = cache.get(&(key as usize))?;
-    (e.generation == generation).then(|| e.verdict.clone())
+    let (length, hash) = shape(key);
+    (e.generation == generation && e.length == length && e.hash == hash && hash != -1)
+        .then(|| e.verdict.clone())
 }
 
 /// Remembers the verdict on `key` (a [`cacheable`] key) under configuration `generation`.
 ///
 /// # Safety
-/// The GIL is held and `key` is a live object.
+/// The GIL is held and `key` is a live [`cacheable`] key.
 pub unsafe fn put(key: *mut ffi::PyObject, generation: u32, verdict: KeyVerdict) {
     let cache = CACHE.get().get_or_insert_with(Cache::default);
     if cache.len() >= MAX_ENTRIES {
         cache.clear();
     }
-    ffi::Py_INCREF(key);
+    let (length, hash) = shape(key);
     cache.insert(
         key as usize,
         Entry {
-            key,
+            length,
+            hash,
             generation,
             verdict,
         },

@@ -2,11 +2,13 @@
 //! name, whether it keeps `object.__repr__`, and its `__slots__` members with the
 //! sensitivity of each member name), computed once per type and cached.
 //!
-//! An entry is keyed by the type's address and holds a strong reference to the type, so the
-//! address cannot be reused by another type while the entry exists. A type's members (its
-//! `__slots__` layout) never change after creation; its name can, so an entry is computed
-//! again when the type's `tp_version_tag` changed to another valid tag (a tag of 0, which
-//! CPython gives a modified type until its next lookup, keeps the entry).
+//! An entry holds no reference to its type (recording never keeps a class alive): it is
+//! keyed by the type's address and its `tp_version_tag`, and serves only a type with both.
+//! CPython hands out version tags from an interpreter-wide counter that only grows, so a
+//! type freed and another allocated at the same address never share a tag; a modified type
+//! gets a new tag on its next lookup, so a renamed class is computed again. A type with no
+//! valid tag (0: modified and not looked up since, or out of tags) is asked for one by a
+//! method-cache lookup; when it still has none its facts are computed and not cached.
 
 use crate::address_map::{self, AddressMap};
 use crate::gil_cell::GilCell;
@@ -68,20 +70,10 @@ pub struct TypeInfo {
     pub slots: Vec<SlotField>,
 }
 
-struct Entry {
-    /// A strong reference, released when the entry is dropped.
-    ty: *mut ffi::PyTypeObject,
-    version: u32,
-    generation: u32,
-    info: Rc<TypeInfo>,
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        // SAFETY: entries live in a GIL-protected cache and are dropped with the GIL held;
-        // `ty` is the reference taken when the entry was made.
-        unsafe { ffi::Py_DECREF(self.ty as *mut ffi::PyObject) };
-    }
+extern "C" {
+    /// CPython's method-cache lookup (exported on 3.10–3.13): looking a name up on a type
+    /// assigns the type a version tag when it has none and one can be given.
+    fn _PyType_Lookup(ty: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
 }
 
 /// Slots of the cache's front table (a power of two): enough that the dozen types a
@@ -92,9 +84,8 @@ const RECENT: usize = 256;
 /// the same few types again and again, and a slot is cheaper than a hash lookup.
 struct Cache {
     entries: AddressMap<Entry>,
-    /// Copies of recently asked-for entries, by [`slot`]; cleared with `entries`, so the
-    /// type each names is kept alive by its entry.
-    recent: Box<[Option<RecentEntry>; RECENT]>,
+    /// Copies of recently asked-for entries, by [`slot`].
+    recent: Box<[Option<Entry>; RECENT]>,
 }
 
 impl Default for Cache {
@@ -111,26 +102,21 @@ fn slot(addr: usize) -> usize {
     (address_map::mix(addr) >> (64 - RECENT.trailing_zeros())) as usize
 }
 
-struct RecentEntry {
+/// The facts about the type that had address `ty` and version tag `version` (never 0)
+/// when they were computed under configuration `generation`.
+#[derive(Clone)]
+struct Entry {
     ty: usize,
     version: u32,
     generation: u32,
     info: Rc<TypeInfo>,
 }
 
-impl RecentEntry {
-    fn of(e: &Entry) -> Self {
-        RecentEntry {
-            ty: e.ty as usize,
-            version: e.version,
-            generation: e.generation,
-            info: Rc::clone(&e.info),
-        }
-    }
-
-    /// The entry is still right for `ty` at `version` under `generation`.
+impl Entry {
+    /// The entry describes the live type at `ty` whose tag is `version`, under `generation`.
+    #[inline(always)]
     fn fits(&self, ty: usize, version: u32, generation: u32) -> bool {
-        self.ty == ty && (version == 0 || self.version == version) && self.generation == generation
+        self.ty == ty && self.version == version && self.generation == generation
     }
 }
 
@@ -169,40 +155,53 @@ unsafe fn get_missed(
     redactor: &Redactor,
     generation: u32,
 ) -> Rc<TypeInfo> {
-    let version = (*ty).tp_version_tag;
+    let version = version_tag(ty);
+    if version == 0 {
+        return Rc::new(compute(ty, redactor));
+    }
     let cache = CACHE.get().get_or_insert_with(Cache::default);
     let at = slot(ty as usize);
     if let Some(e) = cache.entries.get(&(ty as usize)) {
-        let recent = RecentEntry::of(e);
-        if recent.fits(ty as usize, version, generation) {
-            let info = Rc::clone(&recent.info);
-            cache.recent[at] = Some(recent);
-            return info;
+        if e.fits(ty as usize, version, generation) {
+            cache.recent[at] = Some(e.clone());
+            return Rc::clone(&e.info);
         }
     }
-    let info = Rc::new(compute(ty, redactor));
-    // Entries released when the cache starts over are dropped last: dropping one may free a
-    // class, and a weakref callback on it may run Python code that previews (and so uses
-    // the cache) again.
-    let released = if cache.entries.len() >= MAX_ENTRIES {
+    if cache.entries.len() >= MAX_ENTRIES {
         cache.recent.fill_with(|| None);
-        Some(std::mem::take(&mut cache.entries))
-    } else {
-        None
-    };
-    ffi::Py_INCREF(ty as *mut ffi::PyObject);
+        cache.entries.clear();
+    }
     let entry = Entry {
-        ty,
+        ty: ty as usize,
         version,
         generation,
-        info: Rc::clone(&info),
+        info: Rc::new(compute(ty, redactor)),
     };
-    cache.recent[at] = Some(RecentEntry::of(&entry));
-    // A replaced entry (same type, new version) holds a reference to that same type, which
-    // the new entry keeps alive, so dropping it here frees nothing.
+    let info = Rc::clone(&entry.info);
+    cache.recent[at] = Some(entry.clone());
     cache.entries.insert(ty as usize, entry);
-    drop(released);
     info
+}
+
+/// The version tag of `ty`, assigned now by a method-cache lookup when it has none; 0 when
+/// CPython cannot give it one.
+///
+/// # Safety
+/// The GIL is held and `ty` is a live type object. The lookup reads the dictionaries of
+/// the MRO with a `str` key and runs no user code.
+unsafe fn version_tag(ty: *mut ffi::PyTypeObject) -> u32 {
+    if (*ty).tp_version_tag == 0 {
+        static NAME: GilCell<usize> = GilCell::new(0);
+        let name = NAME.get();
+        if *name == 0 {
+            *name = ffi::PyUnicode_InternFromString(c"__repr__".as_ptr()) as usize;
+        }
+        if *name != 0 {
+            _PyType_Lookup(ty, *name as *mut ffi::PyObject);
+            ffi::PyErr_Clear();
+        }
+    }
+    (*ty).tp_version_tag
 }
 
 unsafe fn compute(ty: *mut ffi::PyTypeObject, redactor: &Redactor) -> TypeInfo {

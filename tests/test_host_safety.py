@@ -1,0 +1,172 @@
+"""The traced program never notices (issue 25): what ferrotrace reads from frames is read
+with the right layout, and recording keeps no user object alive, on every backend."""
+
+import pytest
+from conftest import read_trace, spans
+
+DATACLASSES = r"""
+import dataclasses, ferrotrace
+ferrotrace.configure(output="trace.jsonl", capture="args", exclude_defaults=False,
+                     include=r"__init__$")
+with ferrotrace.session("made"):
+    for i in range(400):
+        n = i % 7
+        C = dataclasses.make_dataclass(f"C{i}", [f"f{j}" for j in range(n)])
+        C(*range(10, 10 + n))
+ferrotrace.shutdown()
+"""
+
+
+def test_generated_functions_sharing_a_name_keep_their_own_parameters(runner):
+    """dataclasses makes each `__init__` with `exec`: every one has the same module, name,
+    file and line, and different parameters, and they are freed and made in turn. Each call
+    must show its own parameters with the values passed (once a crash on 3.11: a layout
+    cached for one was used for another)."""
+    records = runner.trace(DATACLASSES)
+    inits = [s for s in spans(records) if s["qualname"].endswith("<locals>.__init__")]
+    by_width: dict[int, int] = {}
+    for s in inits:
+        args = dict(s["args"])
+        assert args.pop("self")["__type__"].startswith("types.C")
+        n = len(args)
+        assert args == {f"f{j}": 10 + j for j in range(n)}, s
+        by_width[n] = by_width.get(n, 0) + 1
+    assert by_width == {n: len([i for i in range(400) if i % 7 == n]) for n in range(7)}
+
+
+LIFETIMES = r"""
+import gc, os, sys, weakref, dataclasses
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl", capture="all", preview=os.environ["MODE"])
+
+class Parent:
+    pass
+
+def make_class():
+    class Child(Parent):
+        def __repr__(self):
+            return "child"
+    return Child
+
+def make_dataclass():
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        y: list
+    return Point
+
+def make_function():
+    def inner(a, b=2):
+        return a
+    return inner
+
+def make_code():
+    return compile("def g(x):\n    return x\n", "<made>", "exec")
+
+def use(*values, **named):
+    return values
+
+refs = {}
+with ferrotrace.session("lifetimes"):
+    child = make_class()
+    use(child, child(), kind=child)
+    point_cls = make_dataclass()
+    p = point_cls(1, [1, 2])
+    use(point_cls, p)
+    fn = make_function()
+    fn(fn)
+    use(fn, fn.__code__)
+    code = make_code()
+    ns = {}
+    exec(code, ns)
+    ns["g"](ns["g"])
+    refs = {
+        "class": weakref.ref(child),
+        "dataclass": weakref.ref(point_cls),
+        "instance": weakref.ref(p),
+        "function": weakref.ref(fn),
+        "code": weakref.ref(code),
+        "exec_function": weakref.ref(ns["g"]),
+        "exec_code": weakref.ref(ns["g"].__code__),
+    }
+    del child, point_cls, p, fn, code, ns
+    gc.collect()
+    alive = sorted(k for k, r in refs.items() if r() is not None)
+    subclasses = [c.__name__ for c in Parent.__subclasses__()]
+print(repr((alive, subclasses)))
+ferrotrace.shutdown()
+"""
+
+
+@pytest.mark.parametrize("mode", ["safe", "fields", "repr"])
+def test_objects_made_in_traced_calls_die_when_dropped(runner, mode):
+    proc = runner.run(LIFETIMES, env={"MODE": mode})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "([], [])"
+    names = {s["qualname"] for s in spans(read_trace(runner.tmp / "trace.jsonl"))}
+    assert {"use", "make_class", "make_dataclass", "make_function.<locals>.inner", "g"} <= names
+
+
+CYCLE_CALLBACK = r"""
+import gc, weakref
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl", capture="all")
+
+alist = []
+
+def scenario():
+    class C(object):
+        def __init__(self, value):
+            self.attribute = value
+
+        def acallback(self, ignore):
+            alist.append(self.c)
+
+    c1, c2 = C(1), C(2)
+    c1.c = c2
+    c2.c = c1
+    c1.wr = weakref.ref(c2, c1.acallback)
+    c2.wr = weakref.ref(c1, c2.acallback)
+    return weakref.ref(C, lambda ignore: alist.append("C went away"))
+
+with ferrotrace.session("cycle"):
+    wr = scenario()
+    gc.collect()
+    print(alist, wr())
+ferrotrace.shutdown()
+"""
+
+
+def test_a_class_in_dropped_cyclic_trash_goes_away(runner):
+    """CPython's test_weakref.test_callback_in_cycle_resurrection, traced: the class whose
+    instances ferrotrace previewed dies with its cycle and its weakref callback runs."""
+    proc = runner.run(CYCLE_CALLBACK)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['C went away'] None"
+
+
+GC_OBJECTS = r"""
+import gc
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl", capture="all")
+
+class G:
+    def __eq__(self, other):
+        return False
+
+with ferrotrace.session("objects"):
+    g = G()
+    g == g
+    before = len(gc.get_objects())
+    for i in range(10):
+        g == g
+    after = len(gc.get_objects())
+print(after - before)
+ferrotrace.shutdown()
+"""
+
+
+def test_traced_calls_leave_no_new_objects_behind(runner):
+    proc = runner.run(GC_OBJECTS)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0"
