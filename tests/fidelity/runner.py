@@ -28,6 +28,7 @@ _NOISE = [
         r"^Total duration: ",
         r"load avg: .* running: ",  # regrtest's progress line for a slow test
         r"^\d+:\d\d:\d\d .*\[\s*\d+/\d+\] \S+ (passed|failed).* \(\d.*\)$",
+        r"^test_\w+ (passed|failed)( \(.*\))? in \d",  # regrtest names a slow module's time
         r"^== (CPU count|cwd|Python build|encodings|resources|Linux|CPython|Python|random seed|"
         r"sys\.|platform|hash algorithm|tests? )",
     )
