@@ -200,7 +200,8 @@ def run(
         stop.set()
         if sweeper:
             sweeper.join()
-        children = sum(1 for n in os.listdir(folder) if n != "null.jsonl")
+        with contextlib.suppress(OSError):
+            children = sum(1 for n in os.listdir(folder) if n != "null.jsonl")
         shutil.rmtree(folder, ignore_errors=True)
         stderr, summary = strip_summary(stderr)
     return Outcome(
