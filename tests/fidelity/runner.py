@@ -33,6 +33,7 @@ _NOISE = [
         r"sys\.|platform|hash algorithm|tests? )",
     )
 ]
+_RULE = re.compile(r"([=_-])\1+")
 _DIGITS = re.compile(r"\d+(\.\d+)?")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 _TMP = re.compile(r"(tmp|test_python_|pymp-|worker_)[A-Za-z0-9_]+")
@@ -64,6 +65,7 @@ def strip_summary(stderr: str) -> tuple[str, bool]:
 def normalize(line: str) -> str:
     line = _HEX.sub("0x?", line.rstrip())
     line = _TMP.sub("TMP", line)
+    line = _RULE.sub(r"\1\1", line)  # pytest pads its closing line to the width of its timing
     return _DIGITS.sub("N", line)
 
 
