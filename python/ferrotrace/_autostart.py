@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ferrotrace import _lifecycle, _settings
+from ferrotrace import _lifecycle, _native, _settings
 
 #: Set by `ferrotrace run`: the pid of the process the user launched (others are children).
 MAIN_PID_VAR = _lifecycle.MAIN_PID_VAR

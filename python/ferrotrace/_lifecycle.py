@@ -201,8 +201,6 @@ def _thread_profile(frame: Any, event: str, arg: Any) -> None:
     _native.thread_bootstrap()
 
 
-
-
 def shutdown(timeout: float | None = None) -> bool:
     """Ends the process-wide session and exports everything, within the timeout."""
     if timeout is None:
