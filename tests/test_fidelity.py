@@ -27,20 +27,10 @@ def _cases():
         return fidelity.cases(sys.executable, ARGS)
 
 
-# Known differences, reported and being fixed; each case XPASSes once the fix lands.
-KNOWN = {
-    # FERROTRACE_BACKEND=evalframe ferrotrace run --capture none -- python3.10 -c
-    #   $'import sys\ndef hook(name, args):\n    pass\nsys.addaudithook(hook)\nprint("ok")'
-    # prints ok, then dies by SIGSEGV (regrtest installs such an audit hook first thing).
-    ("3.10", "evalframe", "regrtest"): "evalframe on 3.10 crashes once a Python audit hook is installed",
-}
 
 
 @pytest.mark.parametrize("case", _cases(), ids=lambda c: f"{c.kind}-{c.name}")
-def test_identical_outcome(case, request):
-    known = KNOWN.get((fidelity.version_of(sys.executable), BACKEND, case.kind))
-    if known:
-        request.applymarker(pytest.mark.xfail(reason=known, strict=False))
+def test_identical_outcome(case):
     result = fidelity.run_case(case, sys.executable, BACKEND, _plain, confirm=True)
     assert result.same, f"{case.name} on {BACKEND}: " + "; ".join(result.why)
 

@@ -226,3 +226,42 @@ def test_naming_a_function_runs_none_of_the_programs_code(runner):
     records = read_trace(runner.tmp / "trace.jsonl")
     names = {s["qualname"] for s in spans(records)}
     assert {"Model.method", "Model.build", "outer", "outer.<locals>.closure"} <= names
+
+
+AUDIT_HOOK = r"""
+import os, sys
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl", capture="all", sample_rate=os.environ["RATE"])
+EVENTS = []
+
+def hook(name, args):
+    if name.startswith("object."):
+        EVENTS.append(name)
+
+sys.addaudithook(hook)
+
+class Box:
+    def method(self):
+        return 1
+
+def work():
+    return Box().method()
+
+with ferrotrace.session("audited"):
+    work()
+    work()
+print(EVENTS)
+"""
+
+
+def test_an_audit_hook_sees_no_event_of_ferrotrace(runner):
+    """regrtest installs a Python audit hook first thing. Naming a function must not raise
+    audit events (`object.__getattr__` of `__code__`): the hook would run, be traced, be
+    named, raise the event again... (a stack overflow on 3.10 with evalframe)."""
+    untraced = runner.run(AUDIT_HOOK, env={"RATE": "0"})
+    assert untraced.returncode == 0, untraced.stderr
+    traced = runner.run(AUDIT_HOOK, env={"RATE": "1"})
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout == untraced.stdout
+    names = [s["qualname"] for s in spans(read_trace(runner.tmp / "trace.jsonl"))]
+    assert names.count("work") == 2 and names.count("Box.method") == 2

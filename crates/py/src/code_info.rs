@@ -401,16 +401,11 @@ fn owner_in_class(cls: &Bound<'_, PyType>, name: &str, code: &Bound<'_, PyAny>) 
 
 #[cfg(not(Py_3_11))]
 fn function_qualname(func: &Bound<'_, PyAny>, code: &Bound<'_, PyAny>) -> Option<String> {
-    // SAFETY: PyFunction_Check only reads the type pointer.
-    if unsafe { ffi::PyFunction_Check(func.as_ptr()) } == 0 {
-        return None;
-    }
-    let own = func.getattr("__code__").ok()?;
+    let [own, qualname, _] = crate::nested_qualname::function_parts(func)?;
     if !own.is(code) {
         return None;
     }
-    func.getattr("__qualname__")
-        .ok()?
+    qualname
         .downcast_into::<PyString>()
         .ok()
         .map(|s| s.to_string())

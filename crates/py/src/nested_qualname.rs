@@ -22,8 +22,7 @@ extern "C" {
 
 /// True for the types of `staticmethod` and `classmethod` objects (exactly).
 pub fn is_method_wrapper(ty: *mut ffi::PyTypeObject) -> bool {
-    // SAFETY: only the addresses of the static type objects are taken.
-    unsafe { ty == addr_of_mut!(PyStaticMethod_Type) || ty == addr_of_mut!(PyClassMethod_Type) }
+    ty == addr_of_mut!(PyStaticMethod_Type) || ty == addr_of_mut!(PyClassMethod_Type)
 }
 
 /// `CO_OPTIMIZED`: set on function code, not on class bodies or module code.
@@ -78,10 +77,8 @@ impl<'py> Search<'_, 'py> {
         if depth >= MAX_DEPTH {
             return None;
         }
-        // SAFETY: PyFunction_Check only reads the type pointer.
-        if unsafe { ffi::PyFunction_Check(value.as_ptr()) } != 0 {
-            let qualname: String = value.getattr("__qualname__").ok()?.extract().ok()?;
-            return self.in_code(&value.getattr("__code__").ok()?, &qualname, depth);
+        if let Some([code, qualname, _]) = function_parts(value) {
+            return self.in_code(&code, &qualname.extract::<String>().ok()?, depth);
         }
         if let Ok(cls) = value.downcast::<PyType>() {
             for member in class_dict(cls)?.values().iter() {
@@ -108,6 +105,28 @@ impl<'py> Search<'_, 'py> {
     }
 }
 
+/// A Python function's code, qualified name and module (borrowed), read from its fields:
+/// attribute access (`__code__`) raises the `object.__getattr__` audit event, which runs the
+/// program's audit hooks, and a hook's own first call would ask for its name again, forever.
+/// None when `value` is not a function.
+pub fn function_parts<'py>(value: &Bound<'py, PyAny>) -> Option<[Bound<'py, PyAny>; 3]> {
+    let py = value.py();
+    // SAFETY: PyFunction_Check only reads the type pointer; a function object's fields are
+    // null or references it owns, borrowed here while `value` keeps them alive.
+    unsafe {
+        if ffi::PyFunction_Check(value.as_ptr()) == 0 {
+            return None;
+        }
+        let f = value.as_ptr().cast::<ffi::PyFunctionObject>();
+        let part = |p: *mut ffi::PyObject| (!p.is_null()).then(|| Bound::from_borrowed_ptr(py, p));
+        Some([
+            part((*f).func_code)?,
+            part((*f).func_qualname)?,
+            part((*f).func_module).unwrap_or_else(|| py.None().into_bound(py)),
+        ])
+    }
+}
+
 /// The namespace of a class, read from its type object: never through attribute access,
 /// where a metaclass's `__getattribute__` or descriptors would run user code.
 pub fn class_dict<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyDict>> {
@@ -120,11 +139,14 @@ pub fn class_dict<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyDict>> {
 }
 
 /// The module a function or class was defined in (`__module__`), read without running user
-/// code: a function's own member, a class's namespace entry.
+/// code: a function's own field, a class's namespace entry.
 fn defined_in(value: &Bound<'_, PyAny>) -> Option<String> {
     let module = match value.downcast::<PyType>() {
         Ok(cls) => class_dict(cls)?.get_item("__module__").ok()??,
-        Err(_) => value.getattr("__module__").ok()?,
+        Err(_) => {
+            let [_, _, module] = function_parts(value)?;
+            module
+        }
     };
     module.extract().ok()
 }
