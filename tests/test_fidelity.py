@@ -27,8 +27,6 @@ def _cases():
         return fidelity.cases(sys.executable, ARGS)
 
 
-
-
 @pytest.mark.parametrize("case", _cases(), ids=lambda c: f"{c.kind}-{c.name}")
 def test_identical_outcome(case):
     result = fidelity.run_case(case, sys.executable, BACKEND, _plain, confirm=True)

@@ -265,3 +265,28 @@ def test_an_audit_hook_sees_no_event_of_ferrotrace(runner):
     assert traced.stdout == untraced.stdout
     names = [s["qualname"] for s in spans(read_trace(runner.tmp / "trace.jsonl"))]
     assert names.count("work") == 2 and names.count("Box.method") == 2
+
+
+def test_a_subinterpreter_runs_untraced_and_silent(tmp_path):
+    """PyO3 modules load only in the main interpreter: a subinterpreter of a program under
+    `ferrotrace run` runs untraced, prints nothing of ferrotrace's, and does not make the
+    summary call the traced process untraced."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "sub.py"
+    script.write_text("import _testcapi\n_testcapi.run_in_subinterp('x = 1')\nprint('sub ok')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferrotrace", "run", "-o", str(tmp_path / "t.jsonl"), str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "sub ok\n"
+    assert "cannot load" not in proc.stderr and "not traced" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("ferrotrace: 1 spans written, 0 dropped")

@@ -93,6 +93,10 @@ def _start():
     try:
         import ferrotrace.auto  # noqa: F401
     except Exception as exc:
+        if "subinterpreter" in str(exc):
+            # A subinterpreter of a traced process (PyO3 modules load only in the main
+            # interpreter): it runs untraced, and its process is not an untraced process.
+            return
         reason = _untraced_reason(exc)
         if os.environ.get("FERROTRACE__MAIN_PID") == str(os.getpid()):
             import atexit
