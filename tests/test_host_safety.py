@@ -290,3 +290,31 @@ def test_a_subinterpreter_runs_untraced_and_silent(tmp_path):
     assert proc.stdout == "sub ok\n"
     assert "cannot load" not in proc.stderr and "not traced" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("ferrotrace: 1 spans written, 0 dropped")
+
+
+def test_output_to_dev_null_makes_no_file_for_children(tmp_path):
+    """`ferrotrace run -o /dev/null` (how the fidelity suite discards whole test suites'
+    traces): child processes write to /dev/null too, not to a new file `/dev/null.PID`."""
+    import glob
+    import os
+    import subprocess
+    import sys
+
+    before = set(glob.glob("/dev/null.*"))
+    script = tmp_path / "parent.py"
+    script.write_text("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'print(2)'])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferrotrace", "run", "-o", "/dev/null", str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "2\n"
+    made = set(glob.glob("/dev/null.*")) - before
+    for path in made:
+        os.unlink(path)
+    assert not made

@@ -72,10 +72,14 @@ pub unsafe fn set_environment(env: Environment) {
 }
 
 /// Output path for a process that is not the one the user named: `{pid}` is expanded by the
-/// exporter; a template without it gets `.PID` before its extension.
+/// exporter; a template without it gets `.PID` before its extension. A device (`-o
+/// /dev/null`) is every process's output as it is: `/dev/null.PID` would be a new file in
+/// `/dev`.
 pub fn per_process_output(template: &Path, pid: u32) -> PathBuf {
+    use std::os::unix::fs::FileTypeExt;
     let bytes = template.as_os_str().as_encoded_bytes();
-    if bytes.windows(5).any(|w| w == b"{pid}") {
+    let device = std::fs::metadata(template).is_ok_and(|m| m.file_type().is_char_device());
+    if device || bytes.windows(5).any(|w| w == b"{pid}") {
         return template.to_path_buf();
     }
     match (template.file_stem(), template.extension()) {
