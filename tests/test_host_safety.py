@@ -1,10 +1,29 @@
 """The traced program never notices (issue 25): what ferrotrace reads from frames is read
 with the right layout, and recording keeps no user object alive, on every backend."""
 
+import glob
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import read_trace, spans
+
+
+def ferrotrace_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`ferrotrace run ARGS` in `cwd`, with no FERROTRACE_* setting of the test run's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE")}
+    return subprocess.run(
+        [sys.executable, "-m", "ferrotrace", "run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
 
 DATACLASSES = r"""
 import dataclasses, ferrotrace
@@ -271,21 +290,9 @@ def test_a_subinterpreter_runs_untraced_and_silent(tmp_path):
     """PyO3 modules load only in the main interpreter: a subinterpreter of a program under
     `ferrotrace run` runs untraced, prints nothing of ferrotrace's, and does not make the
     summary call the traced process untraced."""
-    import os
-    import subprocess
-    import sys
-
     script = tmp_path / "sub.py"
     script.write_text("import _testcapi\n_testcapi.run_in_subinterp('x = 1')\nprint('sub ok')\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ferrotrace", "run", "-o", str(tmp_path / "t.jsonl"), str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = ferrotrace_run(tmp_path, "-o", str(tmp_path / "t.jsonl"), str(script))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "sub ok\n"
     assert "cannot load" not in proc.stderr and "not traced" not in proc.stderr, proc.stderr
@@ -295,23 +302,10 @@ def test_a_subinterpreter_runs_untraced_and_silent(tmp_path):
 def test_output_to_dev_null_makes_no_file_for_children(tmp_path):
     """`ferrotrace run -o /dev/null` (how the fidelity suite discards whole test suites'
     traces): child processes write to /dev/null too, not to a new file `/dev/null.PID`."""
-    import glob
-    import os
-    import subprocess
-    import sys
-
     before = set(glob.glob("/dev/null.*"))
     script = tmp_path / "parent.py"
     script.write_text("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'print(2)'])\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ferrotrace", "run", "-o", "/dev/null", str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = ferrotrace_run(tmp_path, "-o", "/dev/null", str(script))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "2\n"
     made = set(glob.glob("/dev/null.*")) - before

@@ -144,6 +144,28 @@ struct Shared {
 }
 
 impl Shared {
+    /// Waits for notifications on `wake` while `pending` holds of the state, until
+    /// `deadline`; returns the guard and whether `pending` stopped holding in time.
+    fn wait_while<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        deadline: Instant,
+        pending: impl Fn(&State) -> bool,
+    ) -> (MutexGuard<'a, State>, bool) {
+        while pending(&st) {
+            let now = Instant::now();
+            if now >= deadline {
+                return (st, false);
+            }
+            st = self
+                .wake
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        (st, true)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -244,17 +266,9 @@ impl Delivery {
         let mut st = self.shared.lock();
         st.parked = true;
         self.shared.wake.notify_all();
-        while !st.exited {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            st = self
-                .shared
-                .wake
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        let (mut st, exited) = self.shared.wait_while(st, deadline, |s| !s.exited);
+        if !exited {
+            return;
         }
         st.exited = false;
         let tid = st.tid;
@@ -316,18 +330,9 @@ impl Delivery {
         let mut st = self.shared.lock();
         st.deadline = Some(deadline);
         self.shared.wake.notify_all();
-        while !st.queue.is_empty() || st.inflight.is_some() || st.busy {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            st = self
-                .shared
-                .wake
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let (mut st, _) = self.shared.wait_while(st, deadline, |s| {
+            !s.queue.is_empty() || s.inflight.is_some() || s.busy
+        });
         if let Some(p) = st.inflight.take() {
             st.inflight_spooled = self.shared.spool(&p);
         }
