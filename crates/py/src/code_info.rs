@@ -433,6 +433,12 @@ pub struct ArgSpec {
     pub args: Vec<ArgSlot>,
 }
 
+extern "C" {
+    /// CPython's own check (exported on 3.10–3.13): untracks a tuple whose items can never
+    /// be part of a reference cycle.
+    fn _PyTuple_MaybeUntrack(tuple: *mut ffi::PyObject);
+}
+
 /// The `co_extra` slot holding each code object's [`ArgSpec`] (-1 until reserved).
 ///
 /// The spec lives in the code object it describes, not in a table keyed by the code
@@ -509,9 +515,15 @@ unsafe fn build_arg_spec(
     let code_obj = Bound::from_borrowed_ptr(py, code);
     let int = |name: &str| code_obj.getattr(name).and_then(|v| v.extract::<usize>());
     let names = |name: &str| {
-        code_obj
-            .getattr(name)
-            .and_then(|v| v.extract::<Vec<String>>())
+        let tuple = code_obj.getattr(name)?;
+        // 3.12+ builds `co_varnames`/`co_cellvars` on first use and caches them in the code
+        // object: a new tuple the collector tracks until its next pass would make a traced
+        // call leave one more object in `gc.get_objects()` than an untraced one. A tuple of
+        // strings is untracked now, as that pass would do.
+        if ffi::PyTuple_CheckExact(tuple.as_ptr()) != 0 {
+            _PyTuple_MaybeUntrack(tuple.as_ptr());
+        }
+        tuple.extract::<Vec<String>>()
     };
     let read = || -> PyResult<ArgSpec> {
         let flags = int("co_flags")?;
