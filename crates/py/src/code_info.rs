@@ -433,12 +433,6 @@ pub struct ArgSpec {
     pub args: Vec<ArgSlot>,
 }
 
-extern "C" {
-    /// CPython's own check (exported on 3.10–3.13): untracks a tuple whose items can never
-    /// be part of a reference cycle.
-    fn _PyTuple_MaybeUntrack(tuple: *mut ffi::PyObject);
-}
-
 /// The `co_extra` slot holding each code object's [`ArgSpec`] (-1 until reserved).
 ///
 /// The spec lives in the code object it describes, not in a table keyed by the code
@@ -505,6 +499,26 @@ pub unsafe fn arg_spec(
     Some(spec)
 }
 
+/// Untracks `tuple` from the cycle collector when it is an exact tuple of exact strings,
+/// which can never be part of a reference cycle (what the collector's own pass does to
+/// such tuples; `_PyTuple_MaybeUntrack` is not exported on every version).
+///
+/// # Safety
+/// The GIL is held and `tuple` is a live object.
+unsafe fn untrack_tuple_of_strings(tuple: *mut ffi::PyObject) {
+    if ffi::PyTuple_CheckExact(tuple) == 0 || ffi::PyObject_GC_IsTracked(tuple) == 0 {
+        return;
+    }
+    let len = ffi::PyTuple_Size(tuple);
+    for i in 0..len {
+        // SAFETY: `i` is within the tuple's length; the item is borrowed from a live tuple.
+        if ffi::PyUnicode_CheckExact(ffi::PyTuple_GetItem(tuple, i)) == 0 {
+            return;
+        }
+    }
+    ffi::PyObject_GC_UnTrack(tuple as *mut c_void);
+}
+
 unsafe fn build_arg_spec(
     py: Python<'_>,
     code: *mut ffi::PyObject,
@@ -520,9 +534,7 @@ unsafe fn build_arg_spec(
         // object: a new tuple the collector tracks until its next pass would make a traced
         // call leave one more object in `gc.get_objects()` than an untraced one. A tuple of
         // strings is untracked now, as that pass would do.
-        if ffi::PyTuple_CheckExact(tuple.as_ptr()) != 0 {
-            _PyTuple_MaybeUntrack(tuple.as_ptr());
-        }
+        untrack_tuple_of_strings(tuple.as_ptr());
         tuple.extract::<Vec<String>>()
     };
     let read = || -> PyResult<ArgSpec> {
