@@ -77,6 +77,20 @@ REGRTEST_ARGS = {
     "test_generators": ["-i", "test_raise_and_yield_from"],
 }
 
+# Differences CPython itself makes under one backend, whatever the tracer (documented in the
+# README): (module, backend) -> (the only tests that may change, why). Reported as such in the
+# table, not counted as failures; any other change in the module still is one.
+KNOWN = {
+    ("test_profile", "setprofile"): (
+        ("test_calling_conventions",),
+        "profile.Profile.runctx calls sys.setprofile while a profile function (ferrotrace's hook) "
+        "is installed; CPython then hands the c_return of that very call to the new profiler, "
+        "whose own bookkeeping asserts ('Bad return'). Untraced, any profile function set before "
+        "does the same (sys.setprofile(f) then profile.run(...)); the evalframe and monitoring "
+        "backends leave the slot free",
+    ),
+}
+
 # Lines a module prints in an order of its own (threads writing to one stream): not compared.
 REGRTEST_NOISE = {
     "test_threading": r"task|usec|waiting for|done$|^\s*$",

@@ -20,6 +20,11 @@ _SUMMARY_REST = re.compile(
     r"^(ferrotrace: top functions by total time|\s+total ms\s+self ms\s+calls\s+function|"
     r"\s+[\d.]+\s+[\d.]+\s+\d+\s+\S.*)$"
 )
+# The summary's notes: export errors, processes not traced and diagnostics (with their items).
+_SUMMARY_NOTE = re.compile(
+    r"^(ferrotrace: (export error: .*|\d+ process(es)? not traced:|"
+    r"\d+ diagnostics? \(in the meta records\):)|  pid \d+: .*|  \.\.\. and \d+ more)$"
+)
 
 # Lines whose text depends on the clock or the machine's load, not on the program.
 _NOISE = [
@@ -51,15 +56,18 @@ _PYTEST_END = re.compile(
 )
 
 
-def strip_summary(stderr: str) -> tuple[str, bool]:
-    """Removes ferrotrace run's own summary from the end of the top process's stderr."""
+def strip_summary(stderr: str) -> tuple[str, bool, list[str]]:
+    """Removes ferrotrace run's own summary from the end of the top process's stderr; returns
+    the rest, whether the summary was there, and its notes (processes not traced, diagnostics)."""
     lines = stderr.splitlines(keepends=True)
     for i in range(len(lines) - 1, -1, -1):
         if _SUMMARY_HEAD.match(lines[i].rstrip("\n")):
-            if all(_SUMMARY_REST.match(rest.rstrip("\n")) for rest in lines[i + 1 :]):
-                return "".join(lines[:i]), True
+            rest = [x.rstrip("\n") for x in lines[i + 1 :]]
+            if all(_SUMMARY_REST.match(x) or _SUMMARY_NOTE.match(x) for x in rest):
+                notes = [x.strip() for x in rest if _SUMMARY_NOTE.match(x)]
+                return "".join(lines[:i]), True, notes
             break
-    return stderr, False
+    return stderr, False, []
 
 
 def normalize(line: str) -> str:
@@ -87,6 +95,7 @@ class Outcome:
     timed_out: bool = False
     children: int = 0  # traced child processes (their trace files)
     summary: bool = False  # ferrotrace's summary was found and stripped
+    notes: list[str] = field(default_factory=list)  # what that summary noted (not traced, diagnostics)
 
     def tests(self) -> dict[str, str]:
         got: dict[str, str] = {}
@@ -116,6 +125,11 @@ class Comparison:
     why: list[str] = field(default_factory=list)
     untraced: Outcome | None = None
     traced: Outcome | None = None
+    known: str | None = None  # a difference CPython makes under this backend (corpus.KNOWN)
+
+    @property
+    def failed(self) -> bool:
+        return not self.same and not self.known
 
     @property
     def ratio(self) -> float:
@@ -198,6 +212,7 @@ def run(
     stderr = err.decode("utf-8", "backslashreplace")
     children = 0
     summary = False
+    notes: list[str] = []
     if traced:
         stop.set()
         if sweeper:
@@ -205,7 +220,7 @@ def run(
         with contextlib.suppress(OSError):
             children = sum(1 for n in os.listdir(folder) if n != "null.jsonl")
         shutil.rmtree(folder, ignore_errors=True)
-        stderr, summary = strip_summary(stderr)
+        stderr, summary, notes = strip_summary(stderr)
     return Outcome(
         code=None if timed_out else proc.returncode,
         stdout=stdout,
@@ -214,6 +229,7 @@ def run(
         timed_out=timed_out,
         children=children,
         summary=summary,
+        notes=notes,
     )
 
 
