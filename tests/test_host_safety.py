@@ -311,3 +311,50 @@ def test_output_to_dev_null_makes_no_file_for_children(tmp_path):
     for path in made:
         os.unlink(path)
     assert not made
+
+
+THREADS_UNDER_AN_AUDIT_HOOK = r"""
+import sys, threading
+
+def hook(name, args):
+    if name == "sys.setprofile":
+        sum(range(20000))  # Python code inside CPython's "being installed" window
+
+sys.addaudithook(hook)
+sys.setswitchinterval(1e-6)
+done = []
+
+def leaf(i):
+    return i
+
+def target(k):
+    for i in range(10):
+        leaf(i)
+    done.append(k)
+
+for _ in range(20):
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+print(len(done))
+"""
+
+
+def test_threads_starting_together_under_an_audit_hook_all_run(runner):
+    """regrtest's audit hook runs Python code on every `sys.setprofile`. On 3.10/3.11 that
+    call holds a process-wide flag meanwhile, and threads starting together each installing
+    a profile function made one fail ("Cannot install a profile function while another ...")
+    before its target ran. Every thread runs and is traced; nothing is printed."""
+    proc = runner.run(
+        THREADS_UNDER_AN_AUDIT_HOOK,
+        args=["-m", "ferrotrace", "run"],
+        env={"FERROTRACE_OUTPUT": "trace.jsonl"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "160\n"
+    assert proc.stderr.startswith("ferrotrace: "), proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Cannot install" not in proc.stderr, proc.stderr
+    names = [s["qualname"] for s in spans(read_trace(runner.tmp / "trace.jsonl"))]
+    assert names.count("target") == 160 and names.count("leaf") == 1600

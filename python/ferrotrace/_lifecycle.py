@@ -25,6 +25,8 @@ _hooks_registered = False
 _exit_hook_registered = False
 _previous_thread_profile: Any = None
 _thread_hook_set = False
+#: `threading.Thread._bootstrap_inner` as it was before ferrotrace wrapped it.
+_bootstrap_inner: Any = None
 #: Diagnostics raised while no configuration (so no meta record) exists.
 _pending: list[str] = []
 #: Why this process is not traced, once tracing could not start.
@@ -174,9 +176,36 @@ def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _
     )
     if session.sampled and _native.backend_name() == "setprofile":
         _previous_thread_profile = getattr(threading, "_profile_hook", None)
-        threading.setprofile(_thread_profile)
+        if _previous_thread_profile is None:
+            _follow_new_threads()
+        else:
+            threading.setprofile(_thread_profile)
         _thread_hook_set = True
     return session
+
+
+def _follow_new_threads() -> None:
+    """Has every thread started from now on install ferrotrace's hook first thing (setprofile
+    backend, no thread profiler of the program's own to chain).
+
+    A wrapper of `Thread._bootstrap_inner`, not `threading.setprofile`: on 3.10 and 3.11 each
+    `sys.setprofile` runs the audit hooks under a process-wide "being installed" flag, so two
+    threads starting at once under a Python audit hook made one of them die before its target
+    ran. The wrapper stays (inert) after the session: unwrapping could undo a later wrapper."""
+    global _bootstrap_inner
+    if _bootstrap_inner is not None:
+        return
+    original = _bootstrap_inner = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+    def _bootstrap_inner_traced(self: threading.Thread) -> None:
+        if _thread_hook_set:
+            with contextlib.suppress(Exception):
+                _native.thread_bootstrap()
+        original(self)
+
+    _bootstrap_inner_traced.__name__ = original.__name__
+    _bootstrap_inner_traced.__qualname__ = original.__qualname__
+    threading.Thread._bootstrap_inner = _bootstrap_inner_traced  # type: ignore[attr-defined]
 
 
 def register_exit_hook() -> None:
@@ -211,7 +240,7 @@ def shutdown(timeout: float | None = None) -> bool:
         thread_hook = getattr(threading, "_profile_hook", None)
         if thread_hook is _thread_profile:
             threading.setprofile(_previous_thread_profile)
-        else:
+        elif thread_hook is not _previous_thread_profile:
             _note_thread_hook_replaced(thread_hook)
     return _native.shutdown(timeout)
 

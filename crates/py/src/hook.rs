@@ -344,7 +344,7 @@ unsafe fn install(rec: &mut ThreadRecorder, hook: ffi::Py_tracefunc) -> bool {
     if handle.is_null() {
         return false;
     }
-    ffi::PyEval_SetProfile(Some(hook), handle);
+    profiler_slot::set(Some(hook), handle);
     ffi::Py_DECREF(handle);
     true
 }

@@ -363,7 +363,6 @@ pub fn lineage(
     (lineage, invalid)
 }
 
-/// A new session object (not yet started).
 /// The Python name of the thread whose `threading.get_ident()` is `ident`, read from
 /// `threading._active` without calling Python code (so nothing of it is traced); empty when
 /// the thread is not a `threading` thread.
@@ -376,6 +375,7 @@ pub fn thread_name(py: Python<'_>, ident: u64) -> String {
         .unwrap_or_default()
 }
 
+/// A new session object (not yet started).
 pub fn new_session(
     lineage: Lineage,
     sampled: bool,
