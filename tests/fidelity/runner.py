@@ -38,6 +38,7 @@ _NOISE = [
         r"sys\.|platform|hash algorithm|tests? )",
     )
 ]
+_PYTEST_CLOCK = re.compile(r" \(\d+:\d\d:\d\d\)(?= =+$)")  # pytest adds "(0:01:05)" past a minute
 _RULE = re.compile(r"([=_-])\1+")
 _DIGITS = re.compile(r"\d+(\.\d+)?")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
@@ -71,7 +72,8 @@ def strip_summary(stderr: str) -> tuple[str, bool, list[str]]:
 
 
 def normalize(line: str) -> str:
-    line = _HEX.sub("0x?", line.rstrip())
+    line = _PYTEST_CLOCK.sub("", line.rstrip())
+    line = _HEX.sub("0x?", line)
     line = _TMP.sub("TMP", line)
     line = _RULE.sub(r"\1\1", line)  # pytest pads its closing line to the width of its timing
     return _DIGITS.sub("N", line)
