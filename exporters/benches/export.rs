@@ -9,7 +9,7 @@ use ferrotrace_core::exporter::{ExportContext, Exporter, MetaInfo};
 use ferrotrace_core::functions::{FunctionInfo, FunctionTable};
 use ferrotrace_core::ids::TraceId;
 use ferrotrace_core::metrics::{Counters, Snapshot};
-use ferrotrace_exporters::factory::NetworkOptions;
+use ferrotrace_exporters::network::NetworkOptions;
 use ferrotrace_exporters::otlp::encode::{resource, Encoder};
 use ferrotrace_exporters::otlp::OtlpExporter;
 use ferrotrace_exporters::JsonlExporter;

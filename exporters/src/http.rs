@@ -7,8 +7,8 @@
 //! only a warning (`ferrotrace.auto`), the exporter still never sends the key there.
 
 use crate::delivery::{gzip, Delivery, Endpoint};
-use crate::factory::NetworkOptions;
 use crate::jsonl::JsonlRenderer;
+use crate::network::NetworkOptions;
 use crate::spool::Payload;
 use ferrotrace_core::config::{is_loopback_host, parse_http_url, Config};
 use ferrotrace_core::event::{SessionRecord, SpanBatch};

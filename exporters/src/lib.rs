@@ -7,6 +7,7 @@ pub mod factory;
 pub mod http;
 pub mod json;
 pub mod jsonl;
+pub mod network;
 pub mod otlp;
 pub mod output;
 pub mod retry_after;

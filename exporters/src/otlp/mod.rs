@@ -4,7 +4,7 @@
 pub mod encode;
 
 use crate::delivery::{gzip, Delivery, Endpoint};
-use crate::factory::NetworkOptions;
+use crate::network::NetworkOptions;
 use crate::spool::Payload;
 use encode::Encoder;
 use ferrotrace_core::config::{Compression, Config, OtlpProtocol};
