@@ -1,10 +1,10 @@
 //! The functions `ferrotrace._native` exposes to the Python package.
 
-use crate::backend;
-use crate::diagnostics;
-use crate::monitoring;
+use crate::backends;
+use crate::backends::monitoring;
+use crate::process::diagnostics;
+use crate::process::runtime::{self, Environment, HookState};
 use crate::recorder;
-use crate::runtime::{self, Environment, HookState};
 use crate::session::{self, Session};
 use ferrotrace_core::clock;
 use ferrotrace_core::config::{self, Backend, Config, ConfigError};
@@ -145,7 +145,7 @@ fn configure(
     if let Some(pid) = output_pid {
         cfg.output = runtime::per_process_output(&cfg.output, pid);
     }
-    match backend::resolve(cfg.backend) {
+    match backends::resolve(cfg.backend) {
         Ok(b) => cfg.backend = b,
         Err(rule) => {
             errors.push(backend_error(&raw, rule));
@@ -162,12 +162,12 @@ fn configure(
     warnings.extend(unknown_warnings(&env));
     // SAFETY: pyfunctions run with the GIL held.
     unsafe {
-        if let Some(w) = backend::choose(cfg.backend) {
+        if let Some(w) = backends::choose(cfg.backend) {
             warnings.push(w);
-            cfg.backend = backend::current();
+            cfg.backend = backends::current();
         }
         apply(py, cfg)?;
-        backend::reconfigured();
+        backends::reconfigured();
     }
     Ok(warnings)
 }
@@ -214,7 +214,7 @@ fn config_report(
 )> {
     let raw = resolve(args, &env)?;
     let (cfg, mut errors) = Config::parse_lenient(&raw);
-    let resolved = match backend::resolve(cfg.backend) {
+    let resolved = match backends::resolve(cfg.backend) {
         Ok(b) => Some(b),
         Err(rule) => {
             errors.push(backend_error(&raw, rule));
@@ -270,7 +270,7 @@ fn add_diagnostics(messages: Vec<String>) -> bool {
 /// picks here, and how the backend gets along with other profilers.
 fn backend_note(requested: Backend, resolved: Backend) -> String {
     let picked = match requested {
-        Backend::Auto => format!(", picks {} here", backend::name(resolved)),
+        Backend::Auto => format!(", picks {} here", backends::name(resolved)),
         _ => String::new(),
     };
     match resolved {
@@ -345,7 +345,7 @@ fn session_start(
             s.record.thread_name = redactor.redact_value(&name).into_owned();
             Counters::add(&state.counters.sessions_started, 1);
             state.pipeline.submit_session(s.record.clone());
-            backend::retain_on_current_thread(rec);
+            backends::retain_on_current_thread(rec);
             s.hooked_thread.store(rec.thread_id, Ordering::Relaxed);
         } else if enabled {
             Counters::add(&state.counters.sessions_unsampled, 1);
@@ -391,7 +391,7 @@ fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
             Counters::add(&state.counters.sessions_ended, 1);
         }
         if s.hooked_thread.load(Ordering::Relaxed) == rec.thread_id {
-            backend::release_on_current_thread(rec);
+            backends::release_on_current_thread(rec);
         }
         if s.process_wide && session::process_session(py).is_some_and(|p| p.is(session)) {
             session::set_process_session(None);
@@ -436,7 +436,7 @@ fn thread_bootstrap(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
     // SAFETY: pyfunctions run with the GIL held.
     unsafe {
         if state.recording.load(Ordering::Relaxed) && session::process_session(py).is_some() {
-            backend::ensure_on_current_thread(state);
+            backends::ensure_on_current_thread(state);
         }
     }
 }
@@ -474,11 +474,7 @@ fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<bool> {
 
 /// [`shutdown`]; with `release_gil` false the other threads stay stopped while the export
 /// thread finishes (the SIGTERM path: the program must not run on).
-pub(crate) fn shutdown_with(
-    py: Python<'_>,
-    timeout: Duration,
-    release_gil: bool,
-) -> PyResult<bool> {
+fn shutdown_with(py: Python<'_>, timeout: Duration, release_gil: bool) -> PyResult<bool> {
     let Some(state) = runtime::state() else {
         return Ok(true);
     };
@@ -495,7 +491,7 @@ pub(crate) fn shutdown_with(
             rec.submit(state);
         });
         if let Some(rec) = recorder::existing() {
-            backend::remove_from_current_thread(rec);
+            backends::remove_from_current_thread(rec);
         }
     }
     let pipeline = Arc::clone(&state.pipeline);
@@ -576,7 +572,7 @@ fn before_fork(py: Python<'_>) {
             .unwrap_or_else(|e| e.into_inner())
             .push(parked);
     }
-    crate::sigterm::park();
+    crate::process::sigterm::park();
 }
 
 /// After `os.fork()`, in the parent: ferrotrace's threads run again and export what was
@@ -600,7 +596,7 @@ fn after_fork_parent() {
 }
 
 fn resume_after_fork() {
-    crate::sigterm::resume();
+    crate::process::sigterm::resume();
     let parked = PARKED.lock().unwrap_or_else(|e| e.into_inner()).pop();
     if let Some(pipeline) = parked {
         pipeline.resume();
@@ -612,7 +608,7 @@ fn resume_after_fork() {
 /// whether it was installed (not when the program handles or ignores SIGTERM).
 #[pyfunction]
 fn sigterm_install() -> bool {
-    crate::sigterm::install()
+    crate::process::sigterm::install(shutdown_with)
 }
 
 /// In a forked child: a fresh export thread and output (`.PID` added to the file name), no
@@ -626,7 +622,7 @@ fn after_fork_child(py: Python<'_>) -> PyResult<()> {
     ));
     let done = start_forked_child(py);
     ferrotrace_core::fork::resume();
-    crate::sigterm::after_fork_child();
+    crate::process::sigterm::after_fork_child();
     done
 }
 
@@ -685,7 +681,7 @@ fn start_forked_child(py: Python<'_>) -> PyResult<()> {
 #[pyfunction]
 fn hook_installed() -> bool {
     // SAFETY: pyfunctions run with the GIL held.
-    unsafe { backend::installed_here() }
+    unsafe { backends::installed_here() }
 }
 
 /// The output path a process other than the first one writes to.
@@ -702,14 +698,14 @@ fn per_process_output(template: &str, pid: u32) -> String {
 #[pyfunction]
 fn on_unwind(_code: &Bound<'_, PyAny>, _offset: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) {
     // SAFETY: pyfunctions run with the GIL held; `exc` is alive for the call.
-    unsafe { crate::hook::on_unwind(exc.as_ptr()) }
+    unsafe { crate::backends::setprofile::on_unwind(exc.as_ptr()) }
 }
 
 /// The backend delivering calls: "monitoring" or "setprofile".
 #[pyfunction]
 fn backend_name() -> &'static str {
     // SAFETY: pyfunctions run with the GIL held.
-    backend::name(unsafe { backend::current() })
+    backends::name(unsafe { backends::current() })
 }
 
 /// Registers the monitoring backend's callbacks on the `sys.monitoring` tool id the caller

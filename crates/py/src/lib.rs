@@ -1,41 +1,17 @@
 //! `ferrotrace._native`: the CPython hook, per-thread recorders, sessions and the functions
 //! the Python package calls. This is the only crate that touches the CPython C API.
+//!
+//! One folder per part, each using only the parts below it: `api` (the functions the Python
+//! package calls) → `backends` (how CPython's calls reach us) → `recorder` (per-thread
+//! records of calls) → `capture` (reading values) and `session` (which session a call is in)
+//! → `process` (process-wide state).
 
-mod address_map;
 mod api;
-mod backend;
-mod calls;
+mod backends;
 mod capture;
-mod claims;
-mod code_info;
-mod context_stamp;
-mod diagnostics;
-#[cfg(not(Py_3_12))]
-mod eval_frame;
-mod exception;
-mod frame_args;
-mod gil_cell;
-mod hook;
-mod hook_handle;
-mod instance_attrs;
-mod key_cache;
-mod monitoring;
-#[cfg(not(Py_3_11))]
-mod nested_qualname;
-mod preview;
-mod profiler_slot;
+mod process;
 mod recorder;
-mod runtime;
 mod session;
-mod sigterm;
-#[cfg(not(Py_3_12))]
-mod stack_guard;
-#[cfg(all(Py_3_12, not(Py_3_13)))]
-mod superinstructions;
-mod task;
-mod type_info;
-mod type_name;
-mod vectorcall_callable;
 
 use pyo3::prelude::*;
 
@@ -52,13 +28,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ferrotrace_core::fork::watch();
     // SAFETY: module initialisation runs with the GIL held.
     let var = unsafe {
-        code_info::init();
-        context_stamp::check_layout();
+        recorder::code_info::init();
+        session::context_stamp::check_layout();
         Bound::from_owned_ptr_or_err(m.py(), session::init_context_var())?
     };
     m.add("SESSION_VAR", var)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<session::Session>()?;
-    m.add_class::<hook_handle::HookHandle>()?;
+    m.add_class::<backends::setprofile::hook_handle::HookHandle>()?;
     api::register(m)
 }

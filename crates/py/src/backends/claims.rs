@@ -3,7 +3,7 @@
 //! A session claims on its thread, which counts its claims in its recorder (`hook_refs`) and
 //! so wants calls delivered.
 
-use crate::gil_cell::GilCell;
+use crate::process::gil_cell::GilCell;
 use crate::recorder::{self, ThreadRecorder};
 use crate::session;
 

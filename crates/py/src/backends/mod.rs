@@ -1,19 +1,27 @@
-//! Which backend delivers calls to the recorder (`FERROTRACE_BACKEND`), and the per-thread
-//! claims sessions take on it.
+//! The backends: how CPython's calls reach the recorder. One folder per backend
+//! (`setprofile`, `monitoring`, `evalframe`), the per-thread claims that sessions take on the
+//! interpreter-wide ones (`claims`), and, here, which backend delivers calls
+//! (`FERROTRACE_BACKEND`) and the per-thread claims sessions take on it.
 //!
 //! The backend is chosen by the first configuration of the process (`auto` is `monitoring`
 //! on CPython 3.12+, `evalframe` before) and stays for the life of the process: hooks
 //! installed under one cannot be handed to another. `monitoring` and `evalframe` serve the
 //! whole interpreter and are claimed per sampled session; `setprofile` is installed per
 //! thread.
+//!
+//! Owns the hook functions CPython calls. Calls `recorder` (opening and closing calls,
+//! per-code decisions), `capture` (exceptions, frames), `session` and `process`. Called by
+//! `api` (configuration, sessions, shutdown) and by CPython.
 
+pub mod claims;
 #[cfg(not(Py_3_12))]
-use crate::eval_frame;
-use crate::gil_cell::GilCell;
-use crate::hook;
-use crate::monitoring;
+pub mod evalframe;
+pub mod monitoring;
+pub mod setprofile;
+
+use crate::process::gil_cell::GilCell;
+use crate::process::runtime::HookState;
 use crate::recorder::ThreadRecorder;
-use crate::runtime::HookState;
 use ferrotrace_core::config::Backend;
 
 static CHOSEN: GilCell<Option<Backend>> = GilCell::new(None);
@@ -104,9 +112,9 @@ pub unsafe fn retain_on_current_thread(rec: &mut ThreadRecorder) {
     match delivery() {
         Delivery::Monitoring => monitoring::CLAIMS.retain(rec),
         #[cfg(not(Py_3_12))]
-        Delivery::EvalFrame => eval_frame::CLAIMS.retain(rec),
+        Delivery::EvalFrame => evalframe::CLAIMS.retain(rec),
         Delivery::SetProfile => {
-            hook::retain_on_current_thread(rec);
+            setprofile::retain_on_current_thread(rec);
             monitoring::CLAIMS.claim();
         }
     }
@@ -120,9 +128,9 @@ pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
     match delivery() {
         Delivery::Monitoring => monitoring::CLAIMS.release(rec),
         #[cfg(not(Py_3_12))]
-        Delivery::EvalFrame => eval_frame::CLAIMS.release(rec),
+        Delivery::EvalFrame => evalframe::CLAIMS.release(rec),
         Delivery::SetProfile if rec.hook_refs > 0 => {
-            hook::release_on_current_thread(rec);
+            setprofile::release_on_current_thread(rec);
             monitoring::CLAIMS.unclaim();
         }
         Delivery::SetProfile => {}
@@ -138,9 +146,9 @@ pub unsafe fn remove_from_current_thread(rec: &mut ThreadRecorder) {
     match delivery() {
         Delivery::Monitoring => monitoring::CLAIMS.remove(rec),
         #[cfg(not(Py_3_12))]
-        Delivery::EvalFrame => eval_frame::CLAIMS.remove(rec),
+        Delivery::EvalFrame => evalframe::CLAIMS.remove(rec),
         Delivery::SetProfile => {
-            hook::remove_from_current_thread(rec);
+            setprofile::remove_from_current_thread(rec);
             monitoring::CLAIMS.drop_all();
         }
     }
@@ -153,7 +161,7 @@ pub unsafe fn remove_from_current_thread(rec: &mut ThreadRecorder) {
 /// The GIL is held.
 pub unsafe fn ensure_on_current_thread(state: &HookState) {
     if let Delivery::SetProfile = delivery() {
-        hook::ensure_on_current_thread(state);
+        setprofile::ensure_on_current_thread(state);
     }
 }
 
@@ -165,8 +173,8 @@ pub unsafe fn installed_here() -> bool {
     match delivery() {
         Delivery::Monitoring => monitoring::CLAIMS.active_here(),
         #[cfg(not(Py_3_12))]
-        Delivery::EvalFrame => eval_frame::CLAIMS.active_here(),
-        Delivery::SetProfile => hook::installed_here(),
+        Delivery::EvalFrame => evalframe::CLAIMS.active_here(),
+        Delivery::SetProfile => setprofile::installed_here(),
     }
 }
 

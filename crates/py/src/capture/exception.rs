@@ -1,8 +1,8 @@
 //! Reads the exception that is leaving a frame, without running user code.
 
-use crate::preview;
-use crate::runtime::HookState;
-use crate::type_name;
+use crate::capture::preview;
+use crate::capture::type_name;
+use crate::process::runtime::HookState;
 use ferrotrace_core::event::ExceptionInfo;
 use ferrotrace_core::preview::{bounded_text, REDACTION_SLACK};
 use pyo3::ffi;

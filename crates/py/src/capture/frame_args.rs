@@ -19,7 +19,6 @@
 //!   a captured argument is still its plain value (`MAKE_CELL` has not run), which `value`
 //!   reads as is.
 
-use crate::code_info::ArgSlot;
 use pyo3::ffi;
 
 #[cfg(Py_3_11)]
@@ -38,6 +37,20 @@ const LOCALSPLUS_OFFSET: usize = 72;
 
 extern "C" {
     static mut PyCell_Type: ffi::PyTypeObject;
+}
+
+/// Where one argument of a code object lives in its frame, and how it is shown.
+#[derive(Debug)]
+pub struct ArgSlot {
+    /// The shown name (the parameter name, `*name` for the varargs tuple, `**name` for
+    /// kwargs) as a JSON object key, ready to write.
+    pub key: String,
+    /// The parameter name is a sensitive key: its value is never read.
+    pub sensitive: bool,
+    /// Index into the frame's fast locals.
+    pub slot: usize,
+    /// The parameter is captured by a closure: the slot may hold a cell around the value.
+    pub cell: bool,
 }
 
 /// A frame whose arguments can be read: the `PyFrameObject` on 3.10, the

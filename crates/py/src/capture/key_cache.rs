@@ -10,8 +10,8 @@
 //! which for different text is a hash collision. A `str` is immutable, so a verdict never
 //! goes stale within a configuration generation.
 
-use crate::address_map::AddressMap;
-use crate::gil_cell::GilCell;
+use crate::capture::address_map::AddressMap;
+use crate::process::gil_cell::GilCell;
 use pyo3::ffi;
 use std::rc::Rc;
 

@@ -15,10 +15,10 @@
 //! become a `"<list len=N>"` summary), and a container that contains itself is written as a
 //! `"<cycle ...>"` marker.
 
-use crate::instance_attrs::{self, Attributes};
-use crate::key_cache::{self, KeyVerdict};
-use crate::type_info::{self, Kind, TypeInfo};
-use crate::type_name;
+use crate::capture::instance_attrs::{self, Attributes};
+use crate::capture::key_cache::{self, KeyVerdict};
+use crate::capture::type_info::{self, Kind, TypeInfo};
+use crate::capture::type_name;
 use ferrotrace_core::append;
 use ferrotrace_core::config::PreviewMode;
 use ferrotrace_core::preview::{json_key, PreviewWriter, REDACTION_SLACK};

@@ -10,9 +10,9 @@
 //! valid tag (0: modified and not looked up since, or out of tags) is asked for one by a
 //! method-cache lookup; when it still has none its facts are computed and not cached.
 
-use crate::address_map::{self, AddressMap};
-use crate::gil_cell::GilCell;
-use crate::type_name;
+use crate::capture::address_map::{self, AddressMap};
+use crate::capture::type_name;
+use crate::process::gil_cell::GilCell;
 use ferrotrace_core::preview::{class_marker, json_key, object_at_prefix, typed_object_start};
 use ferrotrace_core::redact::Redactor;
 use pyo3::ffi;

@@ -5,7 +5,7 @@
 //! Only cold paths call these (a session starting or ending, a chained profiler failing);
 //! they keep any exception that is set when they are called.
 
-use crate::runtime;
+use crate::process::runtime;
 use ferrotrace_core::metrics::Counters;
 use pyo3::ffi;
 use pyo3::prelude::*;

@@ -4,7 +4,7 @@
 //! A `HookState` is immutable once published. Reconfiguring or forking publishes a new one
 //! and leaks the old, so a hook that is mid-event on another thread never sees it freed.
 
-use crate::gil_cell::GilCell;
+use crate::process::gil_cell::GilCell;
 use ferrotrace_core::clock;
 use ferrotrace_core::config::Config;
 use ferrotrace_core::exporter::{Diagnostics, ExportContext, MetaInfo};

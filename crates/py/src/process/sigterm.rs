@@ -17,12 +17,12 @@
 //! it. At the deadline, or when done, the default disposition is restored and SIGTERM
 //! raised again.
 
-use crate::runtime;
+use crate::process::runtime;
 use pyo3::prelude::*;
 use std::cell::UnsafeCell;
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ static CLAIMED: AtomicBool = AtomicBool::new(false);
 static WATCHER_PID: AtomicU32 = AtomicU32::new(0);
 /// The watcher leaves its thread (before a fork).
 static PARK: AtomicBool = AtomicBool::new(false);
+/// What ends the recording and exports, given by `install`.
+static SHUTDOWN: OnceLock<Shutdown> = OnceLock::new();
 static WATCHER: Mutex<Option<(JoinHandle<()>, u32)>> = Mutex::new(None);
 
 /// The semaphore the handler posts (`sem_post` is async-signal-safe).
@@ -54,8 +56,16 @@ fn pid() -> u32 {
     std::process::id()
 }
 
-/// Installs the handler when SIGTERM has the default disposition; true when it is ours.
-pub fn install() -> bool {
+/// Ends the process-wide session and the recording and exports everything within a
+/// timeout; with its last argument false it does not release the GIL (the program must not
+/// run on). True when everything was exported. `api` gives its shutdown, so that this module
+/// needs nothing above the process state.
+pub type Shutdown = fn(Python<'_>, Duration, bool) -> PyResult<bool>;
+
+/// Installs the handler when SIGTERM has the default disposition; true when it is ours. A
+/// SIGTERM then runs `shutdown`.
+pub fn install(shutdown: Shutdown) -> bool {
+    let _ = SHUTDOWN.set(shutdown);
     if INSTALLED.load(Ordering::Relaxed) {
         return true;
     }
@@ -145,8 +155,9 @@ fn flush_and_die(py: Python<'_>, main: bool) {
         return;
     }
     let timeout = runtime::state().map_or(5000, |s| s.config.shutdown_timeout_ms);
-    let done = crate::api::shutdown_with(py, Duration::from_millis(timeout), false);
-    let done = done.unwrap_or(false);
+    let done = SHUTDOWN.get().is_some_and(|shutdown| {
+        shutdown(py, Duration::from_millis(timeout), false).unwrap_or(false)
+    });
     if let Ok(m) = py.import("ferrotrace._lifecycle") {
         let _ = m.call_method1("_after_sigterm_flush", (done,));
     }

@@ -1,12 +1,12 @@
 //! Opening a call of recorded code, shared by both backends: which session it belongs to,
 //! whether it is recorded, and its parent span.
 
-use crate::capture;
-use crate::frame_args::Frame;
+use crate::capture::frame_args::Frame;
+use crate::process::runtime::HookState;
+use crate::recorder::previews;
 use crate::recorder::ThreadRecorder;
-use crate::runtime::HookState;
 use crate::session;
-use crate::task;
+use crate::session::task;
 use ferrotrace_core::event::TextRef;
 use pyo3::ffi;
 use pyo3::Python;
@@ -56,7 +56,7 @@ pub unsafe fn enter(
         _ => (rec.session_cache.info().span_id, task::current_task_id()),
     };
     let args = if state.config.capture.args() {
-        capture::args_preview(py, state, rec, code, frame)
+        previews::args_preview(py, state, rec, code, frame)
     } else {
         TextRef::default()
     };

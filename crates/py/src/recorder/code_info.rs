@@ -7,8 +7,8 @@
 //! integer, not a pointer, so nothing needs freeing when the code object dies, and a new
 //! configuration (a new generation) makes every cached decision stale at once.
 
-use crate::frame_args::Frame;
-use crate::runtime::HookState;
+use crate::capture::frame_args::{ArgSlot, Frame};
+use crate::process::runtime::HookState;
 use ferrotrace_core::functions::FunctionInfo;
 use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::preview::json_key;
@@ -357,7 +357,7 @@ unsafe fn qualname(
         .or_else(|| {
             let d = globals?;
             let module: String = d.get_item("__name__").ok()??.extract().ok()?;
-            crate::nested_qualname::find(d, &module, code)
+            crate::recorder::nested_qualname::find(d, &module, code)
         })
         .unwrap_or(name)
 }
@@ -379,15 +379,15 @@ fn owner_in_class(cls: &Bound<'_, PyType>, name: &str, code: &Bound<'_, PyAny>) 
         let Ok(klass) = klass.downcast::<PyType>() else {
             continue;
         };
-        let Some(v) =
-            crate::nested_qualname::class_dict(klass).and_then(|d| d.get_item(name).ok().flatten())
+        let Some(v) = crate::recorder::nested_qualname::class_dict(klass)
+            .and_then(|d| d.get_item(name).ok().flatten())
         else {
             continue;
         };
         // Only the built-in wrappers are unwrapped: their `__func__` runs no user code.
         // SAFETY: reading the type pointer of a live object.
         let ty = unsafe { ffi::Py_TYPE(v.as_ptr()) };
-        let func = if crate::nested_qualname::is_method_wrapper(ty) {
+        let func = if crate::recorder::nested_qualname::is_method_wrapper(ty) {
             v.getattr("__func__").ok()?
         } else {
             v
@@ -401,7 +401,7 @@ fn owner_in_class(cls: &Bound<'_, PyType>, name: &str, code: &Bound<'_, PyAny>) 
 
 #[cfg(not(Py_3_11))]
 fn function_qualname(func: &Bound<'_, PyAny>, code: &Bound<'_, PyAny>) -> Option<String> {
-    let [own, qualname, _] = crate::nested_qualname::function_parts(func)?;
+    let [own, qualname, _] = crate::recorder::nested_qualname::function_parts(func)?;
     if !own.is(code) {
         return None;
     }
@@ -409,20 +409,6 @@ fn function_qualname(func: &Bound<'_, PyAny>, code: &Bound<'_, PyAny>) -> Option
         .downcast_into::<PyString>()
         .ok()
         .map(|s| s.to_string())
-}
-
-/// Where one argument of a code object lives in its frame, and how it is shown.
-#[derive(Debug)]
-pub struct ArgSlot {
-    /// The shown name (the parameter name, `*name` for the varargs tuple, `**name` for
-    /// kwargs) as a JSON object key, ready to write.
-    pub key: String,
-    /// The parameter name is a sensitive key: its value is never read.
-    pub sensitive: bool,
-    /// Index into the frame's fast locals.
-    pub slot: usize,
-    /// The parameter is captured by a closure: the slot may hold a cell around the value.
-    pub cell: bool,
 }
 
 /// The arguments of a code object, read once per code object and configuration.

@@ -6,10 +6,20 @@
 //! the GIL held, and the hook only touches a recorder with the GIL held, so the GIL is the
 //! lock. A recorder is never freed while its thread may still use it: the thread-local's
 //! destructor only marks it orphaned, and orphans are reaped later under the GIL.
+//!
+//! Beside it: opening a call (`calls`), the previews of a recorded call's arguments and
+//! return value (`previews`), and the per-code-object decisions and identity (`code_info`,
+//! with `nested_qualname` for CPython 3.10). Calls `capture` (values), `session` and
+//! `process`; called by the backends and by `api`, never by what lies below it.
 
-use crate::gil_cell::GilCell;
-use crate::profiler_slot::SavedProfiler;
-use crate::runtime::HookState;
+pub mod calls;
+pub mod code_info;
+#[cfg(not(Py_3_11))]
+pub mod nested_qualname;
+pub mod previews;
+
+use crate::process::gil_cell::GilCell;
+use crate::process::runtime::HookState;
 use crate::session::SessionCache;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::{
@@ -63,6 +73,31 @@ fn text_range(args: TextRef, ret: TextRef) -> Option<std::ops::Range<usize>> {
     };
     let end = |r: TextRef| (r.start + r.len) as usize * usize::from(!r.is_empty());
     Some(start as usize..end(args).max(end(ret)))
+}
+
+/// A profiler that was installed on a thread before ferrotrace's hook; the `setprofile`
+/// backend keeps it in the thread's recorder and puts it back when its last session ends.
+pub struct SavedProfiler {
+    /// The C profile function (None when the thread had no profiler).
+    pub func: Option<ffi::Py_tracefunc>,
+    /// Its object, a strong reference (or null).
+    pub obj: *mut ffi::PyObject,
+}
+
+impl SavedProfiler {
+    /// No profiler.
+    pub const NONE: SavedProfiler = SavedProfiler {
+        func: None,
+        obj: std::ptr::null_mut(),
+    };
+
+    /// Releases the reference to the profiler's object without putting it back.
+    ///
+    /// # Safety
+    /// The GIL is held.
+    pub unsafe fn forget(self) {
+        ffi::Py_XDECREF(self.obj);
+    }
 }
 
 /// One thread's recording state.

@@ -2,11 +2,11 @@
 //! bounded and redacted, written straight into the thread's text of open calls (copied into
 //! the span batch when the call ends, so a span costs no allocation of its own).
 
-use crate::code_info;
-use crate::frame_args::{self, Frame};
-use crate::preview::{self, Walker};
+use crate::capture::frame_args::{self, Frame};
+use crate::capture::preview::{self, Walker};
+use crate::process::runtime::HookState;
+use crate::recorder::code_info;
 use crate::recorder::{ThreadRecorder, SKIPPED};
-use crate::runtime::HookState;
 use ferrotrace_core::event::TextRef;
 use ferrotrace_core::preview::PreviewWriter;
 use pyo3::ffi;

@@ -6,9 +6,15 @@
 //! each thread together with the context's position (`context_stamp`): while that stays the
 //! same it reads nothing else; after a context switch it reads the variable and compares the
 //! object with the cached one.
+//!
+//! Beside it: the context's position (`context_stamp`) and the asyncio task a call runs in
+//! (`task`). Calls only `process`; called by the recorder, the backends and `api`.
 
-use crate::context_stamp::{self, Stamp};
-use crate::gil_cell::GilCell;
+pub mod context_stamp;
+pub mod task;
+
+use crate::process::gil_cell::GilCell;
+use context_stamp::Stamp;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::SessionRecord;
 use ferrotrace_core::ids::{new_span_id, new_trace_id, span_hex, TraceId};

@@ -1,7 +1,7 @@
 //! The asyncio task a call runs in, looked up only where a session's call tree starts on a
 //! thread (a task resuming), never for nested calls, which inherit it.
 
-use crate::gil_cell::GilCell;
+use crate::process::gil_cell::GilCell;
 use pyo3::ffi;
 
 extern "C" {

@@ -17,17 +17,21 @@
 //! Like `sys.monitoring`, the function serves the whole interpreter: it is installed while
 //! at least one sampled session holds a claim, and on each frame it first checks whether the
 //! calling thread wants calls (it has a session, or a process-wide session runs).
+//!
+//! Calls `recorder`, `capture` and `process`, and `claims` beside it; called by CPython and
+//! by the backend choice (`backends`).
 
-use crate::calls;
-use crate::capture;
-use crate::claims::Claims;
-use crate::code_info;
-use crate::exception;
-use crate::frame_args::Frame;
-use crate::gil_cell::GilCell;
+mod stack_guard;
+
+use crate::backends::claims::Claims;
+use crate::capture::exception;
+use crate::capture::frame_args::Frame;
+use crate::process::gil_cell::GilCell;
+use crate::process::runtime;
+use crate::recorder::calls;
+use crate::recorder::code_info;
+use crate::recorder::previews;
 use crate::recorder::{self, ThreadRecorder};
-use crate::runtime;
-use crate::stack_guard;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::{ExceptionInfo, FLAG_EXCEPTION};
 use pyo3::{ffi, Python};
@@ -181,7 +185,7 @@ unsafe fn exit(frame: Frame, result: *mut ffi::PyObject) {
         let info = raised(state);
         rec.pop(state, end, FLAG_EXCEPTION, info.map(Box::new));
     } else {
-        capture::record_return(state, rec, result);
+        previews::record_return(state, rec, result);
         rec.pop(state, end, 0, None);
     }
 }

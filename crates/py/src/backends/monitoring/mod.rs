@@ -16,17 +16,23 @@
 //! wants events (it has a session, or a process-wide session runs). Returns are paired with
 //! calls by code object; a call of recorded code that is not recorded stays on the stack as
 //! skipped so that recursion still pairs correctly.
+//!
+//! Calls `recorder`, `capture` and `process`, and `claims` beside it; called by CPython, by
+//! the backend choice (`backends`) and by `api` (installing the callbacks).
 
-use crate::calls;
-use crate::capture;
-use crate::claims::Claims;
-use crate::code_info::{self, CodeEntry};
-use crate::exception;
-use crate::frame_args::Frame;
-use crate::gil_cell::GilCell;
+#[cfg(all(Py_3_12, not(Py_3_13)))]
+mod superinstructions;
+mod vectorcall_callable;
+
+use crate::backends::claims::Claims;
+use crate::capture::exception;
+use crate::capture::frame_args::Frame;
+use crate::process::gil_cell::GilCell;
+use crate::process::runtime::{self, HookState};
+use crate::recorder::calls;
+use crate::recorder::code_info::{self, CodeEntry};
+use crate::recorder::previews;
 use crate::recorder::{self, SKIPPED};
-use crate::runtime::{self, HookState};
-use crate::vectorcall_callable;
 use ferrotrace_core::clock;
 use ferrotrace_core::event::FLAG_EXCEPTION;
 use ferrotrace_core::metrics::Counters;
@@ -74,7 +80,7 @@ pub fn install(py: Python<'_>, tool: i32) -> PyResult<()> {
         module.call_method1("register_callback", (tool, bit, func))?;
     }
     #[cfg(all(Py_3_12, not(Py_3_13)))]
-    crate::superinstructions::install(py);
+    superinstructions::install(py);
     publish(module, tool, mask)
 }
 
@@ -255,7 +261,7 @@ unsafe fn entry(py: Python<'_>, code: *mut ffi::PyObject, state: &HookState) -> 
         Some(e) => e,
         None => {
             #[cfg(all(Py_3_12, not(Py_3_13)))]
-            crate::superinstructions::restore(code);
+            superinstructions::restore(code);
             code_info::decide(py, Frame::current(code), code, state)
         }
     }
@@ -302,7 +308,7 @@ unsafe fn on_return(
             if rec.stack.last().is_some_and(|t| t.flags & SKIPPED != 0) {
                 rec.pop(state, end, 0, None);
             } else if exc.is_null() {
-                capture::record_return(state, rec, value);
+                previews::record_return(state, rec, value);
                 rec.pop(state, end, 0, None);
             } else {
                 let info = exception::describe(exc, state);

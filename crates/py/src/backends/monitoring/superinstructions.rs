@@ -22,7 +22,7 @@
 //! 3.13 and later compile superinstructions into the bytecode and instrumentation keeps
 //! them, so there is nothing to restore there.
 
-use crate::gil_cell::GilCell;
+use crate::process::gil_cell::GilCell;
 use pyo3::prelude::*;
 use pyo3::{ffi, Python};
 

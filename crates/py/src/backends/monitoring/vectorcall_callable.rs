@@ -7,7 +7,7 @@
 //! An object whose type stores the vectorcall pointer in the instance is called with one
 //! indirect jump instead.
 
-use crate::gil_cell::GilCell;
+use crate::process::gil_cell::GilCell;
 use pyo3::prelude::*;
 use pyo3::{ffi, Python};
 use std::os::raw::{c_int, c_uint, c_void};

@@ -6,11 +6,11 @@
 //! `sys.setprofile` signature: code that saves and restores the profiler
 //! (`sys.setprofile(sys.getprofile())`) keeps tracing, through the slower Python-level
 //! path, instead of installing an object that raises on every call. Called that way it also
-//! passes each event on to the profiler ferrotrace chains on the thread, if any.
+//! passes each event on to the profiler ferrotrace chains on the thread, if any. That
+//! `__call__` is defined with the hook it feeds (`setprofile`), so this module needs only the
+//! recorder.
 
-use crate::hook;
-use crate::recorder::{self, ThreadRecorder};
-use pyo3::exceptions::PyRuntimeError;
+use crate::recorder::ThreadRecorder;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::PyTypeInfo;
@@ -30,46 +30,6 @@ unsafe impl Sync for RecorderPtr {}
 #[pyclass(frozen, module = "ferrotrace._native", name = "HookHandle")]
 pub struct HookHandle {
     recorder: RecorderPtr,
-}
-
-#[pymethods]
-impl HookHandle {
-    /// Delivers a `sys.setprofile`-style event to ferrotrace's hook on the calling thread,
-    /// and to the profiler it chains there. Raises only what that profiler raised.
-    fn __call__(
-        &self,
-        frame: &Bound<'_, PyAny>,
-        event: &str,
-        arg: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let what = match event {
-            "call" => ffi::PyTrace_CALL,
-            "return" => ffi::PyTrace_RETURN,
-            "c_call" => ffi::PyTrace_C_CALL,
-            "c_return" => ffi::PyTrace_C_RETURN,
-            "c_exception" => ffi::PyTrace_C_EXCEPTION,
-            _ => return Ok(()),
-        };
-        let Some(rec) = recorder::existing() else {
-            return Ok(());
-        };
-        // SAFETY: the GIL is held and `frame` is the frame the event is about; the
-        // Python-level profiler passes None for a return by exception, which is then
-        // recorded as a return of None.
-        let status = unsafe {
-            hook::chained_event(
-                rec,
-                frame.as_ptr() as *mut ffi::PyFrameObject,
-                what,
-                arg.as_ptr(),
-            )
-        };
-        if status == 0 {
-            return Ok(());
-        }
-        Err(PyErr::take(frame.py())
-            .unwrap_or_else(|| PyRuntimeError::new_err("the chained profiler failed")))
-    }
 }
 
 /// A new handle for the calling thread's recorder `rec` (a new reference), or null with no

@@ -14,19 +14,25 @@
 //! A thread without one gets `profile_hook`, whose path is unchanged by this. When other
 //! code replaces or removes ferrotrace's hook, that is noticed when sessions start or end
 //! and at shutdown, and said once (`diagnostics`): ferrotrace never takes the slot back.
+//!
+//! Beside it: the object installed with the hook (`hook_handle`) and the reading of the
+//! thread's profile slot (`profiler_slot`). Calls `recorder`, `capture` and `process`;
+//! called by CPython, by the backend choice (`backends`) and by `api`.
 
-use crate::calls;
-use crate::capture;
-use crate::code_info;
-use crate::diagnostics;
-use crate::exception;
-use crate::frame_args::Frame;
-use crate::hook_handle;
-use crate::profiler_slot::{self, SavedProfiler};
-use crate::recorder::{self, ThreadRecorder};
-use crate::runtime::{self, HookState};
+pub mod hook_handle;
+mod profiler_slot;
+
+use crate::capture::exception;
+use crate::capture::frame_args::Frame;
+use crate::process::diagnostics;
+use crate::process::runtime::{self, HookState};
+use crate::recorder::calls;
+use crate::recorder::code_info;
+use crate::recorder::previews;
+use crate::recorder::{self, SavedProfiler, ThreadRecorder};
 use ferrotrace_core::clock;
 use ferrotrace_core::event::FLAG_EXCEPTION;
+use hook_handle::HookHandle;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -146,6 +152,48 @@ unsafe fn chained_failed(rec: &mut ThreadRecorder, failed: *mut ffi::PyObject) -
         None => PyRuntimeError::new_err("the chained profiler failed").restore(py),
     }
     -1
+}
+
+// `HookHandle` called from Python (`sys.setprofile(sys.getprofile())`): defined here, beside
+// the hook it feeds, so that `hook_handle` needs nothing above the recorder.
+#[pymethods]
+impl HookHandle {
+    /// Delivers a `sys.setprofile`-style event to ferrotrace's hook on the calling thread,
+    /// and to the profiler it chains there. Raises only what that profiler raised.
+    fn __call__(
+        &self,
+        frame: &Bound<'_, PyAny>,
+        event: &str,
+        arg: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let what = match event {
+            "call" => ffi::PyTrace_CALL,
+            "return" => ffi::PyTrace_RETURN,
+            "c_call" => ffi::PyTrace_C_CALL,
+            "c_return" => ffi::PyTrace_C_RETURN,
+            "c_exception" => ffi::PyTrace_C_EXCEPTION,
+            _ => return Ok(()),
+        };
+        let Some(rec) = recorder::existing() else {
+            return Ok(());
+        };
+        // SAFETY: the GIL is held and `frame` is the frame the event is about; the
+        // Python-level profiler passes None for a return by exception, which is then
+        // recorded as a return of None.
+        let status = unsafe {
+            chained_event(
+                rec,
+                frame.as_ptr() as *mut ffi::PyFrameObject,
+                what,
+                arg.as_ptr(),
+            )
+        };
+        if status == 0 {
+            return Ok(());
+        }
+        Err(PyErr::take(frame.py())
+            .unwrap_or_else(|| PyRuntimeError::new_err("the chained profiler failed")))
+    }
 }
 
 /// Handles one profile event for the calling thread's recorder `rec`.
@@ -329,7 +377,7 @@ unsafe fn on_return(
     if arg.is_null() {
         rec.pop(state, end, FLAG_EXCEPTION, None);
     } else {
-        capture::record_return(state, rec, arg);
+        previews::record_return(state, rec, arg);
         rec.pop(state, end, 0, None);
     }
 }

@@ -18,6 +18,8 @@
 //! `PyEval_SetProfile` does, without that flag or the audit call, never makes a program's own
 //! `sys.setprofile` fail.
 
+use crate::backends::setprofile::hook_handle;
+use crate::recorder::SavedProfiler;
 use pyo3::ffi;
 use std::os::raw::c_void;
 
@@ -34,30 +36,6 @@ const OFFSETS: (usize, usize) = (80, 96);
 const TRACING_OFFSETS: (usize, usize, usize) = (44, 48, 64);
 #[cfg(all(Py_3_11, not(Py_3_12)))]
 const TRACING_OFFSETS: (usize, usize, usize) = (44, 56, 72);
-
-/// A profiler that was installed on a thread before ferrotrace's hook.
-pub struct SavedProfiler {
-    /// The C profile function (None when the thread had no profiler).
-    pub func: Option<ffi::Py_tracefunc>,
-    /// Its object, a strong reference (or null).
-    pub obj: *mut ffi::PyObject,
-}
-
-impl SavedProfiler {
-    /// No profiler.
-    pub const NONE: SavedProfiler = SavedProfiler {
-        func: None,
-        obj: std::ptr::null_mut(),
-    };
-
-    /// Releases the reference to the profiler's object without putting it back.
-    ///
-    /// # Safety
-    /// The GIL is held.
-    pub unsafe fn forget(self) {
-        ffi::Py_XDECREF(self.obj);
-    }
-}
 
 /// The calling thread's profile function and its object (borrowed), as stored.
 ///
@@ -108,7 +86,7 @@ pub unsafe fn save() -> Option<SavedProfiler> {
     if obj != expected {
         return None;
     }
-    if func_word.is_null() || crate::hook_handle::is_handle(obj) {
+    if func_word.is_null() || hook_handle::is_handle(obj) {
         return Some(SavedProfiler::NONE);
     }
     ffi::Py_XINCREF(obj);
