@@ -20,7 +20,7 @@
 use crate::json::{push_span_details, push_str, write_str, write_u64};
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::now_ns;
-use ferrotrace_core::event::{SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
+use ferrotrace_core::event::{HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::span_hex;
 use ferrotrace_core::metrics::Snapshot;
@@ -235,6 +235,60 @@ impl ChromeExporter {
         w.extend_from_slice(b"}}}");
     }
 
+    /// An outgoing HTTP request: a complete event named `METHOD host` on the caller's thread.
+    fn render_http(&mut self, h: &HttpRecord) {
+        let tid = self.track(h.thread_id, "");
+        let w = &mut self.scratch;
+        w.extend_from_slice(b",\n{\"name\":");
+        let _ = write_str(w, &format!("{} {}", h.method, h.host));
+        w.extend_from_slice(b",\"cat\":\"http\",\"ph\":\"X\",\"ts\":");
+        push_micros(w, h.start_ns);
+        w.extend_from_slice(b",\"dur\":");
+        push_micros(w, h.duration_ns);
+        let _ = write!(
+            w,
+            ",\"pid\":{},\"tid\":{tid},\"args\":{{\"trace_id\":\"{:032x}\",\"span_id\":\"{}\",\"parent_span_id\":\"{}\",\"library\":",
+            self.pid,
+            h.trace_id.0,
+            span_hex(h.span_id),
+            span_hex(h.parent_span_id),
+        );
+        let _ = write_str(w, &h.library);
+        w.extend_from_slice(b",\"url\":");
+        let _ = write_str(w, &h.url);
+        let _ = write!(
+            w,
+            ",\"status\":{},\"request_bytes\":{},\"response_bytes\":{}",
+            h.status, h.request_bytes, h.response_bytes
+        );
+        if let Some(e) = &h.exception {
+            w.extend_from_slice(b",\"exception\":{\"type\":");
+            let _ = write_str(w, &e.type_name);
+            w.extend_from_slice(b",\"message\":");
+            let _ = write_str(w, &e.message);
+            w.push(b'}');
+        }
+        for (name, headers) in [
+            ("request_headers", &h.request_headers),
+            ("response_headers", &h.response_headers),
+        ] {
+            if headers.is_empty() {
+                continue;
+            }
+            let _ = write!(w, ",\"{name}\":{{");
+            for (i, (k, v)) in headers.iter().enumerate() {
+                if i > 0 {
+                    w.push(b',');
+                }
+                let _ = write_str(w, k);
+                w.push(b':');
+                let _ = write_str(w, v);
+            }
+            w.push(b'}');
+        }
+        w.extend_from_slice(b"}}");
+    }
+
     /// Hands the rendered events to the writer in one call and clears the scratch buffer,
     /// first padding the file with spaces to the next 4 KiB boundary when the events would
     /// straddle it (and fit after it).
@@ -273,6 +327,12 @@ impl Exporter for ChromeExporter {
         _ctx: &ExportContext,
     ) -> Result<u64, ExportError> {
         self.render_session(session);
+        self.emit()?;
+        Ok(self.out.take_written())
+    }
+
+    fn export_http(&mut self, h: &HttpRecord, _ctx: &ExportContext) -> Result<u64, ExportError> {
+        self.render_http(h);
         self.emit()?;
         Ok(self.out.take_written())
     }
