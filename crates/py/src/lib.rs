@@ -17,6 +17,7 @@ mod frame_args;
 mod gil_cell;
 mod hook;
 mod hook_handle;
+mod http_client;
 mod instance_attrs;
 mod key_cache;
 mod monitoring;
