@@ -17,7 +17,9 @@
 //! (`"ph":"X"`) on its thread's track; a session is an instant event at its start and a
 //! complete event on its thread when it ends.
 
-use crate::json::{push_span_details, push_str, write_str, write_u64};
+use crate::json::{
+    push_exception_info, push_span_details, push_str, push_string_map, write_str, write_u64,
+};
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::now_ns;
 use ferrotrace_core::event::{HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
@@ -223,16 +225,9 @@ impl ChromeExporter {
         if s.parent_span_id != 0 {
             let _ = write!(w, ",\"parent_span_id\":\"{}\"", span_hex(s.parent_span_id));
         }
-        w.extend_from_slice(b",\"attrs\":{");
-        for (i, (k, v)) in s.attrs.iter().enumerate() {
-            if i > 0 {
-                w.push(b',');
-            }
-            let _ = write_str(w, k);
-            w.push(b':');
-            let _ = write_str(w, v);
-        }
-        w.extend_from_slice(b"}}}");
+        w.extend_from_slice(b",\"attrs\":");
+        push_string_map(w, &s.attrs);
+        w.extend_from_slice(b"}}");
     }
 
     /// An outgoing HTTP request: a complete event named `METHOD host` on the caller's thread.
@@ -262,29 +257,16 @@ impl ChromeExporter {
             h.status, h.request_bytes, h.response_bytes
         );
         if let Some(e) = &h.exception {
-            w.extend_from_slice(b",\"exception\":{\"type\":");
-            let _ = write_str(w, &e.type_name);
-            w.extend_from_slice(b",\"message\":");
-            let _ = write_str(w, &e.message);
-            w.push(b'}');
+            push_exception_info(w, e);
         }
         for (name, headers) in [
             ("request_headers", &h.request_headers),
             ("response_headers", &h.response_headers),
         ] {
-            if headers.is_empty() {
-                continue;
+            if !headers.is_empty() {
+                let _ = write!(w, ",\"{name}\":");
+                push_string_map(w, headers);
             }
-            let _ = write!(w, ",\"{name}\":{{");
-            for (i, (k, v)) in headers.iter().enumerate() {
-                if i > 0 {
-                    w.push(b',');
-                }
-                let _ = write_str(w, k);
-                w.push(b':');
-                let _ = write_str(w, v);
-            }
-            w.push(b'}');
         }
         w.extend_from_slice(b"}}");
     }

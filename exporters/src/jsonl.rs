@@ -3,8 +3,8 @@
 //! [`JsonlRenderer`] renders the lines; the `http` exporter posts the same lines.
 
 use crate::json::{
-    has_exception, push_exception, push_hex, push_json_str, push_str, push_u64, push_uint,
-    Reserved, Timestamps,
+    has_exception, push_exception, push_exception_info, push_hex, push_json_str, push_str,
+    push_string_map, push_u64, push_uint, Reserved, Timestamps,
 };
 use crate::output::{create_private, expand_path, WholeWriter};
 use ferrotrace_core::clock::to_unix_ns;
@@ -220,16 +220,9 @@ impl JsonlRenderer {
         push_span_id_or_null(out, s.parent_span_id);
         let _ = write!(out, ",\"remote_parent\":{},\"tag\":", s.remote_parent);
         push_json_str(out, &s.tag);
-        out.extend_from_slice(b",\"attrs\":{");
-        for (i, (k, v)) in s.attrs.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            push_json_str(out, k);
-            out.push(b':');
-            push_json_str(out, v);
-        }
-        let _ = write!(out, "}},\"sampled\":{},\"thread_id\":", s.sampled);
+        out.extend_from_slice(b",\"attrs\":");
+        push_string_map(out, &s.attrs);
+        let _ = write!(out, ",\"sampled\":{},\"thread_id\":", s.sampled);
         push_u64(out, s.thread_id);
         out.extend_from_slice(b",\"start_unix_ns\":");
         push_u64(out, to_unix_ns(s.start_ns));
@@ -282,29 +275,16 @@ impl JsonlRenderer {
             push_uint(out, u64::from(h.resend_count));
         }
         if let Some(e) = &h.exception {
-            out.extend_from_slice(b",\"exception\":{\"type\":");
-            push_json_str(out, &e.type_name);
-            out.extend_from_slice(b",\"message\":");
-            push_json_str(out, &e.message);
-            out.push(b'}');
+            push_exception_info(out, e);
         }
         for (key, headers) in [
-            (&b",\"request_headers\":{"[..], &h.request_headers),
-            (&b",\"response_headers\":{"[..], &h.response_headers),
+            (&b",\"request_headers\":"[..], &h.request_headers),
+            (&b",\"response_headers\":"[..], &h.response_headers),
         ] {
-            if headers.is_empty() {
-                continue;
+            if !headers.is_empty() {
+                out.extend_from_slice(key);
+                push_string_map(out, headers);
             }
-            out.extend_from_slice(key);
-            for (i, (k, v)) in headers.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                push_json_str(out, k);
-                out.push(b':');
-                push_json_str(out, v);
-            }
-            out.push(b'}');
         }
         out.extend_from_slice(END);
     }

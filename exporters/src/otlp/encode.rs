@@ -6,7 +6,8 @@
 
 use ferrotrace_core::clock::to_unix_ns;
 use ferrotrace_core::event::{
-    HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED,
+    ExceptionInfo, HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION,
+    FLAG_UNFINISHED,
 };
 use ferrotrace_core::functions::FunctionTable;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -161,15 +162,7 @@ impl Encoder {
             attributes.push(kv_str("ferrotrace.return", r));
         }
         if let Some(e) = &s.exception {
-            events.push(Event {
-                time_unix_nano: end,
-                name: "exception".into(),
-                attributes: vec![
-                    kv_str("exception.type", &e.type_name),
-                    kv_str("exception.message", &e.message),
-                ],
-                dropped_attributes_count: 0,
-            });
+            events.push(exception_event(end, e));
             let message = if e.message.is_empty() {
                 e.type_name.clone()
             } else {
@@ -274,15 +267,7 @@ impl Encoder {
         let mut events = Vec::new();
         let error_type = match &h.exception {
             Some(e) => {
-                events.push(Event {
-                    time_unix_nano: end,
-                    name: "exception".into(),
-                    attributes: vec![
-                        kv_str("exception.type", &e.type_name),
-                        kv_str("exception.message", &e.message),
-                    ],
-                    dropped_attributes_count: 0,
-                });
+                events.push(exception_event(end, e));
                 Some(e.type_name.clone())
             }
             None if h.status >= 400 => Some(h.status.to_string()),
@@ -324,6 +309,19 @@ impl Encoder {
                 schema_url: String::new(),
             }],
         }
+    }
+}
+
+/// The `exception` span event of an exception seen at `time`.
+fn exception_event(time: u64, e: &ExceptionInfo) -> Event {
+    Event {
+        time_unix_nano: time,
+        name: "exception".into(),
+        attributes: vec![
+            kv_str("exception.type", &e.type_name),
+            kv_str("exception.message", &e.message),
+        ],
+        dropped_attributes_count: 0,
     }
 }
 
@@ -371,7 +369,7 @@ mod tests {
             Some(any_value::Value::StringValue("503".into()))
         );
         h.status = 0;
-        h.exception = Some(ferrotrace_core::event::ExceptionInfo {
+        h.exception = Some(ExceptionInfo {
             type_name: "ConnectionError".into(),
             message: "refused".into(),
         });
