@@ -490,3 +490,22 @@ ferrotrace.uninstrument()
 assert methods() == before
 """)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_auto_instruments_urllib_when_the_program_imports_it_and_says_nothing(
+    runner: Runner, echo: Echo
+) -> None:
+    proc = runner.run(
+        f"""
+import json
+import ferrotrace.auto
+import urllib.request
+with urllib.request.urlopen({echo.url("/echo")!r}) as response:
+    print(json.dumps(json.loads(response.read()).get("traceparent")))
+""",
+        env={"FERROTRACE_OUTPUT": "trace.jsonl"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    (http,) = http_records(read_trace(runner.tmp / "trace.jsonl"))
+    assert json.loads(proc.stdout).split("-")[2] == http["span_id"]

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ferrotrace import _native
-
-logger = logging.getLogger("ferrotrace")
 
 #: Set while an instrumented call runs in this context: a library called by another one
 #: (requests -> urllib3) or by itself (a redirect) is not recorded again.
@@ -176,10 +173,8 @@ def when_body_done(response: Any, callback: Callable[[], None]) -> None:
 
 
 def unsupported(library: str, version: str, needs: str) -> None:
-    """One warning on the `ferrotrace` logger: `library` is installed but not instrumented."""
-    logger.warning(
-        "ferrotrace: %s %s is not supported (%s); its requests are not traced",
-        library,
-        version,
-        needs,
-    )
+    """One warning that `library` is installed but not instrumented (on the `ferrotrace`
+    logger and in the `meta` record; under `ferrotrace run`, in its summary)."""
+    from ferrotrace import _lifecycle
+
+    _lifecycle.diagnose([f"{library} {version} is not supported ({needs}); its requests are not traced"])

@@ -17,10 +17,13 @@ MODULE = "urllib.request"
 
 def patch() -> list[tuple[Any, str, Any]] | None:
     """Wraps `urllib.request.OpenerDirector.open`; returns what to restore."""
-    import urllib.request
+    import sys
     from urllib.error import HTTPError
 
-    opener_cls = urllib.request.OpenerDirector
+    # Called right after urllib.request ran, before the import system makes it an
+    # attribute of urllib: taken from sys.modules.
+    request_module = sys.modules["urllib.request"]
+    opener_cls = request_module.OpenerDirector
     original = opener_cls.open
 
     @functools.wraps(original)
@@ -33,7 +36,7 @@ def patch() -> list[tuple[Any, str, Any]] | None:
         try:
             try:
                 if isinstance(fullurl, str):
-                    request = urllib.request.Request(fullurl, data)
+                    request = request_module.Request(fullurl, data)
                     data = None
                 if request.type not in ("http", "https"):
                     span = None
