@@ -54,6 +54,9 @@ BAD = [
     ("SPOOL_DIR", "{file}", "a directory"),
     ("SPOOL_MAX_MB", "-1", "from 0 to 1048576"),
     ("DEBUG_EXPORT_DELAY_MS", "60001", "from 0 to 60000"),
+    ("INSTRUMENT", "requests,curl", "all, none, or a comma-separated list of: requests, httpx"),
+    ("PROPAGATE", "sometimes", "a boolean"),
+    ("CAPTURE_HEADERS", "x-id,bad header", "comma-separated HTTP header names"),
 ]
 # The same rules reached through the OpenTelemetry variables.
 BAD_OTEL = [

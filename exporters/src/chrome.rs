@@ -17,10 +17,12 @@
 //! (`"ph":"X"`) on its thread's track; a session is an instant event at its start and a
 //! complete event on its thread when it ends.
 
-use crate::json::{push_span_details, push_str, write_str, write_u64};
+use crate::json::{
+    push_exception_info, push_span_details, push_str, push_string_map, write_str, write_u64,
+};
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::now_ns;
-use ferrotrace_core::event::{SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
+use ferrotrace_core::event::{HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::span_hex;
 use ferrotrace_core::metrics::Snapshot;
@@ -223,16 +225,50 @@ impl ChromeExporter {
         if s.parent_span_id != 0 {
             let _ = write!(w, ",\"parent_span_id\":\"{}\"", span_hex(s.parent_span_id));
         }
-        w.extend_from_slice(b",\"attrs\":{");
-        for (i, (k, v)) in s.attrs.iter().enumerate() {
-            if i > 0 {
-                w.push(b',');
-            }
-            let _ = write_str(w, k);
-            w.push(b':');
-            let _ = write_str(w, v);
+        w.extend_from_slice(b",\"attrs\":");
+        push_string_map(w, &s.attrs);
+        w.extend_from_slice(b"}}");
+    }
+
+    /// An outgoing HTTP request: a complete event named `METHOD host` on the caller's thread.
+    fn render_http(&mut self, h: &HttpRecord) {
+        let tid = self.track(h.thread_id, "");
+        let w = &mut self.scratch;
+        w.extend_from_slice(b",\n{\"name\":");
+        let _ = write_str(w, &format!("{} {}", h.method, h.host));
+        w.extend_from_slice(b",\"cat\":\"http\",\"ph\":\"X\",\"ts\":");
+        push_micros(w, h.start_ns);
+        w.extend_from_slice(b",\"dur\":");
+        push_micros(w, h.duration_ns);
+        let _ = write!(
+            w,
+            ",\"pid\":{},\"tid\":{tid},\"args\":{{\"trace_id\":\"{:032x}\",\"span_id\":\"{}\",\"parent_span_id\":\"{}\",\"library\":",
+            self.pid,
+            h.trace_id.0,
+            span_hex(h.span_id),
+            span_hex(h.parent_span_id),
+        );
+        let _ = write_str(w, &h.library);
+        w.extend_from_slice(b",\"url\":");
+        let _ = write_str(w, &h.url);
+        let _ = write!(
+            w,
+            ",\"status\":{},\"request_bytes\":{},\"response_bytes\":{}",
+            h.status, h.request_bytes, h.response_bytes
+        );
+        if let Some(e) = &h.exception {
+            push_exception_info(w, e);
         }
-        w.extend_from_slice(b"}}}");
+        for (name, headers) in [
+            ("request_headers", &h.request_headers),
+            ("response_headers", &h.response_headers),
+        ] {
+            if !headers.is_empty() {
+                let _ = write!(w, ",\"{name}\":");
+                push_string_map(w, headers);
+            }
+        }
+        w.extend_from_slice(b"}}");
     }
 
     /// Hands the rendered events to the writer in one call and clears the scratch buffer,
@@ -273,6 +309,12 @@ impl Exporter for ChromeExporter {
         _ctx: &ExportContext,
     ) -> Result<u64, ExportError> {
         self.render_session(session);
+        self.emit()?;
+        Ok(self.out.take_written())
+    }
+
+    fn export_http(&mut self, h: &HttpRecord, _ctx: &ExportContext) -> Result<u64, ExportError> {
+        self.render_http(h);
         self.emit()?;
         Ok(self.out.take_written())
     }

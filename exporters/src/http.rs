@@ -11,7 +11,7 @@ use crate::jsonl::JsonlRenderer;
 use crate::network::NetworkOptions;
 use crate::spool::Payload;
 use ferrotrace_core::config::{is_loopback_host, parse_http_url, Config};
-use ferrotrace_core::event::{SessionRecord, SpanBatch};
+use ferrotrace_core::event::{HttpRecord, SessionRecord, SpanBatch};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::metrics::Snapshot;
 use std::time::{Duration, Instant};
@@ -131,6 +131,12 @@ impl Exporter for HttpExporter {
         _ctx: &ExportContext,
     ) -> Result<u64, ExportError> {
         self.renderer.session(session, &mut self.body);
+        self.added(1, 0);
+        Ok(0)
+    }
+
+    fn export_http(&mut self, h: &HttpRecord, _ctx: &ExportContext) -> Result<u64, ExportError> {
+        self.renderer.http(h, &mut self.body);
         self.added(1, 0);
         Ok(0)
     }

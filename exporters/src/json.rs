@@ -1,7 +1,7 @@
 //! Small JSON writing helpers shared by the file exporters.
 
 use ferrotrace_core::append::hex_digits;
-use ferrotrace_core::event::{SpanBatch, SpanRecord, FLAG_EXCEPTION};
+use ferrotrace_core::event::{ExceptionInfo, SpanBatch, SpanRecord, FLAG_EXCEPTION};
 use std::io::{self, Write};
 
 /// The largest integer a JSON consumer using doubles reads exactly (2^53).
@@ -78,14 +78,33 @@ pub fn has_exception(s: &SpanRecord) -> bool {
     s.exception.is_some() || s.flags & FLAG_EXCEPTION != 0
 }
 
+/// Appends an `"exception"` member (`type`, `message`) after a comma.
+pub fn push_exception_info(out: &mut Vec<u8>, e: &ExceptionInfo) {
+    out.extend_from_slice(b",\"exception\":{\"type\":");
+    push_json_str(out, &e.type_name);
+    out.extend_from_slice(b",\"message\":");
+    push_json_str(out, &e.message);
+    out.push(b'}');
+}
+
+/// Appends string pairs as a JSON object of escaped strings.
+pub fn push_string_map(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+    out.push(b'{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, k);
+        out.push(b':');
+        push_json_str(out, v);
+    }
+    out.push(b'}');
+}
+
 /// Appends the span's `"exception"` member after a comma, when it has one.
 pub fn push_exception(out: &mut Vec<u8>, s: &SpanRecord) {
     if let Some(e) = &s.exception {
-        out.extend_from_slice(b",\"exception\":{\"type\":");
-        push_json_str(out, &e.type_name);
-        out.extend_from_slice(b",\"message\":");
-        push_json_str(out, &e.message);
-        out.push(b'}');
+        push_exception_info(out, e);
     } else if s.flags & FLAG_EXCEPTION != 0 {
         out.extend_from_slice(b",\"exception\":{\"type\":\"\",\"message\":\"\"}");
     }

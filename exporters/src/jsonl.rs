@@ -3,12 +3,12 @@
 //! [`JsonlRenderer`] renders the lines; the `http` exporter posts the same lines.
 
 use crate::json::{
-    has_exception, push_exception, push_hex, push_json_str, push_str, push_u64, push_uint,
-    Reserved, Timestamps,
+    has_exception, push_exception, push_exception_info, push_hex, push_json_str, push_str,
+    push_string_map, push_u64, push_uint, Reserved, Timestamps,
 };
 use crate::output::{create_private, expand_path, WholeWriter};
 use ferrotrace_core::clock::to_unix_ns;
-use ferrotrace_core::event::{SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
+use ferrotrace_core::event::{HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::TraceId;
 use ferrotrace_core::metrics::Snapshot;
@@ -220,16 +220,9 @@ impl JsonlRenderer {
         push_span_id_or_null(out, s.parent_span_id);
         let _ = write!(out, ",\"remote_parent\":{},\"tag\":", s.remote_parent);
         push_json_str(out, &s.tag);
-        out.extend_from_slice(b",\"attrs\":{");
-        for (i, (k, v)) in s.attrs.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            push_json_str(out, k);
-            out.push(b':');
-            push_json_str(out, v);
-        }
-        let _ = write!(out, "}},\"sampled\":{},\"thread_id\":", s.sampled);
+        out.extend_from_slice(b",\"attrs\":");
+        push_string_map(out, &s.attrs);
+        let _ = write!(out, ",\"sampled\":{},\"thread_id\":", s.sampled);
         push_u64(out, s.thread_id);
         out.extend_from_slice(b",\"start_unix_ns\":");
         push_u64(out, to_unix_ns(s.start_ns));
@@ -240,6 +233,60 @@ impl JsonlRenderer {
             push_uint(out, end.saturating_sub(s.start_ns));
         }
         out.extend_from_slice(b"}\n");
+    }
+
+    /// Appends one `http` line: an outgoing request (`status` null when no response came).
+    pub fn http(&self, h: &HttpRecord, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "{{\"v\":1,\"type\":\"http\",\"pid\":{},\"trace_id\":\"",
+            self.pid
+        );
+        push_hex(out, h.trace_id.0, 32);
+        out.extend_from_slice(b"\",\"span_id\":\"");
+        push_hex(out, u128::from(h.span_id), 16);
+        out.extend_from_slice(b"\",\"parent_span_id\":");
+        push_span_id_or_null(out, h.parent_span_id);
+        out.extend_from_slice(b",\"thread_id\":");
+        push_u64(out, h.thread_id);
+        out.extend_from_slice(b",\"task_id\":");
+        push_u64(out, h.task_id);
+        out.extend_from_slice(b",\"library\":");
+        push_json_str(out, &h.library);
+        out.extend_from_slice(b",\"method\":");
+        push_json_str(out, &h.method);
+        out.extend_from_slice(b",\"url\":");
+        push_json_str(out, &h.url);
+        out.extend_from_slice(b",\"status\":");
+        match h.status {
+            0 => out.extend_from_slice(b"null"),
+            s => push_uint(out, u64::from(s)),
+        }
+        out.extend_from_slice(b",\"start_unix_ns\":");
+        push_u64(out, to_unix_ns(h.start_ns));
+        out.extend_from_slice(b",\"duration_ns\":");
+        push_u64(out, h.duration_ns);
+        out.extend_from_slice(b",\"request_bytes\":");
+        push_u64(out, h.request_bytes);
+        out.extend_from_slice(b",\"response_bytes\":");
+        push_u64(out, h.response_bytes);
+        if h.resend_count > 0 {
+            out.extend_from_slice(b",\"resend_count\":");
+            push_uint(out, u64::from(h.resend_count));
+        }
+        if let Some(e) = &h.exception {
+            push_exception_info(out, e);
+        }
+        for (key, headers) in [
+            (&b",\"request_headers\":"[..], &h.request_headers),
+            (&b",\"response_headers\":"[..], &h.response_headers),
+        ] {
+            if !headers.is_empty() {
+                out.extend_from_slice(key);
+                push_string_map(out, headers);
+            }
+        }
+        out.extend_from_slice(END);
     }
 
     /// Appends the final `meta` line with the counters.
@@ -328,6 +375,11 @@ impl Exporter for JsonlExporter {
         Ok(self.emit()?)
     }
 
+    fn export_http(&mut self, h: &HttpRecord, _ctx: &ExportContext) -> Result<u64, ExportError> {
+        self.renderer.http(h, &mut self.scratch);
+        Ok(self.emit()?)
+    }
+
     fn flush(&mut self) -> Result<(), ExportError> {
         self.out.flush()?;
         Ok(())
@@ -349,6 +401,54 @@ mod tests {
 
     use ferrotrace_core::functions::FunctionInfo;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn renders_an_http_record() {
+        let renderer = JsonlRenderer::new(3);
+        let mut h = HttpRecord {
+            trace_id: TraceId(7),
+            span_id: 2,
+            parent_span_id: 1,
+            thread_id: 4,
+            library: "requests".into(),
+            method: "GET".into(),
+            url: "http://h/\"x\"".into(),
+            status: 200,
+            start_ns: 5,
+            duration_ns: 9,
+            request_bytes: 1,
+            response_bytes: 2,
+            response_headers: vec![("content-type".into(), "text/plain".into())],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        renderer.http(&h, &mut out);
+        (h.status, h.resend_count) = (0, 2);
+        h.exception = Some(ExceptionInfo {
+            type_name: "ConnectionError".into(),
+            message: "refused".into(),
+        });
+        renderer.http(&h, &mut out);
+        let lines: Vec<serde_json::Value> = out
+            .split_inclusive(|&b| b == b'\n')
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            serde_json::json!({
+                "v": 1, "type": "http", "pid": 3, "trace_id": "00000000000000000000000000000007",
+                "span_id": "0000000000000002", "parent_span_id": "0000000000000001",
+                "thread_id": 4, "task_id": 0, "library": "requests", "method": "GET",
+                "url": "http://h/\"x\"", "status": 200,
+                "start_unix_ns": to_unix_ns(5).to_string(), "duration_ns": 9,
+                "request_bytes": 1, "response_bytes": 2,
+                "response_headers": {"content-type": "text/plain"},
+            })
+        );
+        assert_eq!(lines[1]["status"], serde_json::Value::Null);
+        assert_eq!(lines[1]["resend_count"], 2);
+        assert_eq!(lines[1]["exception"]["type"], "ConnectionError");
+    }
 
     #[test]
     fn renders_every_kind_of_span() {

@@ -14,6 +14,7 @@ from typing import Any
 from ferrotrace import _lifecycle, _native
 from ferrotrace._native import Session
 from ferrotrace._session import session, trace
+from ferrotrace.instrumentation import instrument, uninstrument
 
 __version__: str = _native.__version__
 
@@ -23,10 +24,12 @@ __all__ = [
     "configure",
     "current_session",
     "flush",
+    "instrument",
     "session",
     "shutdown",
     "stats",
     "trace",
+    "uninstrument",
 ]
 
 

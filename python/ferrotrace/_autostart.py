@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ferrotrace import _lifecycle, _native, _settings
+from ferrotrace import _lifecycle, _native, _settings, instrumentation
 
 #: Set by `ferrotrace run`: the pid of the process the user launched (others are children).
 MAIN_PID_VAR = _lifecycle.MAIN_PID_VAR
@@ -32,5 +32,6 @@ def start() -> None:
         _lifecycle.configure({}, lenient=True)
         _lifecycle.start_process_session(_tag())
         _native.sigterm_install()
+        instrumentation.enable(_native.http_instrument())
     except Exception as exc:  # tracing must never stop the program
         _lifecycle.not_traced(str(exc))

@@ -87,3 +87,39 @@ def backend_name() -> str:
 def monitoring_install(tool: int) -> None: ...
 def monitoring_install_unwind(tool: int) -> None:
     """Setprofile backend, 3.12+: PY_UNWIND on `tool` only while a sampled session runs."""
+
+class HttpSpan:
+    """A client span for one outgoing HTTP request (see `ferrotrace.instrumentation`)."""
+
+    @property
+    def traceparent(self) -> str | None:
+        """The header to send; None when FERROTRACE_PROPAGATE=0."""
+    @property
+    def span_id(self) -> str: ...
+    @property
+    def recorded(self) -> bool:
+        """Whether `http_end` records the request (a sampled session)."""
+    @property
+    def wants_headers(self) -> bool:
+        """Whether FERROTRACE_CAPTURE_HEADERS names headers to keep."""
+
+def http_start() -> HttpSpan | None:
+    """A client span for a request made here; None outside any session."""
+
+def http_end(
+    span: HttpSpan,
+    library: str,
+    method: str,
+    url: str,
+    status: int,
+    request_bytes: int = 0,
+    response_bytes: int = 0,
+    resend_count: int = 0,
+    exception: tuple[str, str] | None = None,
+    request_headers: list[tuple[str, str]] = ...,
+    response_headers: list[tuple[str, str]] = ...,
+) -> None:
+    """Ends the span once and queues its `http` record, redacted (status 0: no response)."""
+
+def http_instrument() -> list[str]:
+    """The libraries FERROTRACE_INSTRUMENT names."""

@@ -211,6 +211,13 @@ pub struct Config {
     pub spool_max_mb: u64,
     /// Test-only: the export thread sleeps this long per batch, to prove the hook never waits.
     pub debug_export_delay_ms: u64,
+    /// HTTP client libraries instrumented under `ferrotrace run` / `ferrotrace.auto`, from
+    /// [`INSTRUMENTABLE`].
+    pub instrument: Vec<String>,
+    /// Outgoing HTTP requests carry the session's `traceparent`.
+    pub propagate: bool,
+    /// Header names (lower-case) whose values HTTP records keep, redacted.
+    pub capture_headers: Vec<String>,
 }
 
 /// One setting: its name, the environment variable, `OTEL_*` fallbacks, its default and rule.
@@ -292,11 +299,43 @@ pub const SETTINGS: &[Setting] = &[
     setting!("ALLOW_INSECURE", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("SPOOL_DIR", "", "a directory path, not an existing file (empty: $XDG_CACHE_HOME/ferrotrace/spool or ~/.cache/ferrotrace/spool)"),
     setting!("SPOOL_MAX_MB", "64", "a whole number of MiB from 0 to 1048576 (0 disables the spool)"),
+    setting!("INSTRUMENT", "all", "all, none, or a comma-separated list of: requests, httpx, urllib3, aiohttp, urllib"),
+    setting!("PROPAGATE", "1", "a boolean: 1/0, true/false, yes/no, on/off"),
+    setting!("CAPTURE_HEADERS", "", "comma-separated HTTP header names"),
     setting!("DEBUG_EXPORT_DELAY_MS", "0", "a whole number of milliseconds from 0 to 60000 (test-only)"),
 ];
 
 /// Settings whose invalid value disables tracing under the lenient (auto) parse.
 const FILTER_SETTINGS: &[&str] = &["INCLUDE", "EXCLUDE", "EXCLUDE_FILES"];
+
+/// HTTP client libraries ferrotrace can instrument (`FERROTRACE_INSTRUMENT`).
+pub const INSTRUMENTABLE: &[&str] = &["requests", "httpx", "urllib3", "aiohttp", "urllib"];
+
+/// `all`, `none` or a comma list of [`INSTRUMENTABLE`] names (any case).
+fn parse_instrument(raw: &RawValue, s: &Setting) -> Result<Vec<String>, ConfigError> {
+    let list = split_list(&raw.value.to_ascii_lowercase(), ",");
+    match list.as_slice() {
+        [one] if one == "all" => Ok(INSTRUMENTABLE.iter().map(|l| l.to_string()).collect()),
+        [one] if one == "none" => Ok(Vec::new()),
+        [] => Err(err(raw, s)),
+        _ if list.iter().all(|l| INSTRUMENTABLE.contains(&l.as_str())) => Ok(INSTRUMENTABLE
+            .iter()
+            .filter(|l| list.iter().any(|x| x == *l))
+            .map(|l| l.to_string())
+            .collect()),
+        _ => Err(err(raw, s)),
+    }
+}
+
+/// Comma-separated header names, lower-cased.
+fn parse_header_names(raw: &RawValue, s: &Setting) -> Result<Vec<String>, ConfigError> {
+    let list = split_list(&raw.value.to_ascii_lowercase(), ",");
+    if list.iter().all(|n| is_header_name(n)) {
+        Ok(list)
+    } else {
+        Err(err(raw, s))
+    }
+}
 
 /// Exporters this build knows.
 pub const KNOWN_EXPORTERS: &[&str] = &["jsonl", "chrome", "otlp", "http"];
@@ -1002,6 +1041,13 @@ impl Config {
                 |r, s| parse_uint(r, s, 0, 60_000),
                 0
             ),
+            instrument: field!(
+                "INSTRUMENT",
+                parse_instrument,
+                INSTRUMENTABLE.iter().map(|l| l.to_string()).collect()
+            ),
+            propagate: field!("PROPAGATE", parse_bool, true),
+            capture_headers: field!("CAPTURE_HEADERS", parse_header_names, Vec::new()),
         };
         let mut cfg = cfg;
         if errors.iter().any(|e| FILTER_SETTINGS.contains(&e.setting)) {
@@ -1035,6 +1081,9 @@ impl Config {
         b.redact_values = self.redact_values.clone();
         b.follow_threads = self.follow_threads;
         b.shutdown_timeout_ms = self.shutdown_timeout_ms;
+        b.instrument = self.instrument.clone();
+        b.propagate = self.propagate;
+        b.capture_headers = self.capture_headers.clone();
         b == *self
     }
 
@@ -1066,6 +1115,47 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn instrument_takes_all_none_or_known_libraries() {
+        let parse = |v: &str| {
+            let raw = resolve(&BTreeMap::new(), &env(&[("FERROTRACE_INSTRUMENT", v)])).unwrap();
+            Config::parse_lenient(&raw)
+        };
+        assert_eq!(parse("all").0.instrument.len(), INSTRUMENTABLE.len());
+        assert!(parse("none").0.instrument.is_empty());
+        assert_eq!(
+            parse(" HTTPX, requests").0.instrument,
+            ["requests", "httpx"]
+        );
+        let (cfg, errors) = parse("requests,curl");
+        assert_eq!(
+            cfg.instrument.len(),
+            INSTRUMENTABLE.len(),
+            "falls back to all"
+        );
+        assert_eq!(
+            errors[0].to_string(),
+            "FERROTRACE_INSTRUMENT=\"requests,curl\" is invalid: all, none, or a \
+             comma-separated list of: requests, httpx, urllib3, aiohttp, urllib"
+        );
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[("FERROTRACE_CAPTURE_HEADERS", "X-Request-Id, content-type")]),
+        )
+        .unwrap();
+        let cfg = Config::from_raw(&raw).unwrap();
+        assert_eq!(cfg.capture_headers, ["x-request-id", "content-type"]);
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[("FERROTRACE_CAPTURE_HEADERS", "a b")]),
+        )
+        .unwrap();
+        assert_eq!(
+            Config::from_raw(&raw).unwrap_err()[0].setting,
+            "CAPTURE_HEADERS"
+        );
     }
 
     #[test]

@@ -88,6 +88,13 @@ pub fn effective_value(cfg: &Config, name: &str) -> Option<String> {
         "SPOOL_DIR" => crate::config::path_text(&cfg.spool_dir),
         "SPOOL_MAX_MB" => cfg.spool_max_mb.to_string(),
         "DEBUG_EXPORT_DELAY_MS" => cfg.debug_export_delay_ms.to_string(),
+        "INSTRUMENT" if cfg.instrument.is_empty() => "none".to_string(),
+        "INSTRUMENT" if cfg.instrument.len() == crate::config::INSTRUMENTABLE.len() => {
+            "all".to_string()
+        }
+        "INSTRUMENT" => cfg.instrument.join(","),
+        "PROPAGATE" => flag(cfg.propagate),
+        "CAPTURE_HEADERS" => cfg.capture_headers.join(","),
         _ => return None,
     };
     Some(text)

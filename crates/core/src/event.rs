@@ -5,6 +5,10 @@ use crate::clock;
 use crate::ids::{SpanId, TraceId};
 use crate::in_place::Room;
 
+/// An outgoing HTTP request (a CLIENT span), the event kind the HTTP client
+/// instrumentation records; see [`crate::http`].
+pub use crate::http::HttpRecord;
+
 /// The span ended by an exception leaving the frame.
 pub const FLAG_EXCEPTION: u32 = 1;
 /// The call was still open when its session ended or the process exited.

@@ -1,6 +1,6 @@
 //! The contract between the export thread and the exporters. Exporters only consume.
 
-use crate::event::{SessionRecord, SpanBatch};
+use crate::event::{HttpRecord, SessionRecord, SpanBatch};
 use crate::functions::FunctionTable;
 use crate::metrics::Snapshot;
 use std::sync::{Arc, Mutex};
@@ -98,6 +98,8 @@ pub trait Exporter: Send {
         session: &SessionRecord,
         ctx: &ExportContext,
     ) -> Result<u64, ExportError>;
+    /// Exports one outgoing HTTP request (already redacted).
+    fn export_http(&mut self, http: &HttpRecord, ctx: &ExportContext) -> Result<u64, ExportError>;
     /// Pushes buffered output to its destination.
     fn flush(&mut self) -> Result<(), ExportError>;
     /// Writes the final record with the counters and closes the destination.

@@ -11,6 +11,7 @@ pub mod exporter;
 pub mod filter;
 pub mod fork;
 pub mod functions;
+pub mod http;
 pub mod ids;
 pub mod in_place;
 pub mod metrics;

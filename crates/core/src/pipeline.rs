@@ -6,7 +6,7 @@
 //! second bounded channel. `flush` and `shutdown` wait, up to a deadline, for everything
 //! queued before them to reach the exporters.
 
-use crate::event::{SessionRecord, SpanBatch};
+use crate::event::{HttpRecord, SessionRecord, SpanBatch};
 use crate::exporter::{ExportContext, ExportError, Exporter};
 use crate::metrics::Counters;
 use crate::summary::{FunctionTotals, Summary};
@@ -31,6 +31,7 @@ pub struct PipelineOptions {
 
 enum Control {
     Session(Box<SessionRecord>),
+    Http(Box<HttpRecord>),
     Flush(Sender<()>),
     Shutdown(Sender<()>),
     Top(usize, Sender<Vec<(u32, FunctionTotals)>>),
@@ -255,6 +256,18 @@ impl Pipeline {
         }
     }
 
+    /// Queues an outgoing HTTP request's record without blocking (counted in
+    /// `dropped_sessions` when the control queue is full).
+    pub fn submit_http(&self, http: HttpRecord) {
+        if self
+            .control_tx
+            .try_send(Control::Http(Box::new(http)))
+            .is_err()
+        {
+            Counters::add(&self.counters.dropped_sessions, 1);
+        }
+    }
+
     fn request<T>(&self, make: impl FnOnce(Sender<T>) -> Control, timeout: Duration) -> Option<T> {
         let (tx, rx) = bounded(1);
         let deadline = Instant::now() + timeout;
@@ -372,6 +385,7 @@ impl Worker {
         match msg {
             Control::Park => {}
             Control::Session(s) => self.export_session(&s),
+            Control::Http(h) => self.export_http(&h),
             Control::Flush(ack) => {
                 self.drain();
                 self.flush_exporters();
@@ -415,6 +429,7 @@ impl Worker {
         for msg in pending {
             match msg {
                 Control::Session(s) => self.export_session(&s),
+                Control::Http(h) => self.export_http(&h),
                 Control::Flush(ack) | Control::Shutdown(ack) => {
                     let _ = ack.send(());
                 }
@@ -461,6 +476,15 @@ impl Worker {
         }
     }
 
+    fn export_http(&mut self, h: &HttpRecord) {
+        for e in &mut self.exporters {
+            match e.export_http(h, &self.ctx) {
+                Ok(bytes) => Counters::add(&self.counters.bytes_written, bytes),
+                Err(err) => failed(&self.counters, &self.errors, e.name(), err),
+            }
+        }
+    }
+
     fn flush_exporters(&mut self) {
         for e in &mut self.exporters {
             if let Err(err) = e.flush() {
@@ -496,6 +520,9 @@ mod tests {
             _: &SessionRecord,
             _: &ExportContext,
         ) -> Result<u64, ExportError> {
+            Ok(0)
+        }
+        fn export_http(&mut self, _: &HttpRecord, _: &ExportContext) -> Result<u64, ExportError> {
             Ok(0)
         }
         fn flush(&mut self) -> Result<(), ExportError> {
@@ -583,6 +610,9 @@ mod tests {
             _: &SessionRecord,
             _: &ExportContext,
         ) -> Result<u64, ExportError> {
+            Ok(0)
+        }
+        fn export_http(&mut self, _: &HttpRecord, _: &ExportContext) -> Result<u64, ExportError> {
             Ok(0)
         }
         fn flush(&mut self) -> Result<(), ExportError> {

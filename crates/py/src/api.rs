@@ -49,7 +49,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backend_name, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring_install, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring_install_unwind, m)?)?;
-    Ok(())
+    crate::http_client::register(m)
 }
 
 fn state() -> PyResult<&'static HookState> {

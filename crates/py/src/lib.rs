@@ -1,14 +1,16 @@
 //! `ferrotrace._native`: the CPython hook, per-thread recorders, sessions and the functions
 //! the Python package calls. This is the only crate that touches the CPython C API.
 //!
-//! One folder per part, each using only the parts below it: `api` (the functions the Python
-//! package calls) → `backends` (how CPython's calls reach us) → `recorder` (per-thread
-//! records of calls) → `capture` (reading values) and `session` (which session a call is in)
-//! → `process` (process-wide state).
+//! One folder per part, each using only the parts below it: `api` and `http_client` (the
+//! functions the Python package calls; the second records outgoing HTTP calls) → `backends`
+//! (how CPython's calls reach us) → `recorder` (per-thread records of calls) → `capture`
+//! (reading values) and `session` (which session a call is in) → `process` (process-wide
+//! state).
 
 mod api;
 mod backends;
 mod capture;
+mod http_client;
 mod process;
 mod recorder;
 mod session;

@@ -6,7 +6,8 @@
 
 use ferrotrace_core::clock::to_unix_ns;
 use ferrotrace_core::event::{
-    SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED,
+    ExceptionInfo, HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION,
+    FLAG_UNFINISHED,
 };
 use ferrotrace_core::functions::FunctionTable;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -161,15 +162,7 @@ impl Encoder {
             attributes.push(kv_str("ferrotrace.return", r));
         }
         if let Some(e) = &s.exception {
-            events.push(Event {
-                time_unix_nano: end,
-                name: "exception".into(),
-                attributes: vec![
-                    kv_str("exception.type", &e.type_name),
-                    kv_str("exception.message", &e.message),
-                ],
-                dropped_attributes_count: 0,
-            });
+            events.push(exception_event(end, e));
             let message = if e.message.is_empty() {
                 e.type_name.clone()
             } else {
@@ -227,6 +220,82 @@ impl Encoder {
         }
     }
 
+    /// Converts an outgoing HTTP request: a CLIENT span named after its method, with
+    /// OpenTelemetry's HTTP client attributes; a failed request (an exception, or a status
+    /// of 400 or more) has `error.type` and an ERROR status.
+    pub fn http(&self, h: &HttpRecord) -> Span {
+        let mut attributes = vec![
+            kv_str("http.request.method", &h.method),
+            kv_str("url.full", &h.url),
+        ];
+        if !h.host.is_empty() {
+            attributes.push(kv_str("server.address", &h.host));
+        }
+        if h.port != 0 {
+            attributes.push(kv_int("server.port", i64::from(h.port)));
+        }
+        if h.status != 0 {
+            attributes.push(kv_int("http.response.status_code", i64::from(h.status)));
+        }
+        if h.resend_count > 0 {
+            attributes.push(kv_int(
+                "http.request.resend_count",
+                i64::from(h.resend_count),
+            ));
+        }
+        attributes.push(kv_str("ferrotrace.library", &h.library));
+        attributes.push(kv_int("thread.id", h.thread_id as i64));
+        if h.task_id != 0 {
+            attributes.push(kv_int("ferrotrace.task_id", h.task_id as i64));
+        }
+        if h.request_bytes > 0 {
+            attributes.push(kv_int("http.request.body.size", h.request_bytes as i64));
+        }
+        attributes.push(kv_int("http.response.body.size", h.response_bytes as i64));
+        for (prefix, headers) in [
+            ("http.request.header.", &h.request_headers),
+            ("http.response.header.", &h.response_headers),
+        ] {
+            attributes.extend(
+                headers
+                    .iter()
+                    .map(|(k, v)| kv_str(&format!("{prefix}{k}"), v)),
+            );
+        }
+        let start = to_unix_ns(h.start_ns);
+        let end = start.saturating_add(h.duration_ns);
+        let mut events = Vec::new();
+        let error_type = match &h.exception {
+            Some(e) => {
+                events.push(exception_event(end, e));
+                Some(e.type_name.clone())
+            }
+            None if h.status >= 400 => Some(h.status.to_string()),
+            None => None,
+        };
+        let status = error_type.map(|t| {
+            attributes.push(kv_str("error.type", &t));
+            Status {
+                message: String::new(),
+                code: StatusCode::Error as i32,
+            }
+        });
+        Span {
+            trace_id: h.trace_id.to_bytes().to_vec(),
+            span_id: h.span_id.to_be_bytes().to_vec(),
+            parent_span_id: parent(h.parent_span_id),
+            flags: FLAG_SAMPLED | HAS_IS_REMOTE,
+            name: h.method.clone(),
+            kind: SpanKind::Client as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            attributes,
+            events,
+            status,
+            ..Default::default()
+        }
+    }
+
     /// Wraps spans in a request with this encoder's resource and scope.
     pub fn request(&self, spans: Vec<Span>) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
@@ -243,6 +312,19 @@ impl Encoder {
     }
 }
 
+/// The `exception` span event of an exception seen at `time`.
+fn exception_event(time: u64, e: &ExceptionInfo) -> Event {
+    Event {
+        time_unix_nano: time,
+        name: "exception".into(),
+        attributes: vec![
+            kv_str("exception.type", &e.type_name),
+            kv_str("exception.message", &e.message),
+        ],
+        dropped_attributes_count: 0,
+    }
+}
+
 fn parent(id: u64) -> Vec<u8> {
     if id == 0 {
         Vec::new()
@@ -254,6 +336,51 @@ fn parent(id: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_request_is_a_client_span_with_the_semantic_attributes() {
+        let encoder = Encoder::new(resource("svc", &[], 1));
+        let mut h = HttpRecord {
+            span_id: 2,
+            parent_span_id: 1,
+            method: "GET".into(),
+            url: "http://h:8/x".into(),
+            host: "h".into(),
+            port: 8,
+            status: 503,
+            ..Default::default()
+        };
+        let span = encoder.http(&h);
+        assert_eq!(span.kind, SpanKind::Client as i32);
+        assert_eq!(span.name, "GET");
+        let attr = |span: &Span, k: &str| {
+            span.attributes
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.clone())
+                .and_then(|v| v.value)
+        };
+        assert_eq!(
+            attr(&span, "server.port"),
+            Some(any_value::Value::IntValue(8))
+        );
+        assert_eq!(
+            attr(&span, "error.type"),
+            Some(any_value::Value::StringValue("503".into()))
+        );
+        h.status = 0;
+        h.exception = Some(ExceptionInfo {
+            type_name: "ConnectionError".into(),
+            message: "refused".into(),
+        });
+        let span = encoder.http(&h);
+        assert_eq!(attr(&span, "http.response.status_code"), None);
+        assert_eq!(
+            attr(&span, "error.type"),
+            Some(any_value::Value::StringValue("ConnectionError".into()))
+        );
+        assert_eq!(span.status.unwrap().code, StatusCode::Error as i32);
+    }
 
     #[test]
     fn an_exception_of_unknown_type_is_an_error_without_an_empty_event() {

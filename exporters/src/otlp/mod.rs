@@ -8,7 +8,7 @@ use crate::network::NetworkOptions;
 use crate::spool::Payload;
 use encode::Encoder;
 use ferrotrace_core::config::{Compression, Config, OtlpProtocol};
-use ferrotrace_core::event::{SessionRecord, SpanBatch};
+use ferrotrace_core::event::{HttpRecord, SessionRecord, SpanBatch};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::metrics::Snapshot;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -190,6 +190,13 @@ impl Exporter for OtlpExporter {
             let span = self.encoder.session(session);
             self.push(span);
         }
+        self.send_if_old();
+        Ok(0)
+    }
+
+    fn export_http(&mut self, h: &HttpRecord, _ctx: &ExportContext) -> Result<u64, ExportError> {
+        let span = self.encoder.http(h);
+        self.push(span);
         self.send_if_old();
         Ok(0)
     }

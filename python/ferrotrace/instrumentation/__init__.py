@@ -1,0 +1,151 @@
+"""HTTP client instrumentation: requests, httpx, urllib3, aiohttp and urllib.
+
+Inside a sampled session every request the application makes gives one `http` record (a
+CLIENT span) whose parent is the recorded call that made it, and carries a `traceparent`
+naming it; in an unsampled session the request carries the session's context with the
+sampled flag off. Outside any session the call goes through untouched.
+
+A library is instrumented when it is imported (already imported: at once): ferrotrace never
+imports a library the program does not use, and one that is not installed is skipped
+without a word. The library's answers, streams and exceptions are never changed.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import sys
+import threading
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+from ferrotrace.instrumentation import _aiohttp, _common, _httpx, _requests, _urllib, _urllib3
+
+#: Library name -> its instrumentation module (`MODULE`, `patch()`).
+_LIBRARIES: dict[str, ModuleType] = {
+    "requests": _requests,
+    "httpx": _httpx,
+    "urllib3": _urllib3,
+    "aiohttp": _aiohttp,
+    "urllib": _urllib,
+}
+
+#: Every library name `instrument()` accepts.
+LIBRARIES: tuple[str, ...] = tuple(_LIBRARIES)
+
+_lock = threading.RLock()
+#: Instrumented libraries -> the (owner, attribute, original) to put back.
+_patched: dict[str, list[tuple[Any, str, Any]]] = {}
+#: Libraries wanted but not imported yet.
+_waiting: set[str] = set()
+#: Libraries found unsupported (warned once; not retried).
+_unsupported: set[str] = set()
+
+
+def _apply(library: str) -> None:
+    """Instruments `library`, whose module is imported; never raises."""
+    with _lock:
+        if library in _patched or library in _unsupported:
+            return
+        _waiting.discard(library)
+        try:
+            restore = _LIBRARIES[library].patch()
+        except Exception as exc:
+            _common.unsupported(library, "", f"instrumenting it failed: {exc}")
+            restore = None
+        if restore is None:
+            _unsupported.add(library)
+        else:
+            _patched[library] = restore
+
+
+class _ImportWatcher(importlib.abc.MetaPathFinder):
+    """Instruments a wanted library right after its module is first executed."""
+
+    def __init__(self) -> None:
+        self._finding = threading.local()
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        libraries = [lib for lib in _waiting if fullname == _LIBRARIES[lib].MODULE]
+        if not libraries or getattr(self._finding, "name", None) == fullname:
+            return None
+        self._finding.name = fullname
+        try:
+            spec = None
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+        finally:
+            self._finding.name = None
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        original = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            loader.__dict__.pop("exec_module", None)
+            original(module)
+            for lib in libraries:
+                _apply(lib)
+
+        try:
+            loader.exec_module = exec_module
+        except Exception:
+            return spec
+        return spec
+
+
+_watcher = _ImportWatcher()
+
+
+def instrument(
+    requests: bool = True,
+    httpx: bool = True,
+    urllib3: bool = True,
+    aiohttp: bool = True,
+    urllib: bool = True,
+) -> None:
+    """Instruments the HTTP client libraries given True: now if imported, else when they are
+    imported. Calling it again is harmless."""
+    wanted = {"requests": requests, "httpx": httpx, "urllib3": urllib3, "aiohttp": aiohttp, "urllib": urllib}
+    enable([lib for lib, on in wanted.items() if on])
+
+
+def enable(libraries: Iterable[str]) -> None:
+    """`instrument()` for a list of library names (those of `FERROTRACE_INSTRUMENT`)."""
+    with _lock:
+        now = []
+        for lib in libraries:
+            if lib not in _LIBRARIES or lib in _patched:
+                continue
+            if _LIBRARIES[lib].MODULE in sys.modules:
+                now.append(lib)
+            else:
+                _waiting.add(lib)
+        if _waiting and _watcher not in sys.meta_path:
+            sys.meta_path.insert(0, _watcher)
+    for lib in now:
+        _apply(lib)
+
+
+def uninstrument() -> None:
+    """Undoes `instrument()`: every patched method is put back, and libraries imported later
+    are left alone."""
+    with _lock:
+        _waiting.clear()
+        if _watcher in sys.meta_path:
+            sys.meta_path.remove(_watcher)
+        for restore in _patched.values():
+            for owner, name, original in reversed(restore):
+                setattr(owner, name, original)
+        _patched.clear()
+        _unsupported.clear()
+
+
+def instrumented() -> list[str]:
+    """The libraries instrumented now."""
+    with _lock:
+        return list(_patched)
