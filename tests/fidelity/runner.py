@@ -173,6 +173,10 @@ def run(
     Traced runs write the top process's trace to `output` (default: a symlink to /dev/null) and
     each child's to a sibling file that is truncated while it grows and deleted afterwards."""
     env = dict(env)
+    # A temp dir of its own: regrtest names its work dir by pid, and one left by a killed run
+    # (or a concurrent one) would make it warn "unable to create temporary directory".
+    scratch = tempfile.mkdtemp(prefix="tmp")
+    env["TMPDIR"] = scratch
     folder = None
     stop = threading.Event()
     sweeper = None
@@ -223,6 +227,7 @@ def run(
             children = sum(1 for n in os.listdir(folder) if n != "null.jsonl")
         shutil.rmtree(folder, ignore_errors=True)
         stderr, summary, notes = strip_summary(stderr)
+    shutil.rmtree(scratch, ignore_errors=True)
     return Outcome(
         code=None if timed_out else proc.returncode,
         stdout=stdout,
