@@ -102,6 +102,9 @@ class HttpSpan:
     @property
     def wants_headers(self) -> bool:
         """Whether FERROTRACE_CAPTURE_HEADERS names headers to keep."""
+    @property
+    def wants_bodies(self) -> bool:
+        """Whether FERROTRACE_CAPTURE_BODIES=1 (and the request is recorded)."""
 
 def http_start() -> HttpSpan | None:
     """A client span for a request made here; None outside any session."""
@@ -118,6 +121,8 @@ def http_end(
     exception: tuple[str, str] | None = None,
     request_headers: list[tuple[str, str]] = ...,
     response_headers: list[tuple[str, str]] = ...,
+    request_body: bytes | str | None = None,
+    response_body: bytes | str | None = None,
 ) -> None:
     """Ends the span once and queues its `http` record, redacted (status 0: no response)."""
 

@@ -57,6 +57,7 @@ def patch() -> list[tuple[Any, str, Any]] | None:
                         status,
                         exc=exc,
                         request_bytes=_common.body_size(getattr(request, "data", None)),
+                        request_body=getattr(request, "data", None),
                         request_headers=_request_headers(request),
                     )
                 raise
@@ -100,6 +101,7 @@ def _finish_later(span: Any, request: Any, response: Any) -> None:
             _url(request),
             response.status,
             request_bytes=_common.body_size(getattr(request, "data", None)),
+            request_body=getattr(request, "data", None),
             response_bytes=int(length) if length is not None else 0,
             request_headers=_request_headers(request),
             response_headers=headers,

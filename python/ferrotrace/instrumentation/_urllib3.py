@@ -65,6 +65,7 @@ def _traced(original: Any, full_url: Any, positional_body: bool) -> Any:
                     target,
                     exc=exc,
                     request_bytes=_common.body_size(body),
+                    request_body=body,
                     request_headers=kwargs.get("headers") or (),
                 )
                 raise
@@ -79,6 +80,7 @@ def _traced(original: Any, full_url: Any, positional_body: bool) -> Any:
                 target,
                 response.status,
                 request_bytes=_common.body_size(body),
+                request_body=body,
                 response_bytes=_response_bytes(response),
                 resend_count=_resends(response),
                 request_headers=kwargs.get("headers") or (),
