@@ -589,3 +589,48 @@ ferrotrace.shutdown()
     assert posted["response_body"].startswith("{") and posted["response_body"].endswith("…")
     assert len(posted["response_body"]) == 65
     assert got["response_body"] == TEXT[:64] + "…"
+
+
+INCOMING = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_an_incoming_tracestate_goes_out_with_the_traceparent(
+    runner: Runner, echo: Echo, client: str
+) -> None:
+    state = "rojo=00f067aa0ba902b7, congo=t61rcWkgMzE"
+    too_many = ",".join(f"k{i}=v" for i in range(33))
+    program = (
+        CALL
+        + CLIENTS[client]
+        + f"""
+ferrotrace.configure(output="trace.jsonl")
+ferrotrace.instrument()
+url = {echo.url("/echo")!r}
+sent = []
+with ferrotrace.session("in", traceparent={INCOMING!r}, tracestate={state!r}):
+    sent.append(call(url, {{}}))
+    with ferrotrace.session("nested"):
+        sent.append(call(url, {{}}))
+with ferrotrace.session("bad", traceparent={INCOMING!r}, tracestate={too_many!r}):
+    sent.append(call(url, {{}}))
+with ferrotrace.session("no parent", tracestate="rojo=1"):
+    sent.append(call(url, {{}}))
+print(json.dumps([[e.get("traceparent"), e.get("tracestate")] for e in sent]))
+ferrotrace.shutdown()
+"""
+    )
+    proc = runner.run(program)
+    assert proc.returncode == 0, proc.stderr
+    sent = json.loads(proc.stdout.strip().splitlines()[-1])
+    trace_id = INCOMING.split("-")[1]
+    assert all(tp.split("-")[1] == trace_id for tp, _ in sent[:3])
+    assert [ts for _, ts in sent] == [
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+        None,
+        None,
+    ]
+    (meta,) = [r for r in read_trace(runner.tmp / "trace.jsonl") if r["type"] == "meta"]
+    assert meta["invalid_tracestate"] == 1
+    assert meta["invalid_traceparent"] == 0

@@ -55,7 +55,11 @@ def session_start(
     attrs: list[tuple[str, str]],
     traceparent: str | None = None,
     process_wide: bool = False,
-) -> Session: ...
+    tracestate: str | None = None,
+) -> Session:
+    """A new session; `tracestate` is kept (when valid per W3C) only with a valid
+    `traceparent`, and sent on outgoing requests beside it."""
+
 def session_end(session: Session) -> None: ...
 def current_session() -> Session | None: ...
 def session_var_set(value: Session | None) -> Token[Session | None]:
@@ -94,6 +98,9 @@ class HttpSpan:
     @property
     def traceparent(self) -> str | None:
         """The header to send; None when FERROTRACE_PROPAGATE=0."""
+    @property
+    def tracestate(self) -> str | None:
+        """The session's `tracestate` to send beside it; None without one or propagation."""
     @property
     def span_id(self) -> str: ...
     @property

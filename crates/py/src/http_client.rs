@@ -29,6 +29,9 @@ pub struct HttpSpan {
     recorded: bool,
     /// The `traceparent` to send, None when `FERROTRACE_PROPAGATE=0`.
     header: Option<String>,
+    /// The session's `tracestate` to send beside it, None when there is none or
+    /// propagation is off.
+    tracestate: Option<String>,
     /// Header values are wanted (`FERROTRACE_CAPTURE_HEADERS` names some).
     wants_headers: bool,
     /// Bodies are wanted (`FERROTRACE_CAPTURE_BODIES=1`).
@@ -42,6 +45,12 @@ impl HttpSpan {
     #[getter]
     fn traceparent(&self) -> Option<&str> {
         self.header.as_deref()
+    }
+    /// The `tracestate` header to send with the request, None when there is none or
+    /// propagation is off.
+    #[getter]
+    fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_deref()
     }
     /// The client span id, 16 hex digits.
     #[getter]
@@ -110,6 +119,7 @@ fn http_start(py: Python<'_>) -> Option<HttpSpan> {
         start_ns: clock::now_ns(),
         recorded,
         header: propagate.then(|| traceparent::format(s.info.trace_id, span_id, recorded)),
+        tracestate: s.tracestate.clone().filter(|_| propagate),
         wants_headers: recorded && !state.config.capture_headers.is_empty(),
         wants_bodies: recorded && state.config.capture_bodies,
         ended: AtomicBool::new(false),

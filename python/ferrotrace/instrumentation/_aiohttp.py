@@ -36,7 +36,7 @@ def patch() -> list[tuple[Any, str, Any]] | None:
             if span.traceparent is not None:
                 try:
                     headers = CIMultiDict(kwargs.get("headers") or {})
-                    headers["traceparent"] = span.traceparent
+                    headers.update(_common.context_headers(span))
                     kwargs["headers"] = headers
                 except Exception:
                     pass

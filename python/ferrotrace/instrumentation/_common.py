@@ -32,6 +32,17 @@ def begin() -> _native.HttpSpan | None:
         return None
 
 
+def context_headers(span: _native.HttpSpan) -> list[tuple[str, str]]:
+    """The headers that carry the trace to the called service: `traceparent`, and the
+    session's `tracestate` when it has one; none when propagation is off."""
+    if span.traceparent is None:
+        return []
+    headers = [("traceparent", span.traceparent)]
+    if span.tracestate is not None:
+        headers.append(("tracestate", span.tracestate))
+    return headers
+
+
 def error_type(exc: BaseException) -> str:
     """The exception's fully qualified class name (`error.type`)."""
     cls = type(exc)

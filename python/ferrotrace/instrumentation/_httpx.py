@@ -15,9 +15,9 @@ MODULE = "httpx"
 
 
 def _inject(span: Any, request: Any) -> None:
-    if span.traceparent is not None:
-        with contextlib.suppress(Exception):
-            request.headers["traceparent"] = span.traceparent
+    with contextlib.suppress(Exception):
+        for name, value in _common.context_headers(span):
+            request.headers[name] = value
 
 
 def _failed(span: Any, request: Any, exc: BaseException) -> None:

@@ -40,9 +40,9 @@ def patch() -> list[tuple[Any, str, Any]] | None:
             return original(self, request, **kwargs)
         token = _common.ACTIVE.set(True)
         try:
-            if span.traceparent is not None:
-                with contextlib.suppress(Exception):
-                    request.headers["traceparent"] = span.traceparent
+            with contextlib.suppress(Exception):
+                for name, value in _common.context_headers(span):
+                    request.headers[name] = value
             try:
                 response = original(self, request, **kwargs)
             except BaseException as exc:

@@ -40,8 +40,9 @@ def patch() -> list[tuple[Any, str, Any]] | None:
                     data = None
                 if request.type not in ("http", "https"):
                     span = None
-                elif span.traceparent is not None:
-                    request.add_header("Traceparent", span.traceparent)
+                else:
+                    for name, value in _common.context_headers(span):
+                        request.add_header(name.capitalize(), value)
             except Exception:
                 request = fullurl
             try:
