@@ -57,6 +57,7 @@ BAD = [
     ("INSTRUMENT", "requests,curl", "all, none, or a comma-separated list of: requests, httpx"),
     ("PROPAGATE", "sometimes", "a boolean"),
     ("CAPTURE_HEADERS", "x-id,bad header", "comma-separated HTTP header names"),
+    ("CAPTURE_BODIES", "maybe", "a boolean"),
 ]
 # The same rules reached through the OpenTelemetry variables.
 BAD_OTEL = [

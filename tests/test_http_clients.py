@@ -19,11 +19,14 @@ from otlp_server import Server
 #: 10 MiB served by /big, the same every time.
 BIG = bytes(range(256)) * 40960
 BIG_SHA = hashlib.sha256(BIG).hexdigest()
+#: 10 KB of text served by /text.
+TEXT = "abcdefghij" * 1024
 
 
 class Echo:
-    """A loopback server: /echo answers with the request's headers as JSON, /big streams
-    10 MiB, /redirect sends to /echo; every request is counted by path."""
+    """A loopback server: /echo answers with the request's headers as JSON (a POST's body is
+    read and dropped), /big streams 10 MiB, /text 10 KB of text, /redirect sends to /echo;
+    every request is counted by path."""
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
@@ -46,11 +49,12 @@ class Echo:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                body = (
-                    BIG
-                    if path == "/big"
-                    else json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
-                )
+                if path == "/big":
+                    body = BIG
+                elif path == "/text":
+                    body = TEXT.encode()
+                else:
+                    body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
                 self.send_response(200)
                 self.send_header(
                     "Content-Type", "application/octet-stream" if path == "/big" else "application/json"
@@ -58,6 +62,10 @@ class Echo:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.do_GET()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -509,3 +517,120 @@ with urllib.request.urlopen({echo.url("/echo")!r}) as response:
     assert proc.stderr == ""
     (http,) = http_records(read_trace(runner.tmp / "trace.jsonl"))
     assert json.loads(proc.stdout).split("-")[2] == http["span_id"]
+
+
+# How each library posts a JSON payload, reads a whole text response, and opens a streamed
+# response whose body it only starts to read (reporting whether anything had been read
+# before it did).
+BODIES = {
+    "requests": """
+import requests
+def post(url, payload):
+    return requests.post(url, json=payload).json()
+def get_text(url):
+    return requests.get(url).text
+def stream_untouched(url):
+    response = requests.get(url, stream=True)
+    untouched = response.raw.tell() == 0 and response._content is False
+    response.raw.read(10)
+    response.close()
+    return untouched
+""",
+    "httpx": """
+import httpx
+def post(url, payload):
+    return httpx.post(url, json=payload).json()
+def get_text(url):
+    return httpx.get(url).text
+def stream_untouched(url):
+    with httpx.stream("GET", url) as response:
+        untouched = response.num_bytes_downloaded == 0 and not hasattr(response, "_content")
+        next(response.iter_raw(10))
+    return untouched
+""",
+}
+
+
+@pytest.mark.parametrize("capture", ["0", "1"])
+@pytest.mark.parametrize("client", list(BODIES))
+def test_bodies_are_recorded_only_when_asked_bounded_and_redacted(
+    runner: Runner, echo: Echo, client: str, capture: str
+) -> None:
+    program = (
+        "import json\nimport ferrotrace\n"
+        + BODIES[client]
+        + f"""
+ferrotrace.configure(output="trace.jsonl")
+ferrotrace.instrument()
+with ferrotrace.session("job"):
+    post({echo.url("/echo")!r}, {{"user": "bob", "password": "hunter2"}})
+    text = get_text({echo.url("/text")!r})
+    untouched = stream_untouched({echo.url("/text")!r})
+print(json.dumps({{"text": len(text), "untouched": untouched}}))
+ferrotrace.shutdown()
+"""
+    )
+    proc = runner.run(program, env={"FERROTRACE_CAPTURE_BODIES": capture, "FERROTRACE_MAX_STR": "64"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"text": len(TEXT), "untouched": True}
+    trace = (runner.tmp / "trace.jsonl").read_text()
+    assert "hunter2" not in trace
+    records = http_records(read_trace(runner.tmp / "trace.jsonl"))
+    posted, got, streamed = sorted(records, key=lambda r: int(r["start_unix_ns"]))
+    assert [r["method"] for r in (posted, got, streamed)] == ["POST", "GET", "GET"]
+    # a streamed body the application only started to read is never recorded
+    assert "response_body" not in streamed and "request_body" not in streamed
+    assert "request_body" not in got
+    if capture == "0":
+        assert all("request_body" not in r and "response_body" not in r for r in (posted, got))
+        return
+    assert json.loads(posted["request_body"]) == {"user": "bob", "password": "[REDACTED]"}
+    # the echoed headers, longer than MAX_STR
+    assert posted["response_body"].startswith("{") and posted["response_body"].endswith("…")
+    assert len(posted["response_body"]) == 65
+    assert got["response_body"] == TEXT[:64] + "…"
+
+
+INCOMING = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_an_incoming_tracestate_goes_out_with_the_traceparent(
+    runner: Runner, echo: Echo, client: str
+) -> None:
+    state = "rojo=00f067aa0ba902b7, congo=t61rcWkgMzE"
+    too_many = ",".join(f"k{i}=v" for i in range(33))
+    program = (
+        CALL
+        + CLIENTS[client]
+        + f"""
+ferrotrace.configure(output="trace.jsonl")
+ferrotrace.instrument()
+url = {echo.url("/echo")!r}
+sent = []
+with ferrotrace.session("in", traceparent={INCOMING!r}, tracestate={state!r}):
+    sent.append(call(url, {{}}))
+    with ferrotrace.session("nested"):
+        sent.append(call(url, {{}}))
+with ferrotrace.session("bad", traceparent={INCOMING!r}, tracestate={too_many!r}):
+    sent.append(call(url, {{}}))
+with ferrotrace.session("no parent", tracestate="rojo=1"):
+    sent.append(call(url, {{}}))
+print(json.dumps([[e.get("traceparent"), e.get("tracestate")] for e in sent]))
+ferrotrace.shutdown()
+"""
+    )
+    proc = runner.run(program)
+    assert proc.returncode == 0, proc.stderr
+    sent = json.loads(proc.stdout.strip().splitlines()[-1])
+    trace_id = INCOMING.split("-")[1]
+    assert all(tp.split("-")[1] == trace_id for tp, _ in sent[:3])
+    assert [ts for _, ts in sent] == [
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+        None,
+        None,
+    ]
+    (meta,) = [r for r in read_trace(runner.tmp / "trace.jsonl") if r["type"] == "meta"]
+    assert meta["invalid_tracestate"] == 1
+    assert meta["invalid_traceparent"] == 0

@@ -286,6 +286,15 @@ impl JsonlRenderer {
                 push_string_map(out, headers);
             }
         }
+        for (key, body) in [
+            (&b",\"request_body\":"[..], &h.request_body),
+            (&b",\"response_body\":"[..], &h.response_body),
+        ] {
+            if let Some(body) = body {
+                out.extend_from_slice(key);
+                push_json_str(out, body);
+            }
+        }
         out.extend_from_slice(END);
     }
 
@@ -424,6 +433,7 @@ mod tests {
         let mut out = Vec::new();
         renderer.http(&h, &mut out);
         (h.status, h.resend_count) = (0, 2);
+        h.request_body = Some("{\"a\": 1}".into());
         h.exception = Some(ExceptionInfo {
             type_name: "ConnectionError".into(),
             message: "refused".into(),
@@ -447,6 +457,8 @@ mod tests {
         );
         assert_eq!(lines[1]["status"], serde_json::Value::Null);
         assert_eq!(lines[1]["resend_count"], 2);
+        assert_eq!(lines[1]["request_body"], "{\"a\": 1}");
+        assert!(lines[1].get("response_body").is_none());
         assert_eq!(lines[1]["exception"]["type"], "ConnectionError");
     }
 

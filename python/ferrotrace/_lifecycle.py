@@ -168,11 +168,13 @@ def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _
     """Starts the process-wide session, followed into threads started from now on."""
     global _previous_thread_profile, _thread_hook_set
     traceparent = os.environ.get("TRACEPARENT")
+    tracestate = os.environ.get("TRACESTATE")
     session = _native.session_start(
         _settings.text(tag),
         [(_settings.text(str(k)), _settings.text(str(v))) for k, v in (attrs or {}).items()],
         None if traceparent is None else _settings.text(traceparent),
         True,
+        None if tracestate is None else _settings.text(tracestate),
     )
     if session.sampled and _native.backend_name() == "setprofile":
         _previous_thread_profile = getattr(threading, "_profile_hook", None)

@@ -55,7 +55,11 @@ def session_start(
     attrs: list[tuple[str, str]],
     traceparent: str | None = None,
     process_wide: bool = False,
-) -> Session: ...
+    tracestate: str | None = None,
+) -> Session:
+    """A new session; `tracestate` is kept (when valid per W3C) only with a valid
+    `traceparent`, and sent on outgoing requests beside it."""
+
 def session_end(session: Session) -> None: ...
 def current_session() -> Session | None: ...
 def session_var_set(value: Session | None) -> Token[Session | None]:
@@ -95,6 +99,9 @@ class HttpSpan:
     def traceparent(self) -> str | None:
         """The header to send; None when FERROTRACE_PROPAGATE=0."""
     @property
+    def tracestate(self) -> str | None:
+        """The session's `tracestate` to send beside it; None without one or propagation."""
+    @property
     def span_id(self) -> str: ...
     @property
     def recorded(self) -> bool:
@@ -102,6 +109,9 @@ class HttpSpan:
     @property
     def wants_headers(self) -> bool:
         """Whether FERROTRACE_CAPTURE_HEADERS names headers to keep."""
+    @property
+    def wants_bodies(self) -> bool:
+        """Whether FERROTRACE_CAPTURE_BODIES=1 (and the request is recorded)."""
 
 def http_start() -> HttpSpan | None:
     """A client span for a request made here; None outside any session."""
@@ -118,6 +128,8 @@ def http_end(
     exception: tuple[str, str] | None = None,
     request_headers: list[tuple[str, str]] = ...,
     response_headers: list[tuple[str, str]] = ...,
+    request_body: bytes | str | None = None,
+    response_body: bytes | str | None = None,
 ) -> None:
     """Ends the span once and queues its `http` record, redacted (status 0: no response)."""
 

@@ -17,6 +17,8 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
 
     `with ferrotrace.session("checkout", attrs={...}, traceparent=hdr) as s:` records every
     included call made inside, in this thread or asyncio task, under `s.trace_id`.
+    `tracestate=` (the incoming W3C `tracestate`, kept only with a valid `traceparent`; an
+    invalid one is dropped and counted) is sent with `traceparent` on outgoing requests.
     Also usable as a decorator, on sync and async functions (one session per call).
     """
 
@@ -25,10 +27,12 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
         tag: str | None = None,
         attrs: Mapping[str, Any] | None = None,
         traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> None:
         self.tag = tag
         self.attrs = dict(attrs or {})
         self.traceparent = traceparent
+        self.tracestate = tracestate
         self._tokens: dict[int, Any] = {}
 
     def __enter__(self) -> _native.Session:
@@ -38,6 +42,7 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
             text(self.tag or "session"),
             [(text(str(k)), text(str(v))) for k, v in self.attrs.items()],
             text(self.traceparent) if isinstance(self.traceparent, str) else self.traceparent,
+            tracestate=text(self.tracestate) if isinstance(self.tracestate, str) else self.tracestate,
         )
         self._tokens[id(s)] = (s, _native.session_var_set(s))
         return s
@@ -61,7 +66,7 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
         self.__exit__(*exc)
 
     def _fresh(self, default_tag: str) -> session:
-        return session(self.tag or default_tag, self.attrs, self.traceparent)
+        return session(self.tag or default_tag, self.attrs, self.traceparent, self.tracestate)
 
     def __call__(self, func: F) -> F:
         tag = getattr(func, "__qualname__", getattr(func, "__name__", "session"))

@@ -218,6 +218,8 @@ pub struct Config {
     pub propagate: bool,
     /// Header names (lower-case) whose values HTTP records keep, redacted.
     pub capture_headers: Vec<String>,
+    /// HTTP records keep the request and response bodies (bounded by `max_str`, redacted).
+    pub capture_bodies: bool,
 }
 
 /// One setting: its name, the environment variable, `OTEL_*` fallbacks, its default and rule.
@@ -302,6 +304,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("INSTRUMENT", "all", "all, none, or a comma-separated list of: requests, httpx, urllib3, aiohttp, urllib"),
     setting!("PROPAGATE", "1", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("CAPTURE_HEADERS", "", "comma-separated HTTP header names"),
+    setting!("CAPTURE_BODIES", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("DEBUG_EXPORT_DELAY_MS", "0", "a whole number of milliseconds from 0 to 60000 (test-only)"),
 ];
 
@@ -1048,6 +1051,7 @@ impl Config {
             ),
             propagate: field!("PROPAGATE", parse_bool, true),
             capture_headers: field!("CAPTURE_HEADERS", parse_header_names, Vec::new()),
+            capture_bodies: field!("CAPTURE_BODIES", parse_bool, false),
         };
         let mut cfg = cfg;
         if errors.iter().any(|e| FILTER_SETTINGS.contains(&e.setting)) {
@@ -1084,6 +1088,7 @@ impl Config {
         b.instrument = self.instrument.clone();
         b.propagate = self.propagate;
         b.capture_headers = self.capture_headers.clone();
+        b.capture_bodies = self.capture_bodies;
         b == *self
     }
 
@@ -1155,6 +1160,22 @@ mod tests {
         assert_eq!(
             Config::from_raw(&raw).unwrap_err()[0].setting,
             "CAPTURE_HEADERS"
+        );
+        assert!(!Config::defaults().capture_bodies);
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[("FERROTRACE_CAPTURE_BODIES", "1")]),
+        )
+        .unwrap();
+        assert!(Config::from_raw(&raw).unwrap().capture_bodies);
+        let raw = resolve(
+            &BTreeMap::new(),
+            &env(&[("FERROTRACE_CAPTURE_BODIES", "maybe")]),
+        )
+        .unwrap();
+        assert_eq!(
+            Config::from_raw(&raw).unwrap_err()[0].to_string(),
+            "FERROTRACE_CAPTURE_BODIES=\"maybe\" is invalid: a boolean: 1/0, true/false, yes/no, on/off"
         );
     }
 

@@ -95,6 +95,7 @@ pub fn effective_value(cfg: &Config, name: &str) -> Option<String> {
         "INSTRUMENT" => cfg.instrument.join(","),
         "PROPAGATE" => flag(cfg.propagate),
         "CAPTURE_HEADERS" => cfg.capture_headers.join(","),
+        "CAPTURE_BODIES" => flag(cfg.capture_bodies),
         _ => return None,
     };
     Some(text)

@@ -4,6 +4,7 @@
 use crate::event::ExceptionInfo;
 use crate::ids::TraceId;
 use crate::redact::Redactor;
+use std::borrow::Cow;
 
 /// One outgoing HTTP request made inside a sampled session: the whole exchange the
 /// application saw, from the call to the end of the response body.
@@ -43,6 +44,12 @@ pub struct HttpRecord {
     /// Headers captured (only names listed in `FERROTRACE_CAPTURE_HEADERS`), redacted.
     pub request_headers: Vec<(String, String)>,
     pub response_headers: Vec<(String, String)>,
+    /// The request body, only with `FERROTRACE_CAPTURE_BODIES=1` and when it was bytes or
+    /// text before sending; bounded by `FERROTRACE_MAX_STR`, redacted.
+    pub request_body: Option<String>,
+    /// The response body the application read (never read for ferrotrace), only with
+    /// `FERROTRACE_CAPTURE_BODIES=1`; bounded by `FERROTRACE_MAX_STR`, redacted.
+    pub response_body: Option<String>,
 }
 
 /// `url` without its userinfo (`user:pass@`).
@@ -111,7 +118,7 @@ pub fn captured_headers(
 impl HttpRecord {
     /// Makes the record fit to leave the process: the URL loses its userinfo and the values
     /// of sensitive query parameters (and any secret in it), the exception message and the
-    /// headers are redacted, and only the headers named in `capture` are kept.
+    /// headers and bodies are redacted, and only the headers named in `capture` are kept.
     pub fn redact(&mut self, redactor: &Redactor, capture: &[String]) {
         self.url = redactor.redact_url(&strip_userinfo(&self.url));
         self.host = redactor.redact_value(&self.host).into_owned();
@@ -120,6 +127,14 @@ impl HttpRecord {
         }
         self.request_headers = captured_headers(&self.request_headers, capture, redactor);
         self.response_headers = captured_headers(&self.response_headers, capture, redactor);
+        for body in [&mut self.request_body, &mut self.response_body]
+            .into_iter()
+            .flatten()
+        {
+            if let Cow::Owned(redacted) = redactor.redact_value(body) {
+                *body = redacted;
+            }
+        }
     }
 }
 
@@ -162,6 +177,8 @@ mod tests {
                 type_name: "ConnectionError".into(),
                 message: "to http://u:hunter2@h/".into(),
             }),
+            request_body: Some(r#"{"user": "bob", "password": "hunter2"}"#.into()),
+            response_body: Some("token=abc123def456".into()),
             ..Default::default()
         };
         let capture = vec!["authorization".to_string(), "x-note".to_string()];
@@ -175,5 +192,8 @@ mod tests {
             ]
         );
         assert!(!r.exception.unwrap().message.contains("hunter2"));
+        let body = r.request_body.unwrap();
+        assert!(!body.contains("hunter2") && body.contains("bob"), "{body}");
+        assert!(!r.response_body.unwrap().contains("abc123def456"));
     }
 }

@@ -28,6 +28,9 @@ pub struct Counters {
     pub sessions_unsampled: AtomicU64,
     /// `traceparent` headers that were malformed and started a new trace instead.
     pub invalid_traceparent: AtomicU64,
+    /// `tracestate` headers that were malformed (too long, too many members, bad members)
+    /// and dropped.
+    pub invalid_tracestate: AtomicU64,
     /// Per-code-object decisions taken (include/exclude, identity): one per code object.
     pub decisions: AtomicU64,
     /// Event locations the monitoring backend switched off with `DISABLE` (code that is never
@@ -74,6 +77,7 @@ pub struct Snapshot {
     pub sessions_ended: u64,
     pub sessions_unsampled: u64,
     pub invalid_traceparent: u64,
+    pub invalid_tracestate: u64,
     pub decisions: u64,
     pub disabled_locations: u64,
     pub batches: u64,
@@ -111,6 +115,7 @@ impl Snapshot {
             ("sessions_ended", self.sessions_ended),
             ("sessions_unsampled", self.sessions_unsampled),
             ("invalid_traceparent", self.invalid_traceparent),
+            ("invalid_tracestate", self.invalid_tracestate),
             ("decisions", self.decisions),
             ("disabled_locations", self.disabled_locations),
             ("batches", self.batches),
@@ -151,6 +156,7 @@ impl Counters {
             sessions_ended: r(&self.sessions_ended),
             sessions_unsampled: r(&self.sessions_unsampled),
             invalid_traceparent: r(&self.invalid_traceparent),
+            invalid_tracestate: r(&self.invalid_tracestate),
             decisions: r(&self.decisions),
             disabled_locations: r(&self.disabled_locations),
             batches: r(&self.batches),

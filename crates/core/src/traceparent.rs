@@ -99,6 +99,60 @@ pub fn format(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
     )
 }
 
+/// Most list members a `tracestate` may carry (W3C Trace Context).
+pub const TRACESTATE_MAX_MEMBERS: usize = 32;
+/// Most characters a `tracestate` may have (W3C Trace Context).
+pub const TRACESTATE_MAX_LEN: usize = 512;
+
+fn tracestate_key(key: &str) -> bool {
+    let simple = |k: &str, max: usize, first_digit: bool| {
+        let b = k.as_bytes();
+        !b.is_empty()
+            && b.len() <= max
+            && (b[0].is_ascii_lowercase() || (first_digit && b[0].is_ascii_digit()))
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/".contains(c))
+    };
+    match key.split_once('@') {
+        Some((tenant, system)) => simple(tenant, 241, true) && simple(system, 14, false),
+        None => simple(key, 256, false),
+    }
+}
+
+fn tracestate_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty()
+        && b.len() <= 256
+        && b[b.len() - 1] != b' '
+        && b.iter()
+            .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+}
+
+/// Checks a `tracestate` header per W3C Trace Context level 1: at most
+/// [`TRACESTATE_MAX_LEN`] characters and [`TRACESTATE_MAX_MEMBERS`] `key=value` list members
+/// (empty members between commas are allowed and dropped), valid keys and values, no key
+/// twice. Returns the members joined by `,`, or None when the header is invalid.
+pub fn parse_tracestate(header: &str) -> Option<String> {
+    if header.len() > TRACESTATE_MAX_LEN {
+        return None;
+    }
+    let mut members: Vec<&str> = Vec::new();
+    let mut keys: Vec<&str> = Vec::new();
+    for member in header.split(',') {
+        let member = member.trim_matches(|c| c == ' ' || c == '\t');
+        if member.is_empty() {
+            continue;
+        }
+        let (key, value) = member.split_once('=')?;
+        if !tracestate_key(key) || !tracestate_value(value) || keys.contains(&key) {
+            return None;
+        }
+        keys.push(key);
+        members.push(member);
+    }
+    (!members.is_empty() && members.len() <= TRACESTATE_MAX_MEMBERS).then(|| members.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +190,32 @@ mod tests {
         let tp = parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-what-the-future")
             .unwrap();
         assert!(!tp.sampled);
+    }
+
+    #[test]
+    fn tracestate_follows_the_w3c_rules() {
+        assert_eq!(
+            parse_tracestate("rojo=00f067aa0ba902b7, congo=t61rcWkgMzE,,").as_deref(),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        );
+        assert_eq!(
+            parse_tracestate("t1@sys=x y").as_deref(),
+            Some("t1@sys=x y")
+        );
+        for bad in [
+            "",
+            "novalue",
+            "Upper=1",
+            "a=1,a=2",
+            "a=b=c",
+            "a=caf\u{e9}",
+            "1abc=x",
+        ] {
+            assert_eq!(parse_tracestate(bad), None, "{bad}");
+        }
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(parse_tracestate(&many.join(",")), None);
+        assert!(parse_tracestate(&many[..32].join(",")).is_some());
+        assert_eq!(parse_tracestate(&format!("a={}", "x".repeat(511))), None);
     }
 }

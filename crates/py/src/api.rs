@@ -13,6 +13,7 @@ use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::redact::Redactor;
 use ferrotrace_core::sampling::trace_id_ratio_sampled;
+use ferrotrace_core::traceparent::parse_tracestate;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -289,16 +290,18 @@ fn backend_note(requested: Backend, resolved: Backend) -> String {
     }
 }
 
-/// Starts a session nested in the current one (or continuing `traceparent`), samples it,
-/// records its start and installs the hook on this thread when it is sampled.
+/// Starts a session nested in the current one (or continuing `traceparent`, keeping its
+/// `tracestate` when valid), samples it, records its start and installs the hook on this
+/// thread when it is sampled. A `tracestate` without a valid `traceparent` is ignored.
 #[pyfunction]
-#[pyo3(signature = (tag, attrs, traceparent=None, process_wide=false))]
+#[pyo3(signature = (tag, attrs, traceparent=None, process_wide=false, tracestate=None))]
 fn session_start(
     py: Python<'_>,
     tag: String,
     attrs: Vec<(String, String)>,
     traceparent: Option<String>,
     process_wide: bool,
+    tracestate: Option<String>,
 ) -> PyResult<Py<Session>> {
     let state = state()?;
     // SAFETY: pyfunctions run with the GIL held.
@@ -326,6 +329,19 @@ fn session_start(
         if invalid {
             Counters::add(&state.counters.invalid_traceparent, 1);
         }
+        let tracestate = if lineage.remote_parent {
+            tracestate.and_then(|t| {
+                let parsed = parse_tracestate(&t);
+                if parsed.is_none() {
+                    Counters::add(&state.counters.invalid_tracestate, 1);
+                }
+                parsed
+            })
+        } else if traceparent.is_some() {
+            None
+        } else {
+            parent.as_ref().and_then(|p| p.get().tracestate.clone())
+        };
         let enabled = state.config.enabled && state.recording.load(Ordering::Relaxed);
         let sampled = enabled
             && lineage.inherited_sampled.unwrap_or_else(|| {
@@ -340,6 +356,7 @@ fn session_start(
             .map(|(k, v)| redactor.redact_attribute(k, v))
             .collect();
         let mut s = session::new_session(lineage, sampled, tag, attrs, rec.thread_id, process_wide);
+        s.tracestate = tracestate;
         if sampled {
             let name = session::thread_name(py, rec.thread_id);
             s.record.thread_name = redactor.redact_value(&name).into_owned();

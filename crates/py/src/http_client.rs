@@ -13,7 +13,7 @@ use ferrotrace_core::http::host_port;
 use ferrotrace_core::ids::{new_span_id, span_hex, TraceId};
 use ferrotrace_core::traceparent;
 use pyo3::prelude::*;
-use pyo3::types::PyModule;
+use pyo3::types::{PyBytes, PyModule, PyString};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A client span for one outgoing request (`ferrotrace._native.HttpSpan`).
@@ -29,8 +29,13 @@ pub struct HttpSpan {
     recorded: bool,
     /// The `traceparent` to send, None when `FERROTRACE_PROPAGATE=0`.
     header: Option<String>,
+    /// The session's `tracestate` to send beside it, None when there is none or
+    /// propagation is off.
+    tracestate: Option<String>,
     /// Header values are wanted (`FERROTRACE_CAPTURE_HEADERS` names some).
     wants_headers: bool,
+    /// Bodies are wanted (`FERROTRACE_CAPTURE_BODIES=1`).
+    wants_bodies: bool,
     ended: AtomicBool,
 }
 
@@ -40,6 +45,12 @@ impl HttpSpan {
     #[getter]
     fn traceparent(&self) -> Option<&str> {
         self.header.as_deref()
+    }
+    /// The `tracestate` header to send with the request, None when there is none or
+    /// propagation is off.
+    #[getter]
+    fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_deref()
     }
     /// The client span id, 16 hex digits.
     #[getter]
@@ -55,6 +66,11 @@ impl HttpSpan {
     #[getter]
     fn wants_headers(&self) -> bool {
         self.wants_headers
+    }
+    /// Whether `http_end` wants the request and response bodies.
+    #[getter]
+    fn wants_bodies(&self) -> bool {
+        self.wants_bodies
     }
 }
 
@@ -103,7 +119,9 @@ fn http_start(py: Python<'_>) -> Option<HttpSpan> {
         start_ns: clock::now_ns(),
         recorded,
         header: propagate.then(|| traceparent::format(s.info.trace_id, span_id, recorded)),
+        tracestate: s.tracestate.clone().filter(|_| propagate),
         wants_headers: recorded && !state.config.capture_headers.is_empty(),
+        wants_bodies: recorded && state.config.capture_bodies,
         ended: AtomicBool::new(false),
     })
 }
@@ -116,13 +134,33 @@ fn bounded(s: &str, max: usize) -> String {
     }
 }
 
+/// The start of a body given as bytes or text, as text (invalid UTF-8 replaced), cut at
+/// twice `max` characters: the redactor then sees whole any secret that straddles the final
+/// cut at `max`. None for any other object (a stream, a file): it is never read.
+fn body_head(body: &Bound<'_, PyAny>, max: usize) -> Option<String> {
+    let limit = max.saturating_mul(2);
+    if let Ok(bytes) = body.downcast::<PyBytes>() {
+        let bytes = bytes.as_bytes();
+        // A character is at most 4 bytes.
+        let head = &bytes[..bytes.len().min(limit.saturating_mul(4))];
+        Some(bounded(&String::from_utf8_lossy(head), limit))
+    } else if let Ok(text) = body.downcast::<PyString>() {
+        Some(bounded(&text.to_string_lossy(), limit))
+    } else {
+        None
+    }
+}
+
 /// Ends a client span (once; later calls do nothing) and, when it is recorded, queues its
 /// `http` record: the URL, headers and exception message are redacted first, and only the
 /// headers named in `FERROTRACE_CAPTURE_HEADERS` are kept. `status` 0: no response came.
+/// The bodies (bytes or str; anything else is ignored) are kept only with
+/// `FERROTRACE_CAPTURE_BODIES=1`, redacted, then bounded by `FERROTRACE_MAX_STR`.
 #[pyfunction]
 #[pyo3(signature = (
     span, library, method, url, status, request_bytes=0, response_bytes=0, resend_count=0,
-    exception=None, request_headers=Vec::new(), response_headers=Vec::new()
+    exception=None, request_headers=Vec::new(), response_headers=Vec::new(),
+    request_body=None, response_body=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn http_end(
@@ -137,6 +175,8 @@ fn http_end(
     exception: Option<(String, String)>,
     request_headers: Vec<(String, String)>,
     response_headers: Vec<(String, String)>,
+    request_body: Option<&Bound<'_, PyAny>>,
+    response_body: Option<&Bound<'_, PyAny>>,
 ) {
     if !span.recorded || span.ended.swap(true, Ordering::Relaxed) {
         return;
@@ -150,6 +190,10 @@ fn http_end(
     let end = clock::now_ns();
     let (host, port) = host_port(url);
     let max = state.config.max_str;
+    let body = |b: Option<&Bound<'_, PyAny>>| {
+        b.filter(|_| state.config.capture_bodies)
+            .and_then(|b| body_head(b, max))
+    };
     let mut record = HttpRecord {
         trace_id: span.trace_id,
         span_id: span.span_id,
@@ -173,8 +217,16 @@ fn http_end(
         }),
         request_headers,
         response_headers,
+        request_body: body(request_body),
+        response_body: body(response_body),
     };
     record.redact(&state.redactor, &state.config.capture_headers);
+    for b in [&mut record.request_body, &mut record.response_body]
+        .into_iter()
+        .flatten()
+    {
+        *b = bounded(b, max);
+    }
     state.pipeline.submit_http(record);
 }
 

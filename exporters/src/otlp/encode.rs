@@ -262,6 +262,14 @@ impl Encoder {
                     .map(|(k, v)| kv_str(&format!("{prefix}{k}"), v)),
             );
         }
+        for (key, body) in [
+            ("ferrotrace.http.request.body", &h.request_body),
+            ("ferrotrace.http.response.body", &h.response_body),
+        ] {
+            if let Some(body) = body {
+                attributes.push(kv_str(key, body));
+            }
+        }
         let start = to_unix_ns(h.start_ns);
         let end = start.saturating_add(h.duration_ns);
         let mut events = Vec::new();
@@ -368,13 +376,19 @@ mod tests {
             attr(&span, "error.type"),
             Some(any_value::Value::StringValue("503".into()))
         );
+        assert_eq!(attr(&span, "ferrotrace.http.request.body"), None);
         h.status = 0;
+        h.response_body = Some("ok".into());
         h.exception = Some(ExceptionInfo {
             type_name: "ConnectionError".into(),
             message: "refused".into(),
         });
         let span = encoder.http(&h);
         assert_eq!(attr(&span, "http.response.status_code"), None);
+        assert_eq!(
+            attr(&span, "ferrotrace.http.response.body"),
+            Some(any_value::Value::StringValue("ok".into()))
+        );
         assert_eq!(
             attr(&span, "error.type"),
             Some(any_value::Value::StringValue("ConnectionError".into()))

@@ -36,7 +36,7 @@ def patch() -> list[tuple[Any, str, Any]] | None:
             if span.traceparent is not None:
                 try:
                     headers = CIMultiDict(kwargs.get("headers") or {})
-                    headers["traceparent"] = span.traceparent
+                    headers.update(_common.context_headers(span))
                     kwargs["headers"] = headers
                 except Exception:
                     pass
@@ -50,6 +50,7 @@ def patch() -> list[tuple[Any, str, Any]] | None:
                     str_or_url,
                     exc=exc,
                     request_bytes=_common.body_size(kwargs.get("data")),
+                    request_body=kwargs.get("data"),
                     request_headers=kwargs.get("headers") or (),
                 )
                 raise
@@ -72,6 +73,7 @@ def _finish_later(span: Any, method: str, url: Any, kwargs: dict[str, Any], resp
             url,
             response.status,
             request_bytes=_common.body_size(kwargs.get("data")),
+            request_body=kwargs.get("data"),
             response_bytes=response.content.total_bytes,
             resend_count=len(response.history),
             request_headers=response.request_info.headers,

@@ -32,6 +32,17 @@ def begin() -> _native.HttpSpan | None:
         return None
 
 
+def context_headers(span: _native.HttpSpan) -> list[tuple[str, str]]:
+    """The headers that carry the trace to the called service: `traceparent`, and the
+    session's `tracestate` when it has one; none when propagation is off."""
+    if span.traceparent is None:
+        return []
+    headers = [("traceparent", span.traceparent)]
+    if span.tracestate is not None:
+        headers.append(("tracestate", span.tracestate))
+    return headers
+
+
 def error_type(exc: BaseException) -> str:
     """The exception's fully qualified class name (`error.type`)."""
     cls = type(exc)
@@ -58,6 +69,16 @@ def body_size(body: Any) -> int:
     return 0
 
 
+def loaded_body(obj: Any) -> bytes | str | None:
+    """The body an object already holds in memory (`_content`, as requests and httpx keep a
+    request or response body once it was read), else None; never reads anything."""
+    try:
+        body = vars(obj).get("_content")
+    except Exception:
+        return None
+    return body if isinstance(body, (bytes, str)) else None
+
+
 def end(
     span: _native.HttpSpan,
     library: str,
@@ -71,12 +92,16 @@ def end(
     exc: BaseException | None = None,
     request_headers: Any = (),
     response_headers: Any = (),
+    request_body: Any = None,
+    response_body: Any = None,
 ) -> None:
-    """Ends the span (once) and records the request; never raises."""
+    """Ends the span (once) and records the request; never raises. The bodies are passed
+    on only with FERROTRACE_CAPTURE_BODIES=1, and only when they are bytes or text."""
     try:
         if not span.recorded:
             return
         wants = span.wants_headers
+        bodies = span.wants_bodies
         _native.http_end(
             span,
             library,
@@ -89,9 +114,18 @@ def end(
             None if exc is None else (error_type(exc), _message(exc)),
             header_pairs(request_headers) if wants else [],
             header_pairs(response_headers) if wants else [],
+            _body(request_body) if bodies else None,
+            _body(response_body) if bodies else None,
         )
     except Exception:
         pass
+
+
+def _body(body: Any) -> bytes | str | None:
+    """A non-empty body given as bytes or text; None for anything else (a stream, a file)."""
+    if isinstance(body, (bytearray, memoryview)):
+        body = bytes(body)
+    return body if isinstance(body, (bytes, str)) and body else None
 
 
 def _message(exc: BaseException) -> str:

@@ -15,9 +15,9 @@ MODULE = "httpx"
 
 
 def _inject(span: Any, request: Any) -> None:
-    if span.traceparent is not None:
-        with contextlib.suppress(Exception):
-            request.headers["traceparent"] = span.traceparent
+    with contextlib.suppress(Exception):
+        for name, value in _common.context_headers(span):
+            request.headers[name] = value
 
 
 def _failed(span: Any, request: Any, exc: BaseException) -> None:
@@ -28,6 +28,7 @@ def _failed(span: Any, request: Any, exc: BaseException) -> None:
         getattr(request, "url", ""),
         exc=exc,
         request_headers=getattr(request, "headers", ()),
+        request_body=_common.loaded_body(request),
     )
 
 
@@ -44,6 +45,8 @@ def _finish_later(span: Any, request: Any, response: Any, close: str) -> None:
             resend_count=len(response.history),
             request_headers=request.headers,
             response_headers=response.headers,
+            request_body=_common.loaded_body(request),
+            response_body=_common.loaded_body(response),
         )
 
     if response.is_closed or not _common.when_closed(response, (close,), done):

@@ -40,9 +40,9 @@ def patch() -> list[tuple[Any, str, Any]] | None:
             return original(self, request, **kwargs)
         token = _common.ACTIVE.set(True)
         try:
-            if span.traceparent is not None:
-                with contextlib.suppress(Exception):
-                    request.headers["traceparent"] = span.traceparent
+            with contextlib.suppress(Exception):
+                for name, value in _common.context_headers(span):
+                    request.headers[name] = value
             try:
                 response = original(self, request, **kwargs)
             except BaseException as exc:
@@ -54,6 +54,7 @@ def patch() -> list[tuple[Any, str, Any]] | None:
                     exc=exc,
                     request_bytes=_common.body_size(getattr(request, "body", None)),
                     request_headers=getattr(request, "headers", ()),
+                    request_body=getattr(request, "body", None),
                 )
                 raise
         finally:
@@ -81,6 +82,8 @@ def _finish_later(span: Any, request: Any, response: Any) -> None:
             resend_count=len(getattr(response, "history", ()) or ()),
             request_headers=request.headers,
             response_headers=response.headers,
+            request_body=request.body,
+            response_body=_common.loaded_body(response),
         )
 
     _common.when_body_done(getattr(raw, "_original_response", None), done)

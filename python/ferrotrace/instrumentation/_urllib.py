@@ -40,8 +40,9 @@ def patch() -> list[tuple[Any, str, Any]] | None:
                     data = None
                 if request.type not in ("http", "https"):
                     span = None
-                elif span.traceparent is not None:
-                    request.add_header("Traceparent", span.traceparent)
+                else:
+                    for name, value in _common.context_headers(span):
+                        request.add_header(name.capitalize(), value)
             except Exception:
                 request = fullurl
             try:
@@ -57,6 +58,7 @@ def patch() -> list[tuple[Any, str, Any]] | None:
                         status,
                         exc=exc,
                         request_bytes=_common.body_size(getattr(request, "data", None)),
+                        request_body=getattr(request, "data", None),
                         request_headers=_request_headers(request),
                     )
                 raise
@@ -100,6 +102,7 @@ def _finish_later(span: Any, request: Any, response: Any) -> None:
             _url(request),
             response.status,
             request_bytes=_common.body_size(getattr(request, "data", None)),
+            request_body=getattr(request, "data", None),
             response_bytes=int(length) if length is not None else 0,
             request_headers=_request_headers(request),
             response_headers=headers,

@@ -14,13 +14,14 @@ from ferrotrace.instrumentation import _common
 MODULE = "urllib3"
 
 
-def _with_traceparent(headers: Any, default: Any, value: str) -> Any:
+def _with_context(headers: Any, default: Any, context: list[tuple[str, str]]) -> Any:
     """A copy of the request's headers (the caller's mapping is never changed) with
-    `traceparent` set."""
+    `traceparent` (and `tracestate`) set."""
     import urllib3
 
     copy = urllib3.HTTPHeaderDict(headers if headers is not None else (default or {}))
-    copy["traceparent"] = value
+    for name, value in context:
+        copy[name] = value
     return copy
 
 
@@ -50,8 +51,8 @@ def _traced(original: Any, full_url: Any, positional_body: bool) -> Any:
             try:
                 target = full_url(self, url)
                 if span.traceparent is not None and (len(args) < 2 or not positional_body):
-                    kwargs["headers"] = _with_traceparent(
-                        kwargs.get("headers"), getattr(self, "headers", None), span.traceparent
+                    kwargs["headers"] = _with_context(
+                        kwargs.get("headers"), getattr(self, "headers", None), _common.context_headers(span)
                     )
             except Exception:
                 pass
@@ -65,6 +66,7 @@ def _traced(original: Any, full_url: Any, positional_body: bool) -> Any:
                     target,
                     exc=exc,
                     request_bytes=_common.body_size(body),
+                    request_body=body,
                     request_headers=kwargs.get("headers") or (),
                 )
                 raise
@@ -79,6 +81,7 @@ def _traced(original: Any, full_url: Any, positional_body: bool) -> Any:
                 target,
                 response.status,
                 request_bytes=_common.body_size(body),
+                request_body=body,
                 response_bytes=_response_bytes(response),
                 resend_count=_resends(response),
                 request_headers=kwargs.get("headers") or (),

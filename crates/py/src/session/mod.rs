@@ -100,6 +100,9 @@ pub struct Session {
     pub process_wide: bool,
     /// The process that created the session; only that process records its end.
     pub pid: u32,
+    /// The W3C `tracestate` outgoing requests carry: the one given with the incoming
+    /// `traceparent`, else the enclosing session's.
+    pub tracestate: Option<String>,
 }
 
 #[pymethods]
@@ -415,5 +418,6 @@ pub fn new_session(
         ended: AtomicBool::new(false),
         process_wide,
         pid: std::process::id(),
+        tracestate: None,
     }
 }
