@@ -208,16 +208,7 @@ impl JsonlRenderer {
         } else {
             "session_start"
         };
-        let _ = write!(
-            out,
-            "{{\"v\":1,\"type\":\"{kind}\",\"pid\":{},\"trace_id\":\"",
-            self.pid
-        );
-        push_hex(out, s.trace_id.0, 32);
-        out.extend_from_slice(b"\",\"span_id\":\"");
-        push_hex(out, u128::from(s.span_id), 16);
-        out.extend_from_slice(b"\",\"parent_span_id\":");
-        push_span_id_or_null(out, s.parent_span_id);
+        self.push_head(out, kind, s.trace_id, s.span_id, s.parent_span_id);
         let _ = write!(out, ",\"remote_parent\":{},\"tag\":", s.remote_parent);
         push_json_str(out, &s.tag);
         out.extend_from_slice(b",\"attrs\":");
@@ -235,18 +226,24 @@ impl JsonlRenderer {
         out.extend_from_slice(b"}\n");
     }
 
-    /// Appends one `http` line: an outgoing request (`status` null when no response came).
-    pub fn http(&self, h: &HttpRecord, out: &mut Vec<u8>) {
+    /// Opens a session or `http` line: version, type, pid and its trace, span and parent
+    /// ids (`parent_span_id` null when 0), up to the parent id.
+    fn push_head(&self, out: &mut Vec<u8>, kind: &str, trace: TraceId, span: u64, parent: u64) {
         let _ = write!(
             out,
-            "{{\"v\":1,\"type\":\"http\",\"pid\":{},\"trace_id\":\"",
+            "{{\"v\":1,\"type\":\"{kind}\",\"pid\":{},\"trace_id\":\"",
             self.pid
         );
-        push_hex(out, h.trace_id.0, 32);
+        push_hex(out, trace.0, 32);
         out.extend_from_slice(b"\",\"span_id\":\"");
-        push_hex(out, u128::from(h.span_id), 16);
+        push_hex(out, u128::from(span), 16);
         out.extend_from_slice(b"\",\"parent_span_id\":");
-        push_span_id_or_null(out, h.parent_span_id);
+        push_span_id_or_null(out, parent);
+    }
+
+    /// Appends one `http` line: an outgoing request (`status` null when no response came).
+    pub fn http(&self, h: &HttpRecord, out: &mut Vec<u8>) {
+        self.push_head(out, "http", h.trace_id, h.span_id, h.parent_span_id);
         out.extend_from_slice(b",\"thread_id\":");
         push_u64(out, h.thread_id);
         out.extend_from_slice(b",\"task_id\":");
