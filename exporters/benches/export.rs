@@ -70,6 +70,7 @@ fn main() {
         functions: Arc::clone(&functions),
         pid: 1,
         meta: MetaInfo::default(),
+        shutdown_deadline: None,
     };
     let total = BATCH * BATCHES;
 

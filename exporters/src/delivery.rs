@@ -93,13 +93,23 @@ impl ShutdownBudget {
         }
     }
 
-    /// The deadline, fixed by the first exporter that shuts down.
-    pub fn deadline(&self) -> Instant {
+    /// The deadline, fixed by the first exporter that shuts down: the budget from now, and
+    /// no later than three quarters of the time left before `caller` (the moment the
+    /// pipeline's caller stops waiting), which leaves the rest to spool and to the other
+    /// exporters however long the export thread took to get here.
+    pub fn deadline(&self, caller: Option<Instant>) -> Instant {
         *self
             .deadline
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(|| Instant::now() + self.budget)
+            .get_or_insert_with(|| {
+                let now = Instant::now();
+                let own = now + self.budget;
+                match caller {
+                    Some(limit) => own.min(now + limit.saturating_duration_since(now) * 3 / 4),
+                    None => own,
+                }
+            })
     }
 }
 
@@ -322,11 +332,12 @@ impl Delivery {
     /// Waits, at most until the shared shutdown deadline, for the queue to be delivered
     /// (and a spool file being replayed to be sent); then spools whatever is still queued
     /// or in flight and stops the sender, joining it only when it is not stuck in a send.
-    pub fn shutdown(&mut self) {
+    /// `caller` is when the pipeline's caller stops waiting (see [`ShutdownBudget::deadline`]).
+    pub fn shutdown(&mut self, caller: Option<Instant>) {
         if self.idle.is_some() || self.shared.lock().parked {
             self.resume();
         }
-        let deadline = self.budget.deadline();
+        let deadline = self.budget.deadline(caller);
         let mut st = self.shared.lock();
         st.deadline = Some(deadline);
         self.shared.wake.notify_all();
@@ -354,7 +365,7 @@ impl Delivery {
 impl Drop for Delivery {
     fn drop(&mut self) {
         if self.thread.is_some() {
-            self.shutdown();
+            self.shutdown(None);
         }
     }
 }
@@ -720,7 +731,7 @@ mod tests {
             Duration::from_secs(5),
         );
         d.enqueue(payload(1));
-        d.shutdown();
+        d.shutdown(None);
         let reqs = server.requests();
         assert_eq!(reqs.len(), 3);
         assert_eq!(reqs[2].header("x-test"), Some("1"));
@@ -742,7 +753,7 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let mut d = start(&server.url("/"), None, &counters, Duration::from_secs(8));
         d.enqueue(payload(1));
-        d.shutdown();
+        d.shutdown(None);
         let reqs = server.requests();
         assert_eq!(reqs.len(), 2);
         let gap = reqs[1].at - reqs[0].at;
@@ -762,7 +773,7 @@ mod tests {
         for tag in 0..3 {
             d.enqueue(payload(tag));
         }
-        d.shutdown();
+        d.shutdown(None);
         let s = counters.snapshot();
         assert_eq!((s.spooled, s.network_delivered, s.spool_dropped), (6, 0, 0));
         assert!(s.network_retries > 0);
@@ -778,7 +789,7 @@ mod tests {
         for tag in 0..6 {
             d.enqueue(payload(tag));
         }
-        d.shutdown();
+        d.shutdown(None);
         assert_eq!(counters.snapshot().spooled, 12);
         let server = TestServer::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), vec![]);
         let later = Arc::new(Counters::default());
@@ -788,8 +799,8 @@ mod tests {
         while server.requests().len() < 6 && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        a.shutdown();
-        b.shutdown();
+        a.shutdown(None);
+        b.shutdown(None);
         let mut tags: Vec<u8> = server.requests().iter().map(|r| r.body[0]).collect();
         tags.sort();
         assert_eq!(
@@ -825,7 +836,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         let t = Instant::now();
-        d.shutdown();
+        d.shutdown(None);
         assert!(
             t.elapsed() < Duration::from_millis(1000),
             "shutdown took {:?}",
@@ -875,7 +886,7 @@ mod tests {
         let server = TestServer::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), vec![]);
         wait_until("the replay", || server.requests().len() == 3);
         d.enqueue(payload(9));
-        d.shutdown();
+        d.shutdown(None);
         let tags: Vec<u8> = server.requests().iter().map(|r| r.body[0]).collect();
         assert_eq!(tags, vec![0, 1, 2, 9], "oldest first, each once");
         let s = counters.snapshot();
@@ -897,7 +908,7 @@ mod tests {
         );
         d.enqueue(payload(1));
         wait_until("the request", || !server.requests().is_empty());
-        d.shutdown();
+        d.shutdown(None);
         assert_eq!(counters.snapshot().spooled, 2, "shutdown spooled the batch");
         wait_until("the late 2xx", || {
             counters.snapshot().network_delivered == 2
@@ -918,7 +929,7 @@ mod tests {
         let mut d = start(&url, Some(&root), &counters, Duration::from_secs(1));
         wait_until("the replayed request", || !server.requests().is_empty());
         let t = Instant::now();
-        d.shutdown();
+        d.shutdown(None);
         assert!(
             t.elapsed() < Duration::from_millis(1000),
             "shutdown took {:?}",

@@ -150,7 +150,7 @@ impl Exporter for HttpExporter {
         self.renderer.meta(counters, ctx, &mut self.body);
         self.lines += 1;
         self.send_pending();
-        self.delivery.shutdown();
+        self.delivery.shutdown(ctx.shutdown_deadline);
         Ok(0)
     }
 }

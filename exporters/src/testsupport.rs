@@ -18,6 +18,7 @@ pub fn context_with(pid: u32, function: FunctionInfo) -> (ExportContext, u32) {
             functions,
             pid,
             meta,
+            shutdown_deadline: None,
         },
         id,
     )

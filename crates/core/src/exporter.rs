@@ -4,12 +4,16 @@ use crate::event::{HttpRecord, SessionRecord, SpanBatch};
 use crate::functions::FunctionTable;
 use crate::metrics::Snapshot;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// What every exporter may read while exporting.
 pub struct ExportContext {
     pub functions: Arc<FunctionTable>,
     pub pid: u32,
     pub meta: MetaInfo,
+    /// Set when shutdown begins: the moment its caller stops waiting. Exporters that may
+    /// block (network sends) finish before it.
+    pub shutdown_deadline: Option<Instant>,
 }
 
 /// Static facts written in the `meta` record.

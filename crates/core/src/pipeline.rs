@@ -33,7 +33,8 @@ enum Control {
     Session(Box<SessionRecord>),
     Http(Box<HttpRecord>),
     Flush(Sender<()>),
-    Shutdown(Sender<()>),
+    /// Ends the pipeline; the caller waits until the deadline.
+    Shutdown(Sender<()>, Instant),
     Top(usize, Sender<Vec<(u32, FunctionTotals)>>),
     /// Wakes the thread to look at [`Parking`].
     Park,
@@ -297,7 +298,10 @@ impl Pipeline {
     /// most `timeout`. Returns false when the deadline passed first (the thread is then left
     /// to finish on its own and the process may exit without it).
     pub fn shutdown(&self, timeout: Duration) -> bool {
-        let done = self.request(Control::Shutdown, timeout).is_some();
+        let deadline = Instant::now() + timeout;
+        let done = self
+            .request(|ack| Control::Shutdown(ack, deadline), timeout)
+            .is_some();
         if done {
             if let Some(handle) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = handle.join();
@@ -395,7 +399,8 @@ impl Worker {
                 self.drain();
                 let _ = ack.send(self.summary.top(n));
             }
-            Control::Shutdown(ack) => {
+            Control::Shutdown(ack, deadline) => {
+                self.ctx.shutdown_deadline = Some(deadline);
                 self.drain();
                 self.drain_sessions();
                 self.exporters.sort_by_key(|e| !e.delivers_remotely());
@@ -430,7 +435,7 @@ impl Worker {
             match msg {
                 Control::Session(s) => self.export_session(&s),
                 Control::Http(h) => self.export_http(&h),
-                Control::Flush(ack) | Control::Shutdown(ack) => {
+                Control::Flush(ack) | Control::Shutdown(ack, _) => {
                     let _ = ack.send(());
                 }
                 Control::Top(_, ack) => {
@@ -540,6 +545,7 @@ mod tests {
             functions: Default::default(),
             pid: 1,
             meta: MetaInfo::default(),
+            shutdown_deadline: None,
         };
         let opts = PipelineOptions {
             batch_size: 10,
@@ -646,6 +652,7 @@ mod tests {
             functions: Default::default(),
             pid: 1,
             meta: MetaInfo::default(),
+            shutdown_deadline: None,
         };
         let opts = PipelineOptions {
             batch_size: 10,

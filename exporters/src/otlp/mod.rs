@@ -206,9 +206,9 @@ impl Exporter for OtlpExporter {
         Ok(())
     }
 
-    fn shutdown(&mut self, _counters: &Snapshot, _ctx: &ExportContext) -> Result<u64, ExportError> {
+    fn shutdown(&mut self, _counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError> {
         self.send_pending();
-        self.delivery.shutdown();
+        self.delivery.shutdown(ctx.shutdown_deadline);
         Ok(0)
     }
 }

@@ -186,6 +186,7 @@ fn start_pipeline(
             service_name: config.service_name.clone(),
             diagnostics: Arc::clone(&diagnostics),
         },
+        shutdown_deadline: None,
     };
     let options = PipelineOptions {
         batch_size: config.batch_size,
