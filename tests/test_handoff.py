@@ -138,12 +138,22 @@ async def via_loop():
     await asyncio.to_thread(task, 3)
     await anyio.to_thread.run_sync(task, 4)
 
+async def call_anyio():
+    return await anyio.to_thread.run_sync(task, 5)
+
+async def anyio_worker_reused():
+    await anyio.to_thread.run_sync(unsessioned, 0)  # starts this loop's worker, no session
+    with ferrotrace.session("R"):
+        await call_anyio()
+    await anyio.to_thread.run_sync(unsessioned, 1)
+
 with ferrotrace.session("M"):
     via_map(ex)
 with ferrotrace.session("T"):
     start_timer()
 with ferrotrace.session("L"):
     asyncio.run(via_loop())
+asyncio.run(anyio_worker_reused())
 ex.shutdown()
 ferrotrace.shutdown()
 """
@@ -158,9 +168,10 @@ def test_executor_tasks_run_in_their_submitters_session(runner):
     assert got[("timer_fired", "start_timer", "T")] == 1
     assert got[("task", "timer_fired", "T")] == 1
     assert got[("task", "via_loop", "L")] == 4, "run_in_executor (own and default), to_thread, anyio"
+    assert got[("task", "call_anyio", "R")] == 1, "anyio worker started outside any session"
     assert not [k for k in got if k[0] == "unsessioned"], "a reused worker kept a session"
     tasks = [s for s in records if s["type"] == "span" and s["qualname"] == "task"]
-    assert len(tasks) == 100 + 5 + 1 + 4
+    assert len(tasks) == 100 + 5 + 1 + 4 + 1
 
 
 OUTLIVES = """

@@ -3,7 +3,8 @@
 - `threads`: a `threading.Thread` (and `Timer`) started inside a session runs its target in
   it, its first recorded call a child of the call that started it.
 - `executors`: each task submitted to a `ThreadPoolExecutor` (so also `run_in_executor` and
-  `asyncio.to_thread`) or a `multiprocessing.pool.ThreadPool` carries its submitter's session.
+  `asyncio.to_thread`), a `multiprocessing.pool.ThreadPool` or `anyio.to_thread.run_sync`
+  carries its submitter's session.
 - `processes`: `multiprocessing` pools and processes and `ProcessPoolExecutor` tasks record
   into the submitting session's trace and export before the worker leaves; `subprocess`
   children get the session as `TRACEPARENT`.
@@ -30,6 +31,7 @@ def install() -> None:
     _installed = True
     threads.patch()
     when_imported("concurrent.futures.thread", executors.patch_thread_pool_executor)
+    when_imported("anyio.to_thread", executors.patch_anyio)
     when_imported("multiprocessing.pool", processes.patch_pools)
     when_imported("concurrent.futures.process", processes.patch_process_pool_executor)
     when_imported("multiprocessing.process", processes.patch_process)

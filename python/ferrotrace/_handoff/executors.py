@@ -1,8 +1,8 @@
 """Tasks submitted to a thread pool run in their submitter's session, whichever session (or
 none) started the worker: `ThreadPoolExecutor.submit` (behind `map`, `loop.run_in_executor`
-and `asyncio.to_thread`) and the task methods of `multiprocessing.pool.ThreadPool`. A task
-submitted outside any sampled session runs as it would without ferrotrace. (anyio's worker
-threads run each task in a copy of the submitter's context, so its session comes along.)"""
+and `asyncio.to_thread`), the task methods of `multiprocessing.pool.ThreadPool`, and
+`anyio.to_thread.run_sync` (behind Starlette's and FastAPI's sync endpoints). A task submitted
+outside any sampled session runs as it would without ferrotrace."""
 
 from __future__ import annotations
 
@@ -93,3 +93,19 @@ def patch_pool_class(owner: Any, wrap: Callable[[Any], Any], wrap_chunk: Callabl
     for name in ("apply_async", "imap", "imap_unordered"):
         patch_first_argument(owner, name, wrap)
     _patch(owner, "_map_async", lambda m: _wrap_mapper(m, wrap_chunk))
+
+
+def patch_anyio(module: ModuleType) -> None:
+    """`anyio.to_thread.run_sync`: its worker threads are started by whichever task needed
+    one first and reused by all later ones, so each task carries its own session."""
+    with contextlib.suppress(Exception):
+        original = module.run_sync
+        if getattr(original, "__ferrotrace__", False):
+            return
+
+        @functools.wraps(original)
+        async def run_sync(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return await original(in_session(func), *args, **kwargs)
+
+        run_sync.__ferrotrace__ = True  # type: ignore[attr-defined]
+        module.run_sync = run_sync

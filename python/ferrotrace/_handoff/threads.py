@@ -1,7 +1,8 @@
 """`threading.Thread.start` takes the session in effect (`_native.handoff_capture`) and the new
 thread runs its target in it (`Thread._bootstrap_inner`, the first thing a new thread runs).
-`Timer` is a `Thread`. Workers of thread pools are left out: their tasks carry their own
-session (`executors`), and a worker must not keep the session that happened to start it.
+`Timer` is a `Thread`. Workers of thread pools (concurrent.futures, multiprocessing.pool,
+anyio) are left out: their tasks carry their own session (`executors`), and a worker must not
+keep the session that happened to start it.
 
 The same wrapper installs the setprofile backend's hook in every other new thread while a
 process-wide session runs (`_native.thread_bootstrap`): not `threading.setprofile`, since on
@@ -25,6 +26,9 @@ ATTRIBUTE = "_ferrotrace_handoff"
 
 def _pool_worker(thread: threading.Thread) -> bool:
     """A thread-pool worker, whose tasks each carry their submitter's session."""
+    kind = type(thread)
+    if kind.__name__ == "WorkerThread" and kind.__module__.startswith("anyio."):
+        return True
     target = getattr(thread, "_target", None)
     if target is None:
         return False
