@@ -117,6 +117,12 @@ for i in range(100):
     with (a if i % 2 == 0 else b):
         futures.append((submit_a if i % 2 == 0 else submit_b)(ex, i))
 assert [f.result() for f in futures] == list(range(100))
+
+def takes_self(self):
+    return self
+
+with a:  # the task's own keyword arguments, whatever their names, reach it unchanged
+    assert ex.submit(takes_self, self=7).result() == 7
 # A task submitted outside any session runs untraced on the same (reused) workers.
 assert list(ex.map(unsessioned, range(8))) == list(range(8))
 
@@ -169,6 +175,7 @@ def test_executor_tasks_run_in_their_submitters_session(runner):
     assert got[("task", "timer_fired", "T")] == 1
     assert got[("task", "via_loop", "L")] == 4, "run_in_executor (own and default), to_thread, anyio"
     assert got[("task", "call_anyio", "R")] == 1, "anyio worker started outside any session"
+    assert got[("takes_self", "session:A", "A")] == 1
     assert not [k for k in got if k[0] == "unsessioned"], "a reused worker kept a session"
     tasks = [s for s in records if s["type"] == "span" and s["qualname"] == "task"]
     assert len(tasks) == 100 + 5 + 1 + 4 + 1

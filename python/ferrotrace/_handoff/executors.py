@@ -24,7 +24,7 @@ class InSession:
         self.func = func
         self.handoff = handoff
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         scope = None
         with contextlib.suppress(Exception):
             scope = _native.handoff_enter(self.handoff)

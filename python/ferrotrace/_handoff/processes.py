@@ -51,7 +51,7 @@ class RemoteTask:
     def __reduce__(self) -> tuple[Any, ...]:
         return (RemoteTask, (self.func, self.traceparent, self.tag, self.settings))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         from ferrotrace._session import session
 
         entered = None
