@@ -301,11 +301,12 @@ SUBPROCESS = """
 import os, subprocess, sys, ferrotrace
 ferrotrace.configure(output="trace.jsonl")
 
-SHOW = "import os; print(os.environ.get('TRACEPARENT'))"
+SHOW = "import os; print(os.environ.get('TRACEPARENT'), os.environ.get('PUT_ONLY'))"
+os.putenv("PUT_ONLY", "kept")  # in the C environment only: os.environ does not show it
 
 def child(env=None):
     proc = subprocess.run([sys.executable, "-c", SHOW], env=env, capture_output=True, text=True)
-    return proc.stdout.strip()
+    return proc.stdout.strip().replace(" ", "/")
 
 def launch():
     return child(), child({**os.environ, "TRACEPARENT": "mine"})
@@ -327,9 +328,9 @@ def test_subprocesses_get_the_session_as_traceparent(runner):
         (s for s in records if s["type"] == "span" and s["qualname"] == "child"),
         key=lambda s: int(s["start_unix_ns"]),
     )
-    assert inside == f"00-{trace_id}-{first['span_id']}-01", "child of the launching call"
-    assert kept == "mine", "an env the caller gave is passed on untouched"
-    assert outside == "None"
+    assert inside == f"00-{trace_id}-{first['span_id']}-01/kept", "child of the launching call"
+    assert kept == "mine/None", "an env the caller gave is passed on untouched"
+    assert outside == "None/kept"
 
 
 STRESS = """

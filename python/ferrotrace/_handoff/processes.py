@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -123,9 +122,10 @@ def patch_process(module: ModuleType) -> None:
 _ENV_POSITION = 9
 
 
-def _environment_with(traceparent: str) -> dict[Any, Any]:
-    """This process's environment, as a child would inherit it, with `TRACEPARENT` set."""
-    return {**os.environ, "TRACEPARENT": traceparent}
+def _environment_with(traceparent: str) -> dict[bytes, bytes]:
+    """The environment a child started now inherits (the C one: `os.putenv` changes
+    included, which `os.environ` misses), with `TRACEPARENT` set."""
+    return _native.environment_with("TRACEPARENT", traceparent)
 
 
 def _init_with_traceparent(init: Callable[..., Any]) -> Callable[..., Any]:
