@@ -19,6 +19,8 @@
 //! thread's profile slot (`profiler_slot`). Calls `recorder`, `capture` and `process`;
 //! called by CPython, by the backend choice (`backends`) and by `api`.
 
+#[cfg(not(Py_3_12))]
+mod exception_watch;
 pub mod hook_handle;
 mod profiler_slot;
 
@@ -375,10 +377,17 @@ unsafe fn on_return(
         return;
     };
     if arg.is_null() {
-        rec.pop(state, end, FLAG_EXCEPTION, None);
+        // Before 3.12 (3.12+ never passes null): the exception is read at the next event.
+        rec.pop_before_unwind(state, end, FLAG_EXCEPTION);
+        #[cfg(not(Py_3_12))]
+        exception_watch::arm(rec);
     } else {
         previews::record_return(state, rec, arg);
-        rec.pop(state, end, 0, None);
+        if cfg!(Py_3_12) && arg == ffi::Py_None() {
+            rec.pop_before_unwind(state, end, 0);
+        } else {
+            rec.pop(state, end, 0, None);
+        }
     }
 }
 
@@ -463,6 +472,8 @@ pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
     if rec.hook_refs > 0 {
         return;
     }
+    #[cfg(not(Py_3_12))]
+    exception_watch::disarm();
     let saved = rec.saved_profiler.take();
     if ours {
         profiler_slot::restore(saved);
