@@ -67,6 +67,26 @@ pub unsafe fn handled_through(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObj
     }
 }
 
+/// The exception that ended the program (`sys.last_value`, set when the interpreter printed
+/// it), when its traceback passes through `frame`. A new reference or null.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn escaped_through(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
+    let value = ffi::PySys_GetObject(c"last_value".as_ptr());
+    if value.is_null() || ffi::PyExceptionInstance_Check(value) == 0 {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: an exception instance is laid out as PyBaseExceptionObject.
+    let tb = (*(value as *mut ffi::PyBaseExceptionObject)).traceback;
+    if traceback_passes(tb, frame) {
+        ffi::Py_INCREF(value);
+        value
+    } else {
+        std::ptr::null_mut()
+    }
+}
+
 /// True when the traceback `tb` (borrowed; null or any object) has an entry for `frame`.
 ///
 /// # Safety

@@ -240,10 +240,11 @@ unsafe fn c_call_event(rec: &mut ThreadRecorder) {
     let _ = catch_unwind(AssertUnwindSafe(|| resolve_pending_exceptions(rec)));
 }
 
-/// CPython < 3.12 hides the exception leaving a frame from profile functions. The first
-/// event after it stops propagating usually runs inside the `except`/`with` block that
-/// caught it: if the exception being handled there passed through the frames that exited,
-/// their spans get its type and message.
+/// CPython < 3.12 hides the exception leaving a frame from profile functions (see
+/// `exception_watch`, which reads most of them). Otherwise the first event after it stops
+/// propagating may run inside the `except`/`with` block that caught it, or after the
+/// interpreter printed it as the one that ended the program: if that exception passed
+/// through the frames that exited, their spans get its type and message.
 #[inline(always)]
 unsafe fn resolve_pending_exceptions(rec: &mut ThreadRecorder) {
     if !rec.has_pending_exceptions() {
@@ -253,7 +254,11 @@ unsafe fn resolve_pending_exceptions(rec: &mut ThreadRecorder) {
         return;
     };
     rec.resolve_pending_exceptions(|frame| {
-        let exc = exception::handled_through(frame as *mut ffi::PyFrameObject);
+        let frame = frame as *mut ffi::PyFrameObject;
+        let mut exc = exception::handled_through(frame);
+        if exc.is_null() {
+            exc = exception::escaped_through(frame);
+        }
         if exc.is_null() {
             return None;
         }
