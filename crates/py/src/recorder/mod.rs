@@ -27,6 +27,7 @@ use ferrotrace_core::event::{
 };
 use ferrotrace_core::ids::{IdGenerator, TraceId};
 use ferrotrace_core::in_place::Room;
+use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::preview::KeyMemo;
 use pyo3::ffi;
 use std::cell::Cell;
@@ -399,9 +400,48 @@ impl ThreadRecorder {
     }
 
     /// Closes the top call (see [`pop`](Self::pop)); hands a due batch over only when
-    /// `hand_over` is set.
+    /// `hand_over` is set. With previews on, what ferrotrace spends from `end` until
+    /// the caller goes on (the return preview taken after `end`, copying previews, handing
+    /// the batch over) is ferrotrace's time: see [`charge_overhead`](Self::charge_overhead).
     #[inline(always)]
     fn close_top(
+        &mut self,
+        state: &HookState,
+        end: u64,
+        extra_flags: u32,
+        exception: Option<Box<ExceptionInfo>>,
+        hand_over: bool,
+    ) {
+        self.close_top_span(state, end, extra_flags, exception, hand_over);
+        if state.config.capture.args() || state.config.capture.returns() {
+            self.charge_overhead(state, 0, end, clock::now_ticks());
+        }
+    }
+
+    /// ferrotrace's own time from `from` to `to` (clock ticks) inside the program's calls:
+    /// taken out of the self time of the innermost recorded open call below the top `skip`
+    /// ones (the call it fell in), and counted as `capture_overhead_ns`.
+    #[inline(always)]
+    pub fn charge_overhead(&mut self, state: &HookState, skip: usize, from: u64, to: u64) {
+        let spent = to.saturating_sub(from);
+        if let Some(around) = self
+            .stack
+            .iter_mut()
+            .rev()
+            .skip(skip)
+            .find(|f| f.flags & SKIPPED == 0)
+        {
+            around.child += spent;
+        }
+        Counters::add(
+            &state.counters.capture_overhead_ns,
+            clock::ticks_span_ns(spent),
+        );
+    }
+
+    /// The body of [`close_top`](Self::close_top).
+    #[inline(always)]
+    fn close_top_span(
         &mut self,
         state: &HookState,
         end: u64,
