@@ -43,7 +43,8 @@ def test_run_preserves_stdout_and_exit_code(tmp_path, mode, code):
     assert got["greet"]["args"]["name"] == "world" if "args" in got["greet"] else True
     assert got["main"]["parent_span_id"] == got["<module>"]["span_id"]
     if mode == "raise":
-        assert got["main"]["exception"]["type"] in ("RuntimeError", "")
+        for name in ("main", "<module>"):
+            assert got[name]["exception"] == {"type": "RuntimeError", "message": "boom"}
     meta = records[-1]
     assert meta["type"] == "meta" and meta["dropped"] == 0 and meta["recorded"] == meta["exported"]
 

@@ -45,6 +45,11 @@ def main(path: str, top: int) -> int:
             f"  pid {m['pid']}: recorded {m['recorded']}, exported {m['exported']}, dropped {m['dropped']}"
             f" (queue full {m['dropped_queue_full']}), export errors {m['export_errors']}"
         )
+        if m.get("capture_overhead_ns"):
+            print(
+                f"    ferrotrace's own time capturing previews: "
+                f"{m['capture_overhead_ns'] / 1e6:.3f} ms (not in any function's self time)"
+            )
         for d in m.get("diagnostics", ()):
             print(f"    diagnostic: {d}")
     print(f"\n{'total ms':>10} {'self ms':>10} {'calls':>8}  function")

@@ -48,9 +48,7 @@ impl Filter {
 
     /// True when the built-in excludes reject this function.
     fn excluded_by_default(&self, module: &str, file: &str) -> bool {
-        module == "ferrotrace"
-            || module.starts_with("ferrotrace.")
-            || module.starts_with("importlib._bootstrap")
+        module.starts_with("importlib._bootstrap")
             || file.starts_with("<frozen")
             || (file == "<string>" && module.starts_with("namedtuple_"))
             || file.contains("/site-packages/")
@@ -65,6 +63,9 @@ impl Filter {
     /// `..` resolved, so `proj/../elsewhere/x.py` is not under `proj/`.
     pub fn decide(&self, module: &str, qualname: &str, file: &str) -> bool {
         let file = &*lexically_normalized(file);
+        if is_ferrotrace(module, file) {
+            return false;
+        }
         if self.exclude_defaults && self.excluded_by_default(module, file) {
             return false;
         }
@@ -89,6 +90,15 @@ impl Filter {
         }
         !self.exclude.as_ref().is_some_and(|re| re.is_match(&key))
     }
+}
+
+/// True for ferrotrace's own code, which is never recorded, whatever the settings: its
+/// package, and the `sitecustomize` that `ferrotrace run` puts first on the path (its file
+/// lies in the package's `_bootstrap` folder).
+fn is_ferrotrace(module: &str, file: &str) -> bool {
+    module == "ferrotrace"
+        || module.starts_with("ferrotrace.")
+        || file.contains("/ferrotrace/_bootstrap/")
 }
 
 /// `path` with `.` components dropped and each `..` removing the component before it (no
@@ -127,6 +137,28 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn ferrotrace_itself_is_never_recorded() {
+        for f in [
+            filter(Some(".*"), None, false),
+            filter(Some("^ferrotrace"), None, true),
+            filter(None, None, false),
+        ] {
+            assert!(!f.decide(
+                "ferrotrace._lifecycle",
+                "_at_exit",
+                "/x/ferrotrace/_lifecycle.py"
+            ));
+            assert!(!f.decide("ferrotrace", "configure", "/x/ferrotrace/__init__.py"));
+            assert!(!f.decide(
+                "sitecustomize",
+                "_chain_next_sitecustomize",
+                "/x/ferrotrace/_bootstrap/sitecustomize.py"
+            ));
+            assert!(f.decide("ferrotrace_demo", "main", "/src/ferrotrace_demo.py"));
+        }
     }
 
     #[test]

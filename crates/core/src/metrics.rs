@@ -60,6 +60,9 @@ pub struct Counters {
     /// Times ferrotrace found its setprofile hook replaced or removed by other code (another
     /// profiler, `sys.setprofile`), or could not keep a previous profiler running.
     pub profiler_conflicts: AtomicU64,
+    /// Nanoseconds spent building argument and return-value previews inside the program's
+    /// calls: ferrotrace's time, taken out of the self time of the calls it fell in.
+    pub capture_overhead_ns: AtomicU64,
 }
 
 /// A plain snapshot of [`Counters`].
@@ -91,6 +94,7 @@ pub struct Snapshot {
     pub spool_dropped: u64,
     pub profilers_chained: u64,
     pub profiler_conflicts: u64,
+    pub capture_overhead_ns: u64,
 }
 
 impl Snapshot {
@@ -129,6 +133,7 @@ impl Snapshot {
             ("spool_dropped", self.spool_dropped),
             ("profilers_chained", self.profilers_chained),
             ("profiler_conflicts", self.profiler_conflicts),
+            ("capture_overhead_ns", self.capture_overhead_ns),
         ]
     }
 }
@@ -170,6 +175,7 @@ impl Counters {
             spool_dropped: r(&self.spool_dropped),
             profilers_chained: r(&self.profilers_chained),
             profiler_conflicts: r(&self.profiler_conflicts),
+            capture_overhead_ns: r(&self.capture_overhead_ns),
         }
     }
 }

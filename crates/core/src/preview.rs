@@ -15,8 +15,13 @@ use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// How many characters past `max_str` a caller should pass to [`PreviewWriter::str`] so a
-/// secret that straddles the cut is still recognised (and redacted) as a whole.
-pub const REDACTION_SLACK: usize = 1024;
+/// secret that straddles the cut is still recognised (and redacted) as a whole. Every
+/// built-in rule recognises a secret from its first 64 characters or fewer (a PEM header, a
+/// token's prefix and minimum length, a `key=` form), so 256 leaves room for long e-mail
+/// addresses and JWT headers and payloads; a JWT whose first two parts run longer past the
+/// cut shows only those parts' start, never its signature. Each captured string is read and
+/// scanned this far, whatever its length: it bounds a preview's cost (issue 26).
+pub const REDACTION_SLACK: usize = 256;
 
 /// Integers whose magnitude exceeds this lose precision in JSON consumers; they are written
 /// as strings.

@@ -289,9 +289,18 @@ fn backend_note(requested: Backend, resolved: Backend) -> String {
             } else {
                 "cProfile and sys.setprofile"
             };
+            let exceptions = if cfg!(Py_3_12) {
+                ""
+            } else {
+                "; CPython hides exceptions from profile functions before 3.12, so an \
+                 exception that C code catches before Python code sees it (hasattr, \
+                 next(it, default)), or any exception while a debugger or coverage tool \
+                 traces the thread, is flagged without its type unless an except block \
+                 shows it (auto never picks setprofile)"
+            };
             format!(
                 "{picked}; shares the thread's profile function with {sharers}: one set \
-                 before is chained, one set after stops ferrotrace (with a warning)"
+                 before is chained, one set after stops ferrotrace (with a warning){exceptions}"
             )
         }
         _ => format!("{picked}; coexists with cProfile and sys.setprofile"),

@@ -57,17 +57,7 @@ pub unsafe fn handled_through(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObj
     );
     ffi::PyErr_GetExcInfo(&mut ty, &mut value, &mut tb);
     ffi::Py_XDECREF(ty);
-    let mut found = false;
-    let mut cur = tb;
-    while !cur.is_null() && ffi::PyTraceBack_Check(cur) != 0 {
-        // SAFETY: a traceback object is laid out as `Traceback` on every supported version.
-        let t = cur as *mut Traceback;
-        if (*t).tb_frame == frame {
-            found = true;
-            break;
-        }
-        cur = (*t).tb_next as *mut ffi::PyObject;
-    }
+    let found = traceback_passes(tb, frame);
     ffi::Py_XDECREF(tb);
     if found && !value.is_null() && value != ffi::Py_None() {
         value
@@ -75,6 +65,43 @@ pub unsafe fn handled_through(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObj
         ffi::Py_XDECREF(value);
         std::ptr::null_mut()
     }
+}
+
+/// The exception that ended the program (`sys.last_value`, set when the interpreter printed
+/// it), when its traceback passes through `frame`. A new reference or null.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn escaped_through(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
+    let value = ffi::PySys_GetObject(c"last_value".as_ptr());
+    if value.is_null() || ffi::PyExceptionInstance_Check(value) == 0 {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: an exception instance is laid out as PyBaseExceptionObject.
+    let tb = (*(value as *mut ffi::PyBaseExceptionObject)).traceback;
+    if traceback_passes(tb, frame) {
+        ffi::Py_INCREF(value);
+        value
+    } else {
+        std::ptr::null_mut()
+    }
+}
+
+/// True when the traceback `tb` (borrowed; null or any object) has an entry for `frame`.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn traceback_passes(tb: *mut ffi::PyObject, frame: *mut ffi::PyFrameObject) -> bool {
+    let mut cur = tb;
+    while !cur.is_null() && ffi::PyTraceBack_Check(cur) != 0 {
+        // SAFETY: a traceback object is laid out as `Traceback` on every supported version.
+        let t = cur as *mut Traceback;
+        if (*t).tb_frame == frame {
+            return true;
+        }
+        cur = (*t).tb_next as *mut ffi::PyObject;
+    }
+    false
 }
 
 /// The first argument of the exception when it is a string (`str(exc)` could run user

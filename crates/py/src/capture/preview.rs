@@ -244,11 +244,12 @@ impl<'w, 'a> Walker<'w, 'a> {
                 }
             }
         }
+        // Everything written above is ASCII: its byte length is its character count.
         let total = if take == len {
             text.push_str(suffix);
-            text.chars().count()
+            text.len()
         } else {
-            text.chars().count() + (len - take)
+            text.len() + (len - take)
         };
         self.w.str(&text, total);
     }

@@ -7,6 +7,7 @@ use crate::recorder::previews;
 use crate::recorder::ThreadRecorder;
 use crate::session;
 use crate::session::task;
+use ferrotrace_core::clock;
 use ferrotrace_core::event::TextRef;
 use pyo3::ffi;
 use pyo3::Python;
@@ -58,11 +59,26 @@ pub unsafe fn enter(
             task::current_task_id(),
         ),
     };
-    let args = if state.config.capture.args() {
-        previews::args_preview(py, state, rec, code, frame)
-    } else {
-        TextRef::default()
-    };
+    if !state.config.capture.args() {
+        let flags = rec.enter_function(func_id);
+        rec.push(
+            activation,
+            func_id,
+            parent,
+            key,
+            task_id,
+            flags,
+            TextRef::default(),
+        );
+        return;
+    }
+    // The call starts once its arguments are captured; that time is ferrotrace's, and is
+    // taken out of the caller's self time.
+    let began = clock::now_ticks();
+    let args = previews::args_preview(py, state, rec, code, frame);
     let flags = rec.enter_function(func_id);
     rec.push(activation, func_id, parent, key, task_id, flags, args);
+    if let Some(start) = rec.stack.last().map(|f| f.start) {
+        rec.charge_overhead(state, 1, began, start);
+    }
 }

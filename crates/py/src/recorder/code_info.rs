@@ -201,10 +201,11 @@ pub unsafe fn decide(
             recorded: false,
         };
     }
-    let info = identity(py, frame, code);
+    let (info, module_file) = identity(py, frame, code);
+    let filter_file = module_file.as_deref().unwrap_or(&info.file);
     let recorded = state
         .filter
-        .decide(&info.module, &info.qualname, &info.file)
+        .decide(&info.module, &info.qualname, filter_file)
         && ferrotrace_core::sampling::function_sampled(
             &info.module,
             &info.qualname,
@@ -274,8 +275,15 @@ fn str_attr(obj: &Bound<'_, PyAny>, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Module, qualified name, file and first line of the function running in `frame`.
-unsafe fn identity(py: Python<'_>, frame: Option<Frame>, code: *mut ffi::PyObject) -> FunctionInfo {
+/// Module, qualified name, file and first line of the function running in `frame`; and,
+/// for code made by `exec`/`eval` (a file such as `<string>`), the file of the module its
+/// globals belong to, which the filters judge it by: a library's generated code goes with
+/// the library.
+unsafe fn identity(
+    py: Python<'_>,
+    frame: Option<Frame>,
+    code: *mut ffi::PyObject,
+) -> (FunctionInfo, Option<String>) {
     let code_obj = Bound::from_borrowed_ptr(py, code);
     let globals = frame
         .map(|f| f.globals())
@@ -299,8 +307,41 @@ unsafe fn identity(py: Python<'_>, frame: Option<Frame>, code: *mut ffi::PyObjec
             .and_then(|v| v.extract())
             .unwrap_or(0),
     };
+    let module_file = is_generated(&info.file)
+        .then(|| {
+            globals
+                .as_ref()
+                .and_then(|g| module_file(py, g, &info.module))
+        })
+        .flatten();
     ffi::PyErr_Clear();
-    info
+    (info, module_file)
+}
+
+/// True for the file name of code made by `exec`/`eval`/`compile` from text (`<string>`,
+/// `<attrs generated init ...>`); frozen modules keep their own rules.
+fn is_generated(file: &str) -> bool {
+    file.starts_with('<') && !file.starts_with("<frozen")
+}
+
+/// The file of the module whose globals are `globals`: their `__file__`, else that of the
+/// module named `module` in `sys.modules` (read from its dictionary: no module
+/// `__getattr__` runs).
+fn module_file(py: Python<'_>, globals: &Bound<'_, PyAny>, module: &str) -> Option<String> {
+    let text = |v: Bound<'_, PyAny>| v.extract::<String>().ok().filter(|f| !f.starts_with('<'));
+    let globals = globals.downcast::<PyDict>().ok()?;
+    if let Some(f) = globals.get_item("__file__").ok().flatten().and_then(text) {
+        return Some(f);
+    }
+    if module.is_empty() {
+        return None;
+    }
+    // SAFETY: the GIL is held; `sys.modules` is borrowed and kept alive by the interpreter.
+    let modules = unsafe { Bound::from_borrowed_ptr_or_opt(py, ffi::PyImport_GetModuleDict())? };
+    let modules = modules.downcast::<PyDict>().ok()?;
+    let m = modules.get_item(module).ok().flatten()?;
+    let m = m.downcast::<pyo3::types::PyModule>().ok()?;
+    m.dict().get_item("__file__").ok().flatten().and_then(text)
 }
 
 #[cfg(Py_3_11)]

@@ -27,6 +27,7 @@ use ferrotrace_core::event::{
 };
 use ferrotrace_core::ids::{IdGenerator, TraceId};
 use ferrotrace_core::in_place::Room;
+use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::preview::KeyMemo;
 use pyo3::ffi;
 use std::cell::Cell;
@@ -407,6 +408,71 @@ impl ThreadRecorder {
         extra_flags: u32,
         exception: Option<Box<ExceptionInfo>>,
     ) {
+        self.close_top(state, end, extra_flags, exception, true);
+    }
+
+    /// As [`pop`](Self::pop) for a span whose exception is learnt only after its profile
+    /// return event: on 3.12+ a `PY_UNWIND` callback may still turn a return of None into
+    /// an unwind ([`mark_unwound`](Self::mark_unwound)); before 3.12 an unwind's exception
+    /// is read at the next event ([`resolve_pending_exceptions`](Self::resolve_pending_exceptions)).
+    /// The span stays in this thread's batch even when the batch is due, so that it is still
+    /// there then; the next span hands the batch over. (Held spans are bounded by the depth
+    /// of the stack that unwinds.)
+    #[inline(always)]
+    pub fn pop_before_unwind(&mut self, state: &HookState, end: u64, extra_flags: u32) {
+        self.close_top(state, end, extra_flags, None, false);
+    }
+
+    /// Closes the top call (see [`pop`](Self::pop)); hands a due batch over only when
+    /// `hand_over` is set. With previews on, what ferrotrace spends from `end` until
+    /// the caller goes on (the return preview taken after `end`, copying previews, handing
+    /// the batch over) is ferrotrace's time: see [`charge_overhead`](Self::charge_overhead).
+    #[inline(always)]
+    fn close_top(
+        &mut self,
+        state: &HookState,
+        end: u64,
+        extra_flags: u32,
+        exception: Option<Box<ExceptionInfo>>,
+        hand_over: bool,
+    ) {
+        self.close_top_span(state, end, extra_flags, exception, hand_over);
+        if state.config.capture.args() || state.config.capture.returns() {
+            self.charge_overhead(state, 0, end, clock::now_ticks());
+        }
+    }
+
+    /// ferrotrace's own time from `from` to `to` (clock ticks) inside the program's calls:
+    /// taken out of the self time of the innermost recorded open call below the top `skip`
+    /// ones (the call it fell in), and counted as `capture_overhead_ns`.
+    #[inline(always)]
+    pub fn charge_overhead(&mut self, state: &HookState, skip: usize, from: u64, to: u64) {
+        let spent = to.saturating_sub(from);
+        if let Some(around) = self
+            .stack
+            .iter_mut()
+            .rev()
+            .skip(skip)
+            .find(|f| f.flags & SKIPPED == 0)
+        {
+            around.child += spent;
+        }
+        Counters::add(
+            &state.counters.capture_overhead_ns,
+            clock::ticks_span_ns(spent),
+        );
+    }
+
+    /// The body of [`close_top`](Self::close_top).
+    #[inline(always)]
+    fn close_top_span(
+        &mut self,
+        state: &HookState,
+        end: u64,
+        extra_flags: u32,
+        exception: Option<Box<ExceptionInfo>>,
+        hand_over: bool,
+    ) {
         let Some(top) = self.stack.len().checked_sub(1) else {
             return;
         };
@@ -452,7 +518,7 @@ impl ThreadRecorder {
             ..span_of(f, self.thread_id, duration, f.flags | extra_flags)
         });
         self.stack.truncate(top);
-        if self.batch_is_due(state, end) {
+        if hand_over && self.batch_is_due(state, end) {
             self.submit(state);
         }
     }
@@ -537,21 +603,22 @@ impl ThreadRecorder {
         !self.pending_exceptions.is_empty()
     }
 
-    /// Gives the spans awaiting an exception type the type of `exc` when it is the exception
-    /// that left their frames; called with the exception being handled, if any.
+    /// Gives each span awaiting an exception type what `found` says left its frame (called
+    /// with the frame), and stops waiting: a span `found` knows nothing for keeps its flag
+    /// without a type.
     pub fn resolve_pending_exceptions(
         &mut self,
-        found: impl Fn(*mut ffi::PyObject) -> Option<ExceptionInfo>,
+        mut found: impl FnMut(*mut ffi::PyObject) -> Option<ExceptionInfo>,
     ) {
         let pending = std::mem::take(&mut self.pending_exceptions);
-        let Some(&(_, innermost)) = pending.first() else {
+        if pending.is_empty() {
             return;
-        };
+        }
         THREADS_WITH_PENDING.fetch_sub(1, Ordering::Relaxed);
-        let Some(info) = found(innermost) else { return };
-        for (i, _) in pending {
+        for (i, frame) in pending {
+            let Some(info) = found(frame) else { continue };
             if let Some(span) = self.buffer.get_mut(i) {
-                span.exception = Some(Box::new(info.clone()));
+                span.exception = Some(Box::new(info));
             }
         }
     }

@@ -19,6 +19,8 @@
 //! thread's profile slot (`profiler_slot`). Calls `recorder`, `capture` and `process`;
 //! called by CPython, by the backend choice (`backends`) and by `api`.
 
+#[cfg(not(Py_3_12))]
+mod exception_watch;
 pub mod hook_handle;
 mod profiler_slot;
 
@@ -238,10 +240,11 @@ unsafe fn c_call_event(rec: &mut ThreadRecorder) {
     let _ = catch_unwind(AssertUnwindSafe(|| resolve_pending_exceptions(rec)));
 }
 
-/// CPython < 3.12 hides the exception leaving a frame from profile functions. The first
-/// event after it stops propagating usually runs inside the `except`/`with` block that
-/// caught it: if the exception being handled there passed through the frames that exited,
-/// their spans get its type and message.
+/// CPython < 3.12 hides the exception leaving a frame from profile functions (see
+/// `exception_watch`, which reads most of them). Otherwise the first event after it stops
+/// propagating may run inside the `except`/`with` block that caught it, or after the
+/// interpreter printed it as the one that ended the program: if that exception passed
+/// through the frames that exited, their spans get its type and message.
 #[inline(always)]
 unsafe fn resolve_pending_exceptions(rec: &mut ThreadRecorder) {
     if !rec.has_pending_exceptions() {
@@ -251,7 +254,11 @@ unsafe fn resolve_pending_exceptions(rec: &mut ThreadRecorder) {
         return;
     };
     rec.resolve_pending_exceptions(|frame| {
-        let exc = exception::handled_through(frame as *mut ffi::PyFrameObject);
+        let frame = frame as *mut ffi::PyFrameObject;
+        let mut exc = exception::handled_through(frame);
+        if exc.is_null() {
+            exc = exception::escaped_through(frame);
+        }
         if exc.is_null() {
             return None;
         }
@@ -375,10 +382,17 @@ unsafe fn on_return(
         return;
     };
     if arg.is_null() {
-        rec.pop(state, end, FLAG_EXCEPTION, None);
+        // Before 3.12 (3.12+ never passes null): the exception is read at the next event.
+        rec.pop_before_unwind(state, end, FLAG_EXCEPTION);
+        #[cfg(not(Py_3_12))]
+        exception_watch::arm(rec);
     } else {
         previews::record_return(state, rec, arg);
-        rec.pop(state, end, 0, None);
+        if cfg!(Py_3_12) && arg == ffi::Py_None() {
+            rec.pop_before_unwind(state, end, 0);
+        } else {
+            rec.pop(state, end, 0, None);
+        }
     }
 }
 
@@ -463,6 +477,8 @@ pub unsafe fn release_on_current_thread(rec: &mut ThreadRecorder) {
     if rec.hook_refs > 0 {
         return;
     }
+    #[cfg(not(Py_3_12))]
+    exception_watch::disarm();
     let saved = rec.saved_profiler.take();
     if ours {
         profiler_slot::restore(saved);
