@@ -48,9 +48,7 @@ impl Filter {
 
     /// True when the built-in excludes reject this function.
     fn excluded_by_default(&self, module: &str, file: &str) -> bool {
-        module == "ferrotrace"
-            || module.starts_with("ferrotrace.")
-            || module.starts_with("importlib._bootstrap")
+        module.starts_with("importlib._bootstrap")
             || file.starts_with("<frozen")
             || (file == "<string>" && module.starts_with("namedtuple_"))
             || file.contains("/site-packages/")
@@ -61,11 +59,26 @@ impl Filter {
                 .any(|p| file.starts_with(p.as_str()))
     }
 
+    /// True when the user's include pattern matches `module::qualname`.
+    fn explicitly_included(&self, module: &str, qualname: &str) -> bool {
+        self.include
+            .as_ref()
+            .is_some_and(|re| re.is_match(&format!("{module}::{qualname}")))
+    }
+
     /// Whether calls to this function are recorded. Path rules see the file with `.` and
-    /// `..` resolved, so `proj/../elsewhere/x.py` is not under `proj/`.
+    /// `..` resolved, so `proj/../elsewhere/x.py` is not under `proj/`. An explicit include
+    /// match wins over the built-in excludes (standard library, site-packages), never over
+    /// the user's exclude or ferrotrace's own code.
     pub fn decide(&self, module: &str, qualname: &str, file: &str) -> bool {
         let file = &*lexically_normalized(file);
-        if self.exclude_defaults && self.excluded_by_default(module, file) {
+        if is_ferrotrace_module(module) {
+            return false;
+        }
+        if self.exclude_defaults
+            && self.excluded_by_default(module, file)
+            && !self.explicitly_included(module, qualname)
+        {
             return false;
         }
         if let Some(dir) = &self.only_under {
@@ -89,6 +102,11 @@ impl Filter {
         }
         !self.exclude.as_ref().is_some_and(|re| re.is_match(&key))
     }
+}
+
+/// ferrotrace's own package, never recorded whatever the settings.
+fn is_ferrotrace_module(module: &str) -> bool {
+    module == "ferrotrace" || module.starts_with("ferrotrace.")
 }
 
 /// `path` with `.` components dropped and each `..` removing the component before it (no
@@ -174,6 +192,19 @@ mod tests {
         assert!(f.decide("app.core", "run", "/src/app/core.py"));
         assert!(!f.decide("other", "run", "/src/other.py"));
         assert!(!f.decide("app.core", "secret_stuff", "/src/app/core.py"));
-        assert!(!f.decide("app.json", "x", "/usr/lib/python3.11/app/json.py"));
+        assert!(f.decide("app.json", "x", "/usr/lib/python3.11/app/json.py"));
+    }
+
+    #[test]
+    fn explicit_include_beats_builtin_excludes_not_user_exclude_or_ferrotrace() {
+        let site = "/venv/lib/python3.11/site-packages/pygments/lexer.py";
+        let f = filter(Some(r"^pygments|^json|^ferrotrace"), Some("::secret"), true);
+        assert!(f.decide("pygments.lexer", "Lexer.get_tokens", site));
+        assert!(f.decide("json", "dumps", "/usr/lib/python3.11/json/__init__.py"));
+        assert!(!f.decide("pygments.lexer", "secret", site));
+        assert!(!f.decide("requests", "get", "/venv/lib/python3.11/site-packages/r.py"));
+        assert!(!f.decide("ferrotrace.cli", "main", "/src/ferrotrace/cli.py"));
+        let everything = filter(Some(".*"), None, false);
+        assert!(!everything.decide("ferrotrace._lifecycle", "shutdown", "/x/ferrotrace/l.py"));
     }
 }
