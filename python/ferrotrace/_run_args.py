@@ -43,6 +43,8 @@ class RunArgs:
 
     #: Setting name (`OUTPUT`, ...) -> value given on the command line.
     settings: dict[str, str] = field(default_factory=dict)
+    #: Where to write the HTML report when the program ends, if asked.
+    html: str | None = None
     #: The program: a module (`-m`), a script, or a command (`--`), and its arguments.
     module: str | None = None
     script: str | None = None
@@ -62,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     for flag, name in SETTING_OPTIONS.items():
         flags = ["-o", flag] if flag == "--output" else [flag]
         p.add_argument(*flags, dest=name, metavar=name.replace("_", "-"), help=_HELP[flag])
+    p.add_argument("--html", metavar="REPORT", help="write the HTML report of the run to REPORT when it ends")
     p.add_argument(
         "-m", dest="module", metavar="module", help="run a library module as a script (then its args)"
     )
@@ -70,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _takes_value(token: str) -> bool:
     name = token.partition("=")[0]
-    return "=" not in token and (name in SETTING_OPTIONS or name == "-o")
+    return "=" not in token and (name in SETTING_OPTIONS or name in ("-o", "--html"))
 
 
 def parse(argv: list[str]) -> RunArgs:
@@ -108,6 +111,7 @@ def parse(argv: list[str]) -> RunArgs:
     run.settings = {
         name: getattr(ns, name) for name in SETTING_OPTIONS.values() if getattr(ns, name) is not None
     }
+    run.html = ns.html
     if run.module is None and run.script is None and run.command is None:
         p.error("give a script, -m module, or -- command")
     return run

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 
-from ferrotrace import _lifecycle, _native, _notes, _report, _run_args, _settings
+from ferrotrace import _html_report, _lifecycle, _native, _notes, _report, _run_args, _settings
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
@@ -23,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="summarise JSONL traces (files, directories, globs) as one run")
     report.add_argument("trace", nargs="+")
     report.add_argument("--top", type=int, default=20)
+    report.add_argument(
+        "--html", metavar="OUT", help="write a self-contained HTML report (flame graph, timeline) to OUT"
+    )
 
     config = sub.add_parser("config", help="print the effective configuration and validate it")
     config.add_argument(
@@ -84,13 +89,50 @@ def _run(argv: list[str]) -> int:
     env[_notes.NOTES_VAR] = tempfile.mkdtemp(prefix="ferrotrace-run-")
     sys.stdout.flush()
     sys.stderr.flush()
-    # The program replaces this process, so its pid, exit code and output are its own.
+    if run.html is not None:
+        return _run_then_report(program, env, run.html)
+    _exec(program, env)
+    return 127  # pragma: no cover - execve does not return
+
+
+def _exec(program: list[str], env: dict[str, str]) -> None:
+    """Replaces this process with the program (so its pid, exit code and output are its own)."""
     try:
         os.execve(program[0], program, env)
     except OSError:
         shutil.rmtree(env[_notes.NOTES_VAR], ignore_errors=True)
         raise
-    return 127  # pragma: no cover - execve does not return
+
+
+def _run_then_report(program: list[str], env: dict[str, str], html: str) -> int:
+    """`run --html`: the program runs in a child process (the top process of the run, with
+    its own pid); this one waits, writes the HTML report of the run's trace files, and ends
+    as the program did (same exit code, or killed by the same signal)."""
+    started = time.time()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            env[_lifecycle.MAIN_PID_VAR] = str(os.getpid())
+            _exec(program, env)
+        finally:
+            os._exit(127)
+    # Ctrl-C reaches the program (same process group); SIGTERM and SIGHUP are passed on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:  # pragma: no cover - reaped elsewhere
+            status = 0
+            break
+    _html_report.main(_html_report.run_files(env["FERROTRACE_OUTPUT"], started), html)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    return os.waitstatus_to_exitcode(status)
 
 
 def _config(assignments: Sequence[str]) -> int:
@@ -146,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "report":
+        if args.html:
+            return _html_report.main(args.trace, args.html)
         return _report.main(args.trace, args.top)
     return _config(args.set)
 
