@@ -110,7 +110,7 @@ class HtmlReport:
     def _span(self, span: dict[str, Any]) -> None:
         name = _trace_reader.function_name(span)
         duration = span.get("duration_ns", 0)
-        node = [duration, span.get("self_ns", 0), 1, self._open.pop(span.get("span_id", ""), {})]
+        node = [duration, span.get("self_ns", 0), 1, self._open.pop(span.get("span_id", ""), None) or {}]
         parent = span.get("parent_span_id") or ""
         into = self._open.get(parent)
         if into is None:
@@ -118,20 +118,17 @@ class HtmlReport:
         _merge(into, name, node)
         start = _trace_reader.start_ns(span)
         self._time(start, duration)
-        detail = [span.get("args"), span.get("return"), span.get("exception")]
-        entry = [
-            self._track(span),
-            start,
-            duration,
-            span.get("depth", 0),
-            self._name(name),
-            *(None if d is None else _cut(d) for d in detail),
-        ]
+        full = len(self._timeline) >= TIMELINE_SPANS
+        if full and duration <= self._timeline[0][0]:
+            return
+        get = span.get
+        entry = [self._track(span), start, duration, get("depth", 0), self._name(name)]
+        entry.extend(None if d is None else _cut(d) for d in (get("args"), get("return"), get("exception")))
         item = (duration, next(self._seq), entry)
-        if len(self._timeline) < TIMELINE_SPANS:
-            heapq.heappush(self._timeline, item)
-        elif duration > self._timeline[0][0]:
+        if full:
             heapq.heapreplace(self._timeline, item)
+        else:
+            heapq.heappush(self._timeline, item)
 
     def _session_end(self, end: dict[str, Any]) -> None:
         span_id = end.get("span_id", "")

@@ -26,14 +26,15 @@ def expand(specs: Iterable[str]) -> list[str]:
     for spec in specs:
         if os.path.isdir(spec):
             found = sorted(glob.glob(os.path.join(glob.escape(spec), "*.jsonl")))
+            missing = "no *.jsonl file in this directory"
         elif any(c in spec for c in "*?[") and not os.path.exists(spec):
             found = sorted(p for p in glob.glob(spec) if os.path.isfile(p))
-        elif os.path.isfile(spec):
-            found = [spec]
+            missing = "no file matches"
         else:
-            raise TraceError(f"{spec}: no such file")
+            found = [spec] if os.path.isfile(spec) else []
+            missing = "no such file"
         if not found:
-            raise TraceError(f"{spec}: no trace file (*.jsonl) found")
+            raise TraceError(f"{spec}: {missing}")
         files.extend(p for p in found if p not in files)
     return files
 

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from ferrotrace import _html_report, _lifecycle, _native, _notes, _report, _run_args, _settings
+from ferrotrace import _convert, _html_report, _lifecycle, _native, _notes, _report, _run_args, _settings
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--html", metavar="OUT", help="write a self-contained HTML report (flame graph, timeline) to OUT"
     )
+
+    convert = sub.add_parser("convert", help="convert JSONL traces to another viewer's format, streaming")
+    convert.add_argument("trace", nargs="+", help="JSONL files, directories or globs, read as one run")
+    convert.add_argument("--to", required=True, choices=_convert.FORMATS)
+    convert.add_argument("-o", "--output", help="output file (default: TRACE.<format>.json)")
 
     config = sub.add_parser("config", help="print the effective configuration and validate it")
     config.add_argument(
@@ -191,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.html:
             return _html_report.main(args.trace, args.html)
         return _report.main(args.trace, args.top)
+    if args.command == "convert":
+        return _convert.main(args.trace, args.to, args.output)
     return _config(args.set)
 
 
