@@ -25,7 +25,7 @@ from typing import Any
 
 from ferrotrace import _report, _trace_reader
 
-TIMELINE_SPANS = 100_000
+TIMELINE_SPANS = 60_000
 DETAIL_CHARS = 160
 MAX_SESSIONS = 5_000
 #: Flame graph nodes below this share of the whole are merged away (never a pixel wide).
