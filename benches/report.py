@@ -22,8 +22,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def measured(cmd: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS in MiB) of `cmd`."""
+def measured(cmd: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, peak RSS in MiB) of `cmd` (on a busy machine the CPU time
+    is the steadier figure)."""
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{cmd} failed: {proc.stderr[-2000:]}")
@@ -31,7 +32,10 @@ def measured(cmd: list[str]) -> tuple[float, int]:
     parts = [float(p) for p in wall.split(":")]
     seconds = sum(p * 60**i for i, p in enumerate(reversed(parts)))
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return seconds, rss // 1024
+    cpu = sum(
+        float(re.search(rf"{k} time \(seconds\): (\S+)", proc.stderr).group(1)) for k in ("User", "System")
+    )
+    return seconds, cpu, rss // 1024
 
 
 def first_view_ms(page: Path) -> int:
@@ -93,17 +97,17 @@ def main() -> None:
             tmp / "s.json",
         ),
     ]:
-        seconds, rss = measured(cmd)
+        seconds, cpu, rss = measured(cmd)
         size = f"{out.stat().st_size / 2**20:.1f} MiB" if out else ""
-        rows.append((label, seconds, rss, size))
+        rows.append((label, seconds, cpu, rss, size))
         if out and out.suffix == ".json":
             out.unlink()
     view = first_view_ms(tmp / "r.html")
     size = trace.stat().st_size / 2**20
     print(f"trace: {trace} ({size:.0f} MiB)\n")
-    print("| command | wall s | peak RSS MiB | output |\n|---|---:|---:|---|")
-    for label, seconds, rss, out in rows:
-        print(f"| {label} | {seconds:.1f} | {rss} | {out} |")
+    print("| command | wall s | CPU s | peak RSS MiB | output |\n|---|---:|---:|---:|---|")
+    for label, seconds, cpu, rss, out in rows:
+        print(f"| {label} | {seconds:.1f} | {cpu:.1f} | {rss} | {out} |")
     print(f"\nHTML first view in headless Chromium: {view} ms (navigation start to first painted view)")
     if not a.keep:
         for f in tmp.iterdir():

@@ -113,6 +113,13 @@ def test_run_script_session_tag_is_its_file_name(tmp_path):
     assert _ferrotrace(["run", "tool.py"], tmp_path).returncode == 0
     records = read_trace(tmp_path / "ferrotrace.jsonl")
     assert [r["tag"] for r in records if r["type"] == "session_start"] == ["tool.py"]
+    # `python -m pkg` is tagged `pkg` (its sys.argv[0] is still "-m" when tracing starts).
+    assert (
+        _ferrotrace(["run", "--", sys.executable, "-u", "-W", "ignore", "-m", "tool"], tmp_path).returncode
+        == 0
+    )
+    records = read_trace(tmp_path / "ferrotrace.jsonl")
+    assert [r["tag"] for r in records if r["type"] == "session_start"] == ["tool"]
 
 
 def test_run_program_options_after_script_are_not_ferrotraces(tmp_path):

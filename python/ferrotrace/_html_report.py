@@ -8,7 +8,8 @@ Built in one streaming pass over the trace (see `_trace_reader`), in bounded mem
   call still open keeps the aggregated tree of its finished children, folded into its parent
   when it ends and into its session's tag when the session ends;
 - the timeline keeps the `TIMELINE_SPANS` longest calls (the others are shorter than a pixel
-  at any but a deep zoom), each with its previews cut to `DETAIL_CHARS`;
+  at any but a deep zoom), as their lines, parsed at the end for their previews (cut to
+  `DETAIL_CHARS`);
 - the sessions list keeps the first `MAX_SESSIONS` sessions (and counts the others).
 """
 
@@ -96,18 +97,19 @@ class HtmlReport:
             self.t0 = start
         self.t1 = max(self.t1, start + duration)
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Takes one record of any type."""
+    def add(self, record: dict[str, Any], line: str) -> None:
+        """Takes one record of any type, a span without its previews (see
+        `_trace_reader.heads`), with the line it was read from."""
         self.summary.add(record)
         kind = record.get("type")
         if kind == "span":
-            self._span(record)
+            self._span(record, line)
         elif kind == "session_start":
             self._session_tags[record.get("span_id", "")] = str(record.get("tag", ""))
         elif kind == "session_end":
             self._session_end(record)
 
-    def _span(self, span: dict[str, Any]) -> None:
+    def _span(self, span: dict[str, Any], line: str) -> None:
         name = _trace_reader.function_name(span)
         duration = span.get("duration_ns", 0)
         node = [duration, span.get("self_ns", 0), 1, self._open.pop(span.get("span_id", ""), None) or {}]
@@ -121,9 +123,9 @@ class HtmlReport:
         full = len(self._timeline) >= TIMELINE_SPANS
         if full and duration <= self._timeline[0][0]:
             return
-        get = span.get
-        entry = [self._track(span), start, duration, get("depth", 0), self._name(name)]
-        entry.extend(None if d is None else _cut(d) for d in (get("args"), get("return"), get("exception")))
+        # The line stays whole until the end: only the calls still kept then are parsed for
+        # their previews.
+        entry = [self._track(span), start, duration, span.get("depth", 0), self._name(name), line]
         item = (duration, next(self._seq), entry)
         if full:
             heapq.heapreplace(self._timeline, item)
@@ -175,6 +177,11 @@ class HtmlReport:
         spans = [e for _, _, e in self._timeline]
         for e in spans:
             e[1] -= t0
+            whole = json.loads(e.pop())
+            e.extend(
+                None if d is None else _cut(d)
+                for d in (whole.get(k) for k in ("args", "return", "exception"))
+            )
         spans.sort(key=lambda e: (e[0], e[1]))
         for s in self.sessions:
             s[3] -= t0
@@ -201,8 +208,8 @@ class HtmlReport:
 def write(files: Sequence[str], out: str) -> dict[str, Any]:
     """Reads `files` once and writes the page to `out`; returns the page's data."""
     report = HtmlReport()
-    for record in _trace_reader.records(files):
-        report.add(record)
+    for record, line in _trace_reader.heads(files):
+        report.add(record, line)
     data = report.finish()
     data["title"] = ", ".join(os.path.basename(f) for f in files)
     with open(_TEMPLATE, encoding="utf-8") as f:

@@ -82,7 +82,7 @@ class Summary:
 def summarize(files: Sequence[str]) -> Summary:
     """Reads `files` once into a Summary."""
     summary = Summary()
-    for record in _trace_reader.records(files):
+    for record, _ in _trace_reader.heads(files):
         summary.add(record)
     return summary
 

@@ -53,6 +53,32 @@ def records(files: Iterable[str]) -> Iterator[dict[str, Any]]:
                 yield record
 
 
+#: Where a span's optional members start (previews, mostly): `heads` parses a span line only
+#: up to the first of them. Such text cannot occur inside a JSON string (a quote in a string is
+#: escaped), and every member before them is a scalar.
+_TAIL_KEYS = (',"args":', ',"return":', ',"exception":', ',"unfinished":')
+
+
+def heads(files: Iterable[str]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Like `records`, but a span comes without its optional members (`args`, `return`,
+    `exception`, `unfinished`), which are most of its bytes and most of the parsing time;
+    each record comes with its line, for the few a reader wants whole (`json.loads(line)`)."""
+    loads = json.loads
+    for path in files:
+        for line in _lines(path):
+            text = line
+            if line.startswith('{"v":1,"type":"span"'):
+                cut = min((i for i in (line.find(k, 40) for k in _TAIL_KEYS) if i > 0), default=-1)
+                if cut > 0:
+                    text = line[:cut] + "}"
+            try:
+                record = loads(text)
+            except ValueError:
+                continue
+            if type(record) is dict:
+                yield record, line
+
+
 def _lines(path: str) -> Iterator[str]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
