@@ -255,3 +255,19 @@ def test_config_shows_the_effective_filter_rule(tmp_path):
         "recorded: functions whose module::qualname matches INCLUDE '^pygments' (even in the standard library"
         " and site-packages), except those matching EXCLUDE '::secret'; never ferrotrace's own code"
     ) in out.stdout
+
+
+def test_run_html_keeps_the_programs_output_and_exit_status(tmp_path):
+    (tmp_path / "app.py").write_text(SCRIPT)
+    plain = subprocess.run(
+        [sys.executable, "app.py", "world", "3"], capture_output=True, text=True, cwd=tmp_path
+    )
+    traced = _ferrotrace(["run", "--html", "r.html", "app.py", "world", "3"], tmp_path)
+    assert traced.returncode == plain.returncode == 3
+    assert traced.stdout == plain.stdout
+    assert "HTML report of" in traced.stderr and (tmp_path / "r.html").stat().st_size > 0
+    (tmp_path / "die.py").write_text(
+        "import os, signal\ndef f():\n    os.kill(os.getpid(), signal.SIGKILL)\nf()\n"
+    )
+    died = _ferrotrace(["run", "--html", "d.html", "die.py"], tmp_path)
+    assert died.returncode == -9
