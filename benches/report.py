@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,8 @@ def first_view_ms(page: Path) -> int:
         "--window-size=1400,1000",
     ):
         options.add_argument(arg)
+    profile = tempfile.mkdtemp(prefix="ferrotrace-bench-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
     driver = webdriver.Chrome(
         options=options, service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
     )
@@ -67,6 +70,7 @@ def first_view_ms(page: Path) -> int:
         raise RuntimeError("the page never finished its first view")
     finally:
         driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 def main() -> None:
@@ -82,7 +86,8 @@ def main() -> None:
             [sys.executable, str(HERE / "trace_gen.py"), str(trace), "--spans", str(a.spans)], check=True
         )
     ft = [sys.executable, "-m", "ferrotrace"]
-    rows = []
+    print(f"trace: {trace} ({trace.stat().st_size / 2**20:.0f} MiB)\n")
+    print("| command | wall s | CPU s | peak RSS MiB | output |\n|---|---:|---:|---:|---|", flush=True)
     for label, cmd, out in [
         ("report (text)", [*ft, "report", str(trace)], None),
         ("report --html", [*ft, "report", str(trace), "--html", str(tmp / "r.html")], tmp / "r.html"),
@@ -99,15 +104,10 @@ def main() -> None:
     ]:
         seconds, cpu, rss = measured(cmd)
         size = f"{out.stat().st_size / 2**20:.1f} MiB" if out else ""
-        rows.append((label, seconds, cpu, rss, size))
+        print(f"| {label} | {seconds:.1f} | {cpu:.1f} | {rss} | {size} |", flush=True)
         if out and out.suffix == ".json":
             out.unlink()
     view = first_view_ms(tmp / "r.html")
-    size = trace.stat().st_size / 2**20
-    print(f"trace: {trace} ({size:.0f} MiB)\n")
-    print("| command | wall s | CPU s | peak RSS MiB | output |\n|---|---:|---:|---:|---|")
-    for label, seconds, cpu, rss, out in rows:
-        print(f"| {label} | {seconds:.1f} | {cpu:.1f} | {rss} | {out} |")
     print(f"\nHTML first view in headless Chromium: {view} ms (navigation start to first painted view)")
     if not a.keep:
         for f in tmp.iterdir():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import read_trace, spans
 from selenium import webdriver
+from selenium.common.exceptions import SessionNotCreatedException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
@@ -79,9 +80,17 @@ def browser():
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(
-        options=options, service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
-    )
+    # On a loaded machine Chromium can miss chromedriver's start-up deadline
+    # ("DevToolsActivePort file doesn't exist"): up to three attempts, then the error fails.
+    for attempt in range(3):
+        try:
+            driver = webdriver.Chrome(
+                options=options, service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
+            )
+            break
+        except SessionNotCreatedException:
+            if attempt == 2:
+                raise
     yield driver
     driver.quit()
 
