@@ -224,7 +224,11 @@ def test_config_command_shows_each_value_and_its_source(tmp_path):
     env.pop("FERROTRACE_BACKEND", None)
     proc = config_cli(tmp_path, env, "--set", "max_depth=3", "--set", "capture=args")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line and not line.startswith(" ")}
+    lines = proc.stdout.splitlines()
+    rows = {line.split()[0]: line for line in lines if line and not line.startswith((" ", "recorded: "))}
+    assert lines[-1] == (
+        "recorded: every function outside the standard library and site-packages; never ferrotrace's own code"
+    )
     assert rows["sample_rate"].split()[1:] == ["'0.25'", "environment", "(FERROTRACE_SAMPLE_RATE)"]
     assert rows["max_depth"].split()[1:] == ["'3'", "argument", "(max_depth)"]
     assert rows["capture"].split()[1:] == ["'args'", "argument", "(capture)"]

@@ -188,6 +188,18 @@ def test_callees_of_an_excluded_function_are_judged_on_their_own(project):
     )
 
 
+def test_explicit_include_wins_over_builtin_excludes_not_user_exclude(project):
+    """Include means include: `^json` records json's functions though the standard library
+    is excluded by default; the user's exclude still wins; ferrotrace is never recorded,
+    even by an include that matches it."""
+    got = names(traced(project, include=r"^(json|shop\.util)|^ferrotrace|_lifecycle"))
+    assert {"shop.util::fmt", "json::dumps", "json.encoder::JSONEncoder.encode"} <= got
+    assert not {n for n in got if n.startswith("ferrotrace")}
+    assert got <= {n for n in got if n.startswith(("json", "shop.util"))}
+    excluded = names(traced(project, include=r"^(json|shop\.util)", exclude=r"::JSONEncoder\."))
+    assert "json::dumps" in excluded and not {n for n in excluded if "JSONEncoder." in n}
+
+
 def test_exclude_defaults_0_records_the_standard_library(project):
     everything = names(traced(project, exclude_defaults="0"))
     assert everything >= EVERYTHING

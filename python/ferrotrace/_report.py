@@ -1,46 +1,103 @@
-"""`ferrotrace report`: top functions by total and self time, sessions and losses."""
+"""`ferrotrace report`: top functions by total and self time, sessions and losses, read in
+one streaming pass (bounded memory, whatever the trace's size)."""
 
 from __future__ import annotations
 
-import json
 import sys
-from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
-
-def load(path: str) -> list[dict[str, Any]]:
-    """Every record of a JSONL trace (a truncated last line is skipped)."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+from ferrotrace import _trace_reader
 
 
-def main(path: str, top: int) -> int:
-    """Prints the report; returns the exit status."""
+class FunctionTotals:
+    """Calls, total and self time per function, fed spans in the order the trace holds them
+    (a call's children before the call itself).
+
+    A recursive function's total counts its outermost calls only: each open parent keeps,
+    per function name, the time of the outermost calls seen below it; when the parent turns
+    out to be the same function, those inner calls are taken back out. Memory grows with the
+    calls still open and the distinct names below them, not with the trace.
+    """
+
+    def __init__(self) -> None:
+        #: name -> [calls, total_ns, self_ns]
+        self.by_name: dict[str, list[int]] = {}
+        self._below: dict[str, dict[str, int]] = {}
+
+    def add(self, span: dict[str, Any]) -> None:
+        """Counts one span."""
+        name = _trace_reader.function_name(span)
+        duration = span.get("duration_ns", 0)
+        row = self.by_name.get(name)
+        if row is None:
+            row = self.by_name[name] = [0, 0, 0]
+        row[0] += 1
+        row[1] += duration
+        row[2] += span.get("self_ns", 0)
+        below = self._below.pop(span.get("span_id", ""), None)
+        parent = span.get("parent_span_id") or ""
+        into = self._below.get(parent)
+        if into is None:
+            into = self._below[parent] = {}
+        if below:
+            row[1] -= below.pop(name, 0)
+            for other, ns in below.items():
+                into[other] = into.get(other, 0) + ns
+        into[name] = into.get(name, 0) + duration
+
+    def end_session(self, session_span_id: str) -> None:
+        """Forgets what was kept for a session that ended (its calls are all in)."""
+        self._below.pop(session_span_id, None)
+
+    def top(self, n: int) -> list[tuple[str, int, int, int]]:
+        """The `n` functions with the most total time: (name, calls, total_ns, self_ns)."""
+        ranked = sorted(self.by_name.items(), key=lambda kv: -kv[1][1])[:n]
+        return [(name, calls, total, self_ns) for name, (calls, total, self_ns) in ranked]
+
+
+class Summary:
+    """What `ferrotrace report` prints, gathered in one pass over the records."""
+
+    def __init__(self) -> None:
+        self.functions = FunctionTotals()
+        self.spans = 0
+        self.sessions = 0
+        self.metas: list[dict[str, Any]] = []
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Takes one record of any type."""
+        kind = record.get("type")
+        if kind == "span":
+            self.spans += 1
+            self.functions.add(record)
+        elif kind == "session_start":
+            self.sessions += 1
+        elif kind == "session_end":
+            self.functions.end_session(record.get("span_id", ""))
+        elif kind == "meta":
+            self.metas.append(record)
+
+
+def summarize(files: Sequence[str]) -> Summary:
+    """Reads `files` once into a Summary."""
+    summary = Summary()
+    for record, _ in _trace_reader.heads(files):
+        summary.add(record)
+    return summary
+
+
+def main(specs: Sequence[str], top: int) -> int:
+    """Prints the report of the traces `specs` (files, directories, globs); returns the exit
+    status."""
     try:
-        records = load(path)
-    except OSError as exc:
+        files = _trace_reader.expand(specs)
+        summary = summarize(files)
+    except _trace_reader.TraceError as exc:
         print(f"ferrotrace report: {exc}", file=sys.stderr)
         return 2
-    spans = [r for r in records if r.get("type") == "span"]
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    by_id = {s["span_id"]: s for s in spans}
-    for s in spans:
-        name = f"{s['module']}.{s['qualname']}" if s["module"] else s["qualname"]
-        t = totals[name]
-        t[0] += 1
-        t[2] += s.get("self_ns", 0)
-        if not _inside_same_function(s, by_id):
-            t[1] += s["duration_ns"]
-    sessions = [r for r in records if r.get("type") == "session_start"]
-    metas = [r for r in records if r.get("type") == "meta"]
-    print(f"{path}: {len(spans)} spans, {len(sessions)} sessions")
-    for m in metas:
+    print(f"{', '.join(files)}: {summary.spans} spans, {summary.sessions} sessions")
+    for m in summary.metas:
         print(
             f"  pid {m['pid']}: recorded {m['recorded']}, exported {m['exported']}, dropped {m['dropped']}"
             f" (queue full {m['dropped_queue_full']}), export errors {m['export_errors']}"
@@ -53,16 +110,6 @@ def main(path: str, top: int) -> int:
         for d in m.get("diagnostics", ()):
             print(f"    diagnostic: {d}")
     print(f"\n{'total ms':>10} {'self ms':>10} {'calls':>8}  function")
-    ranked = sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]
-    for name, (calls, total, self_ns) in ranked:
+    for name, calls, total, self_ns in summary.functions.top(top):
         print(f"{total / 1e6:>10.3f} {self_ns / 1e6:>10.3f} {calls:>8}  {name}")
     return 0
-
-
-def _inside_same_function(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> bool:
-    parent = by_id.get(span.get("parent_span_id") or "")
-    while parent is not None:
-        if parent["module"] == span["module"] and parent["qualname"] == span["qualname"]:
-            return True
-        parent = by_id.get(parent.get("parent_span_id") or "")
-    return False

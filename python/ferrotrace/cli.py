@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 
-from ferrotrace import _lifecycle, _native, _notes, _report, _settings
+from ferrotrace import _convert, _html_report, _lifecycle, _native, _notes, _report, _run_args, _settings
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
@@ -18,22 +21,19 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferrotrace", description="Function-level tracing for CPython.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser(
-        "run",
-        help="run a Python program under tracing",
-        usage="ferrotrace run [options] (script.py [args] | -m module [args] | -- command [args])",
-    )
-    run.add_argument("-o", "--output", help="trace file (default ferrotrace.jsonl)")
-    run.add_argument("--capture", choices=["none", "args", "return", "all"], help="previews (default all)")
-    run.add_argument("--include", help="regex over module::qualname to record")
-    run.add_argument("--exclude", help="regex over module::qualname to skip")
-    run.add_argument("--exporter", help="comma-separated exporters (default jsonl)")
-    run.add_argument("-m", dest="module", help="run a library module as a script")
-    run.add_argument("target", nargs=argparse.REMAINDER, help="script and its arguments, or -- command")
+    sub.add_parser("run", help="run a Python program under tracing", usage=_run_args.USAGE, add_help=False)
 
-    report = sub.add_parser("report", help="summarise a JSONL trace")
-    report.add_argument("trace")
+    report = sub.add_parser("report", help="summarise JSONL traces (files, directories, globs) as one run")
+    report.add_argument("trace", nargs="+")
     report.add_argument("--top", type=int, default=20)
+    report.add_argument(
+        "--html", metavar="OUT", help="write a self-contained HTML report (flame graph, timeline) to OUT"
+    )
+
+    convert = sub.add_parser("convert", help="convert JSONL traces to another viewer's format, streaming")
+    convert.add_argument("trace", nargs="+", help="JSONL files, directories or globs, read as one run")
+    convert.add_argument("--to", required=True, choices=_convert.FORMATS)
+    convert.add_argument("-o", "--output", help="output file (default: TRACE.<format>.json)")
 
     config = sub.add_parser("config", help="print the effective configuration and validate it")
     config.add_argument(
@@ -46,16 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_env(args: argparse.Namespace) -> dict[str, str]:
+def _run_env(run: _run_args.RunArgs) -> dict[str, str]:
     env = dict(os.environ)
-    flags = {
-        "FERROTRACE_OUTPUT": args.output,
-        "FERROTRACE_CAPTURE": args.capture,
-        "FERROTRACE_INCLUDE": args.include,
-        "FERROTRACE_EXCLUDE": args.exclude,
-        "FERROTRACE_EXPORTER": args.exporter,
-    }
-    env.update({k: v for k, v in flags.items() if v is not None})
+    env.update({f"FERROTRACE_{name}": value for name, value in run.settings.items()})
     env.setdefault("FERROTRACE_CAPTURE", "all")
     env["FERROTRACE_OUTPUT"] = os.path.abspath(env.get("FERROTRACE_OUTPUT", "ferrotrace.jsonl"))
     env[_lifecycle.MAIN_PID_VAR] = str(os.getpid())
@@ -69,42 +62,84 @@ def _invalid_settings(env: dict[str, str]) -> list[str]:
     return [error for *_, error in rows if error]
 
 
-def _run(args: argparse.Namespace) -> int:
-    target = list(args.target)
-    if args.module:
-        argv = [sys.executable, "-m", args.module, *target]
-    elif target and target[0] == "--":
-        if len(target) < 2:
-            print("ferrotrace run: nothing to run after --", file=sys.stderr)
-            return 2
-        exe = shutil.which(target[1])
-        if exe is None:
-            print(f"ferrotrace run: command not found: {target[1]}", file=sys.stderr)
-            return 2
-        argv = [exe, *target[2:]]
-    elif target:
-        argv = [sys.executable, *target]
-    else:
-        print("ferrotrace run: give a script, -m module, or -- command", file=sys.stderr)
+def _program(run: _run_args.RunArgs) -> list[str] | None:
+    if run.module is not None:
+        return [sys.executable, "-m", run.module, *run.args]
+    if run.script is not None:
+        return [sys.executable, run.script, *run.args]
+    assert run.command
+    exe = shutil.which(run.command[0])
+    if exe is None:
+        print(f"ferrotrace run: command not found: {run.command[0]}", file=sys.stderr)
+        return None
+    return [exe, *run.command[1:]]
+
+
+def _run(argv: list[str]) -> int:
+    run = _run_args.parse(argv)
+    program = _program(run)
+    if program is None:
         return 2
-    env = _run_env(args)
+    env = _run_env(run)
     errors = _invalid_settings(env)
     if errors:
+        options = {f"FERROTRACE_{name}=": flag for flag, name in _run_args.SETTING_OPTIONS.items()}
         for e in errors:
-            print(f"ferrotrace: {e}", file=sys.stderr)
+            given = next((f" (given as {flag})" for var, flag in options.items() if e.startswith(var)), "")
+            if not given or e.split("=", 1)[0][11:] not in run.settings:
+                given = ""
+            print(f"ferrotrace: {e}{given}", file=sys.stderr)
         return 2
     # Where processes that cannot be traced (or have diagnostics) leave a note for the
     # summary, instead of printing on the program's stderr; the top process removes it.
     env[_notes.NOTES_VAR] = tempfile.mkdtemp(prefix="ferrotrace-run-")
     sys.stdout.flush()
     sys.stderr.flush()
-    # The program replaces this process, so its pid, exit code and output are its own.
+    if run.html is not None:
+        return _run_then_report(program, env, run.html)
+    _exec(program, env)
+    return 127  # pragma: no cover - execve does not return
+
+
+def _exec(program: list[str], env: dict[str, str]) -> None:
+    """Replaces this process with the program (so its pid, exit code and output are its own)."""
     try:
-        os.execve(argv[0], argv, env)
+        os.execve(program[0], program, env)
     except OSError:
         shutil.rmtree(env[_notes.NOTES_VAR], ignore_errors=True)
         raise
-    return 127  # pragma: no cover - execve does not return
+
+
+def _run_then_report(program: list[str], env: dict[str, str], html: str) -> int:
+    """`run --html`: the program runs in a child process (the top process of the run, with
+    its own pid); this one waits, writes the HTML report of the run's trace files, and ends
+    as the program did (same exit code, or killed by the same signal)."""
+    started = time.time()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            env[_lifecycle.MAIN_PID_VAR] = str(os.getpid())
+            _exec(program, env)
+        finally:
+            os._exit(127)
+    # Ctrl-C reaches the program (same process group); SIGTERM and SIGHUP are passed on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:  # pragma: no cover - reaped elsewhere
+            status = 0
+            break
+    _html_report.main(_html_report.run_files(env["FERROTRACE_OUTPUT"], started), html)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP keep theirs
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    return os.waitstatus_to_exitcode(status)
 
 
 def _config(assignments: Sequence[str]) -> int:
@@ -127,6 +162,7 @@ def _config(assignments: Sequence[str]) -> int:
         if error:
             bad += 1
             print(f"{'':<{width}}  ERROR: {error}")
+    print(f"recorded: {_filter_rule({r[0].upper(): r[2] for r in rows})}")
     for w in warnings:
         print(f"warning: {w}")
     if bad:
@@ -135,13 +171,35 @@ def _config(assignments: Sequence[str]) -> int:
     return 0
 
 
+def _filter_rule(values: dict[str, str]) -> str:
+    """The effective include/exclude rule in words, as the native filter applies it."""
+    include, exclude = values.get("INCLUDE", ""), values.get("EXCLUDE", "")
+    defaults = values.get("EXCLUDE_DEFAULTS") == "1"
+    if include:
+        rule = f"functions whose module::qualname matches INCLUDE {include!r}"
+        if defaults:
+            rule += " (even in the standard library and site-packages)"
+    elif defaults:
+        rule = "every function outside the standard library and site-packages"
+    else:
+        rule = "every function"
+    if exclude:
+        rule += f", except those matching EXCLUDE {exclude!r}"
+    return rule + "; never ferrotrace's own code"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ferrotrace` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:  # its own parser: the program's arguments are not ferrotrace's
+        return _run(argv[1:])
     args = _parser().parse_args(argv)
-    if args.command == "run":
-        return _run(args)
     if args.command == "report":
+        if args.html:
+            return _html_report.main(args.trace, args.html)
         return _report.main(args.trace, args.top)
+    if args.command == "convert":
+        return _convert.main(args.trace, args.to, args.output)
     return _config(args.set)
 
 

@@ -59,14 +59,26 @@ impl Filter {
                 .any(|p| file.starts_with(p.as_str()))
     }
 
+    /// True when the user's include pattern matches `module::qualname`.
+    fn explicitly_included(&self, module: &str, qualname: &str) -> bool {
+        self.include
+            .as_ref()
+            .is_some_and(|re| re.is_match(&format!("{module}::{qualname}")))
+    }
+
     /// Whether calls to this function are recorded. Path rules see the file with `.` and
-    /// `..` resolved, so `proj/../elsewhere/x.py` is not under `proj/`.
+    /// `..` resolved, so `proj/../elsewhere/x.py` is not under `proj/`. An explicit include
+    /// match wins over the built-in excludes (standard library, site-packages), never over
+    /// the user's exclude or ferrotrace's own code.
     pub fn decide(&self, module: &str, qualname: &str, file: &str) -> bool {
         let file = &*lexically_normalized(file);
         if is_ferrotrace(module, file) {
             return false;
         }
-        if self.exclude_defaults && self.excluded_by_default(module, file) {
+        if self.exclude_defaults
+            && self.excluded_by_default(module, file)
+            && !self.explicitly_included(module, qualname)
+        {
             return false;
         }
         if let Some(dir) = &self.only_under {
@@ -206,6 +218,19 @@ mod tests {
         assert!(f.decide("app.core", "run", "/src/app/core.py"));
         assert!(!f.decide("other", "run", "/src/other.py"));
         assert!(!f.decide("app.core", "secret_stuff", "/src/app/core.py"));
-        assert!(!f.decide("app.json", "x", "/usr/lib/python3.11/app/json.py"));
+        assert!(f.decide("app.json", "x", "/usr/lib/python3.11/app/json.py"));
+    }
+
+    #[test]
+    fn explicit_include_beats_builtin_excludes_not_user_exclude_or_ferrotrace() {
+        let site = "/venv/lib/python3.11/site-packages/pygments/lexer.py";
+        let f = filter(Some(r"^pygments|^json|^ferrotrace"), Some("::secret"), true);
+        assert!(f.decide("pygments.lexer", "Lexer.get_tokens", site));
+        assert!(f.decide("json", "dumps", "/usr/lib/python3.11/json/__init__.py"));
+        assert!(!f.decide("pygments.lexer", "secret", site));
+        assert!(!f.decide("requests", "get", "/venv/lib/python3.11/site-packages/r.py"));
+        assert!(!f.decide("ferrotrace.cli", "main", "/src/ferrotrace/cli.py"));
+        let everything = filter(Some(".*"), None, false);
+        assert!(!everything.decide("ferrotrace._lifecycle", "shutdown", "/x/ferrotrace/l.py"));
     }
 }

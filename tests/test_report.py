@@ -1,0 +1,99 @@
+"""`ferrotrace report`: one streaming pass over files, directories or globs; a recursive
+function's total time is that of its outermost calls."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import read_trace, spans
+
+PROGRAM = """
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+def even(n):
+    return True if n == 0 else odd(n - 1)
+
+def odd(n):
+    return False if n == 0 else even(n - 1)
+
+def main():
+    fib(12)
+    fib(8)
+    even(20)
+
+main()
+"""
+
+
+def _ferrotrace(args, cwd):
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE_") or k == "FERROTRACE_BACKEND"
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "ferrotrace", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _rows(stdout: str) -> dict[str, tuple[float, float, int]]:
+    rows = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3].startswith("__main__."):
+            rows[parts[3]] = (float(parts[0]), float(parts[1]), int(parts[2]))
+    return rows
+
+
+def test_report_counts_outermost_calls_of_recursive_functions(tmp_path):
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    assert _ferrotrace(["run", "prog.py"], tmp_path).returncode == 0
+    calls = spans(read_trace(tmp_path / "ferrotrace.jsonl"))
+    by_id = {s["span_id"]: s for s in calls}
+    out = _ferrotrace(["report", "ferrotrace.jsonl", "--top", "50"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = _rows(out.stdout)
+    for name in ("fib", "even", "odd"):
+        mine = [s for s in calls if s["qualname"] == name]
+        outermost = [s for s in mine if by_id[s["parent_span_id"]]["qualname"] != name]
+        if name != "fib":  # even/odd alternate: each one's outer calls are those without itself above
+            outermost = []
+            for s in mine:
+                p = by_id.get(s["parent_span_id"])
+                while p is not None and p["qualname"] != name:
+                    p = by_id.get(p["parent_span_id"])
+                if p is None:
+                    outermost.append(s)
+        total, self_ms, count = rows[f"__main__.{name}"]
+        assert count == len(mine)
+        assert abs(total - sum(s["duration_ns"] for s in outermost) / 1e6) < 0.002
+        assert abs(self_ms - sum(s["self_ns"] for s in mine) / 1e6) < 0.002
+    assert (
+        len([s for s in calls if s["qualname"] == "fib" and by_id[s["parent_span_id"]]["qualname"] != "fib"])
+        == 2
+    )
+
+
+def test_report_reads_a_directory_and_a_glob_as_one_run(tmp_path):
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    assert (
+        _ferrotrace(
+            ["run", "-o", "runs/a.jsonl", "prog.py"], tmp_path.joinpath("runs").mkdir() or tmp_path
+        ).returncode
+        == 0
+    )
+    assert _ferrotrace(["run", "-o", "runs/b.jsonl", "prog.py"], tmp_path).returncode == 0
+    one = _rows(_ferrotrace(["report", "runs/a.jsonl"], tmp_path).stdout)
+    for spec in (["runs"], ["runs/*.jsonl"], ["runs/a.jsonl", "runs/b.jsonl"]):
+        out = _ferrotrace(["report", *spec], tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert _rows(out.stdout)["__main__.fib"][2] == 2 * one["__main__.fib"][2]
+        assert out.stdout.startswith(f"{tmp_path.joinpath('runs', 'a.jsonl').relative_to(tmp_path)}, ")
+    missing = _ferrotrace(["report", "runs/*.nope"], tmp_path)
+    assert missing.returncode == 2 and "runs/*.nope: no file matches" in missing.stderr
