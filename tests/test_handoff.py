@@ -300,37 +300,21 @@ def test_process_pools_record_into_the_submitting_trace(runner, method):
 SUBPROCESS = """
 import os, subprocess, sys, ferrotrace
 ferrotrace.configure(output="trace.jsonl")
-
 SHOW = "import os; print(os.environ.get('TRACEPARENT'), os.environ.get('PUT_ONLY'))"
 os.putenv("PUT_ONLY", "kept")  # in the C environment only: os.environ does not show it
 
-def child(env=None):
-    proc = subprocess.run([sys.executable, "-c", SHOW], env=env, capture_output=True, text=True)
-    return proc.stdout.strip().replace(" ", "/")
-
-def launch():
-    return child(), child({**os.environ, "TRACEPARENT": "mine"})
-
-with ferrotrace.session("parent") as s:
-    inside = launch()
-outside = launch()[0]
+with ferrotrace.session("parent"):
+    out = subprocess.run([sys.executable, "-c", SHOW], capture_output=True, text=True).stdout
 ferrotrace.shutdown()
-print(s.trace_id, inside[0], inside[1], outside)
+print(out.strip())
 """
 
 
-def test_subprocesses_get_the_session_as_traceparent(runner):
+def test_subprocesses_see_their_environment_unchanged(runner):
+    """A child's environment is exactly what it would be without ferrotrace."""
     proc = runner.run(SUBPROCESS)
     assert proc.returncode == 0, proc.stderr
-    trace_id, inside, kept, outside = proc.stdout.split()
-    records = read_trace(runner.tmp / "trace.jsonl")
-    first, _ = sorted(
-        (s for s in records if s["type"] == "span" and s["qualname"] == "child"),
-        key=lambda s: int(s["start_unix_ns"]),
-    )
-    assert inside == f"00-{trace_id}-{first['span_id']}-01/kept", "child of the launching call"
-    assert kept == "mine/None", "an env the caller gave is passed on untouched"
-    assert outside == "None/kept"
+    assert proc.stdout.split() == ["None", "kept"]
 
 
 STRESS = """

@@ -88,9 +88,6 @@ def handoff_enter(handoff: Handoff) -> HandoffScope:
 def handoff_exit(scope: HandoffScope) -> None:
     """Puts back the session and parent this thread had before `handoff_enter`."""
 
-def environment_with(name: str, value: str) -> dict[bytes, bytes]:
-    """The environment a child started now inherits (`os.putenv` included), `name` set."""
-
 def disown_inherited_calls() -> None:
     """In a forked multiprocessing child: the parent's open calls are not recorded."""
 

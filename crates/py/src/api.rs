@@ -41,7 +41,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(handoff_enter, m)?)?;
     m.add_function(wrap_pyfunction!(handoff_exit, m)?)?;
     m.add_function(wrap_pyfunction!(disown_inherited_calls, m)?)?;
-    m.add_function(wrap_pyfunction!(environment_with, m)?)?;
     m.add_function(wrap_pyfunction!(say_diagnostic, m)?)?;
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
@@ -507,27 +506,6 @@ fn disown_inherited_calls() {
     if let Some(rec) = recorder::existing() {
         rec.disown_open_calls();
     }
-}
-
-/// The process's environment as a child started now inherits it (the C `environ`, with what
-/// `os.putenv` changed, which `os.environ` does not show), with `name` set to `value`.
-#[pyfunction]
-fn environment_with<'py>(py: Python<'py>, name: &str, value: &str) -> PyResult<Bound<'py, PyDict>> {
-    use std::os::unix::ffi::OsStrExt;
-    let env = PyDict::new(py);
-    for (k, v) in std::env::vars_os() {
-        if k.as_bytes() != name.as_bytes() {
-            env.set_item(
-                pyo3::types::PyBytes::new(py, k.as_bytes()),
-                pyo3::types::PyBytes::new(py, v.as_bytes()),
-            )?;
-        }
-    }
-    env.set_item(
-        pyo3::types::PyBytes::new(py, name.as_bytes()),
-        pyo3::types::PyBytes::new(py, value.as_bytes()),
-    )?;
-    Ok(env)
 }
 
 /// Says `note` once on the `ferrotrace` logger (a warning when `conflict`, else info) and

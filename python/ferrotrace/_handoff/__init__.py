@@ -6,8 +6,8 @@
   `asyncio.to_thread`), a `multiprocessing.pool.ThreadPool` or `anyio.to_thread.run_sync`
   carries its submitter's session.
 - `processes`: `multiprocessing` pools and processes and `ProcessPoolExecutor` tasks record
-  into the submitting session's trace and export before the worker leaves; `subprocess`
-  children get the session as `TRACEPARENT`.
+  into the submitting session's trace and export before the worker leaves. (`subprocess`
+  is left alone: see `processes`.)
 
 The session and parent are taken natively (`_native.handoff_capture`); with
 `FERROTRACE_FOLLOW_THREADS=0` there is none and the work runs as without ferrotrace. Modules
@@ -35,4 +35,3 @@ def install() -> None:
     when_imported("multiprocessing.pool", processes.patch_pools)
     when_imported("concurrent.futures.process", processes.patch_process_pool_executor)
     when_imported("multiprocessing.process", processes.patch_process)
-    when_imported("subprocess", processes.patch_subprocess)

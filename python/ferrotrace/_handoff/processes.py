@@ -8,8 +8,12 @@ in a session continuing that trace, and what it recorded is exported before its 
 back, so a pool that terminates its workers (`with Pool() as p`) or a worker leaving by
 `os._exit` loses nothing. A worker that is not traced yet (spawn, forkserver) is configured
 from its environment and the settings the parent gave `ferrotrace.configure()`, and writes
-its own file (the pid in the name). `subprocess` children that inherit the environment get
-the session as `TRACEPARENT`, which their process-wide session (under `ferrotrace run`) adopts.
+its own file (the pid in the name).
+
+`subprocess` is left alone: handing a child the session as `TRACEPARENT` means passing an
+environment of ferrotrace's making, which changes what the child sees (a `preexec_fn` that
+sets a variable, warnings attributed to the caller of `Popen`: CPython's test_subprocess
+fails). A child under `ferrotrace run` is traced in its own trace, as before.
 """
 
 from __future__ import annotations
@@ -116,37 +120,6 @@ def patch_process(module: ModuleType) -> None:
     runs in it (pools' own worker processes excepted)."""
     with contextlib.suppress(Exception):
         executors.replace_method(module.BaseProcess, "start", _start_in_session)
-
-
-#: Position of `env` among `Popen`'s parameters after `args`.
-_ENV_POSITION = 9
-
-
-def _environment_with(traceparent: str) -> dict[bytes, bytes]:
-    """The environment a child started now inherits (the C one: `os.putenv` changes
-    included, which `os.environ` misses), with `TRACEPARENT` set."""
-    return _native.environment_with("TRACEPARENT", traceparent)
-
-
-def _init_with_traceparent(init: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(init)
-    def init_with_traceparent(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
-        if len(rest) <= _ENV_POSITION and kwargs.get("env") is None:
-            with contextlib.suppress(Exception):
-                handoff = _native.handoff_capture()
-                if handoff is not None:
-                    kwargs["env"] = _environment_with(handoff.traceparent)
-        init(self, args, *rest, **kwargs)
-
-    return init_with_traceparent
-
-
-def patch_subprocess(module: ModuleType) -> None:
-    """`subprocess.Popen`: a child started inside a sampled session that inherits this
-    process's environment gets the session as `TRACEPARENT` in it. An `env` the caller gave
-    is the exact environment they chose, and is passed on untouched."""
-    with contextlib.suppress(Exception):
-        executors.replace_method(module.Popen, "__init__", _init_with_traceparent)
 
 
 def patch_pools(module: ModuleType) -> None:
