@@ -127,12 +127,30 @@ def _config(assignments: Sequence[str]) -> int:
         if error:
             bad += 1
             print(f"{'':<{width}}  ERROR: {error}")
+    _print_integrations({r[0]: r[2] for r in rows}.get("instrument", "all"))
     for w in warnings:
         print(f"warning: {w}")
     if bad:
         print(f"{bad} invalid setting(s)", file=sys.stderr)
         return 2
     return 0
+
+
+def _print_integrations(setting: str) -> None:
+    """What `FERROTRACE_INSTRUMENT` applies here: each library and framework, whether it is
+    installed (its version) and whether it is instrumented when the program imports it."""
+    from ferrotrace import instrumentation
+
+    names = setting.split(",")
+    chosen = (
+        set(instrumentation.LIBRARIES) if setting == "all" else set() if setting == "none" else set(names)
+    )
+    print("integrations (on: applied under `ferrotrace run` and `import ferrotrace.auto` once imported):")
+    for lib, version in instrumentation.available().items():
+        kind = "framework" if lib in instrumentation.FRAMEWORKS else "http client"
+        state = "not installed" if version is None else "on" if lib in chosen else "off"
+        found = "" if version is None else f" {version}"
+        print(f"  {lib:<10} {kind:<11} {state}{found}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 //! `ferrotrace._native`: the CPython hook, per-thread recorders, sessions and the functions
 //! the Python package calls. This is the only crate that touches the CPython C API.
 //!
-//! One folder per part, each using only the parts below it: `api` and `http_client` (the
-//! functions the Python package calls; the second records outgoing HTTP calls) → `backends`
+//! One folder per part, each using only the parts below it: `api`, `http_client` and
+//! `server` (the functions the Python package calls; the second records outgoing HTTP
+//! calls, the third served requests) → `backends`
 //! (how CPython's calls reach us) → `recorder` (per-thread records of calls) → `capture`
 //! (reading values) and `session` (which session a call is in) → `process` (process-wide
 //! state).
@@ -13,6 +14,7 @@ mod capture;
 mod http_client;
 mod process;
 mod recorder;
+mod server;
 mod session;
 
 use pyo3::prelude::*;

@@ -23,6 +23,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// What the hook needs from a session, copied out of the Python object.
 #[derive(Clone, Copy, Debug, Default)]
@@ -103,6 +104,18 @@ pub struct Session {
     /// The W3C `tracestate` outgoing requests carry: the one given with the incoming
     /// `traceparent`, else the enclosing session's.
     pub tracestate: Option<String>,
+    /// Set for the session of a served request (kind `server`).
+    pub request: Option<Box<Request>>,
+}
+
+/// What the session of a served request keeps until it ends.
+pub struct Request {
+    /// The request method, upper-case (the tag is `"{method} {route}"`).
+    pub method: String,
+    /// The framework's route template, once the framework has routed the request.
+    pub route: Mutex<Option<String>>,
+    /// The response carries a `traceresponse` header (`FERROTRACE_RESPONSE_TRACEPARENT=1`).
+    pub traceresponse: bool,
 }
 
 #[pymethods]
@@ -145,6 +158,20 @@ impl Session {
             d.set_item(k, v)?;
         }
         Ok(d)
+    }
+    /// `"server"` for a served request, else `"internal"`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.record.kind.as_str()
+    }
+    /// The W3C `traceresponse` header a served request's response carries, None unless
+    /// `FERROTRACE_RESPONSE_TRACEPARENT=1`.
+    #[getter]
+    fn traceresponse(&self) -> Option<String> {
+        self.request
+            .as_ref()
+            .filter(|r| r.traceresponse)
+            .map(|_| self.traceparent())
     }
     /// True once the session has ended.
     #[getter]
@@ -413,11 +440,13 @@ pub fn new_session(
             thread_name: String::new(),
             start_ns: clock::now_ns(),
             end_ns: None,
+            ..Default::default()
         },
         hooked_thread: AtomicU64::new(0),
         ended: AtomicBool::new(false),
         process_wide,
         pid: std::process::id(),
         tracestate: None,
+        request: None,
     }
 }
