@@ -210,6 +210,36 @@ def _follow_new_threads() -> None:
     threading.Thread._bootstrap_inner = _bootstrap_inner_traced  # type: ignore[attr-defined]
 
 
+_signal_wrapped = False
+
+
+def keep_sigterm_flush() -> None:
+    """Once the native SIGTERM handler is installed: a program that later puts back the
+    default disposition (`signal.signal(SIGTERM, SIG_DFL)`; uvicorn does, then re-raises the
+    SIGTERM it handled gracefully) gets the handler back, so that its death by SIGTERM still
+    exports first. `signal.signal` is wrapped for that; what it does and returns, and what
+    `signal.getsignal` says, are unchanged."""
+    global _signal_wrapped
+    import signal
+
+    if _signal_wrapped:
+        return
+    _signal_wrapped = True
+    original = signal.signal
+
+    def signal_(signalnum: Any, handler: Any, /) -> Any:
+        previous = original(signalnum, handler)
+        if signalnum == signal.SIGTERM and handler == signal.SIG_DFL:
+            with contextlib.suppress(Exception):
+                _native.sigterm_reclaim()
+        return previous
+
+    signal_.__name__ = original.__name__
+    signal_.__qualname__ = original.__qualname__
+    signal_.__doc__ = original.__doc__
+    signal.signal = signal_
+
+
 def register_exit_hook() -> None:
     """Exports everything at interpreter exit; under `ferrotrace run` the top process then
     prints the summary and every other process leaves its notes for it."""

@@ -44,6 +44,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(after_fork_parent, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_child, m)?)?;
     m.add_function(wrap_pyfunction!(sigterm_install, m)?)?;
+    m.add_function(wrap_pyfunction!(sigterm_reclaim, m)?)?;
     m.add_function(wrap_pyfunction!(hook_installed, m)?)?;
     m.add_function(wrap_pyfunction!(per_process_output, m)?)?;
     m.add_function(wrap_pyfunction!(is_configured, m)?)?;
@@ -711,6 +712,13 @@ fn resume_after_fork() {
 #[pyfunction]
 fn sigterm_install() -> bool {
     crate::process::sigterm::install(shutdown_with)
+}
+
+/// After the program set SIGTERM back to its default disposition: the handler installed by
+/// `sigterm_install` is put back (see `sigterm::reclaim`). True when it is in place.
+#[pyfunction]
+fn sigterm_reclaim() -> bool {
+    crate::process::sigterm::reclaim()
 }
 
 /// In a forked child: a fresh export thread and output (`.PID` added to the file name), no

@@ -116,6 +116,7 @@ fn start(
             method,
             route: Mutex::new(None),
             traceresponse,
+            error: Mutex::new(None),
         }));
         Ok(Some(Py::new(py, s)?))
     }
@@ -290,6 +291,29 @@ fn server_route(py: Python<'_>, route: &str) {
     }
 }
 
+/// Notes the exception a framework caught and answered with an error response (Flask's
+/// `handle_exception`, Django's `response_for_exception`) on the request being served here:
+/// when the response is a 5xx, the session ends with it, as with one that escaped. Nothing
+/// outside a request session.
+#[pyfunction]
+fn server_exception(py: Python<'_>, exception: &Bound<'_, PyAny>) {
+    let Some(state) = runtime::state() else {
+        return;
+    };
+    if !exception.is_instance_of::<PyBaseException>() {
+        return;
+    }
+    // SAFETY: pyfunctions run with the GIL held.
+    let Some(s) = (unsafe { session::current(py) }) else {
+        return;
+    };
+    if let Some(request) = s.get().request.as_ref().filter(|_| s.get().info.sampled) {
+        // SAFETY: the GIL is held and `exception` is a live exception instance.
+        let info = unsafe { exception::describe(exception.as_ptr(), state) };
+        *request.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
+    }
+}
+
 /// Ends a request's session (once): its tag becomes `"{method} {route}"` (`route` given
 /// here, else the one named by `server_route`), it gets `http.route` and
 /// `http.response.status_code` (0: no response was started), and its status is `error` for
@@ -313,6 +337,11 @@ fn server_end(
         .unwrap_or_else(|e| e.into_inner())
         .take();
     let route = route.or(named);
+    let caught = request
+        .error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     let exception = exception.filter(|e| e.is_instance_of::<PyBaseException>());
     api::end_session(py, session, |state, record| {
         let redactor = &state.redactor;
@@ -327,7 +356,9 @@ fn server_end(
                 .push(("http.response.status_code".to_string(), status.to_string()));
         }
         // SAFETY: the GIL is held (a pyfunction) and `e` is a live exception instance.
-        record.exception = exception.map(|e| unsafe { exception::describe(e.as_ptr(), state) });
+        record.exception = exception
+            .map(|e| unsafe { exception::describe(e.as_ptr(), state) })
+            .or(caught.filter(|_| status >= 500));
         record.status = if status >= 500 || record.exception.is_some() {
             SessionStatus::Error
         } else if status != 0 {
@@ -344,6 +375,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(asgi_start, m)?)?;
     m.add_function(wrap_pyfunction!(server_route, m)?)?;
     m.add_function(wrap_pyfunction!(server_end, m)?)?;
+    m.add_function(wrap_pyfunction!(server_exception, m)?)?;
     Ok(())
 }
 

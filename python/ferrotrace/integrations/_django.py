@@ -29,21 +29,26 @@ def _route(match: Any) -> str | None:
 
 
 def patch() -> list[tuple[Any, str, Any]] | None:
-    """Wraps `BaseHandler.resolve_request` (the route) and `BaseHandler.load_middleware`
-    (which wraps the WSGI and ASGI handlers); returns what to restore (None: unsupported)."""
-    from django.core.handlers import base
+    """Wraps `BaseHandler.resolve_request` (the route), `BaseHandler.load_middleware` (which
+    wraps the WSGI and ASGI handlers) and `response_for_exception` (an exception Django
+    answers with a 5xx is the session's); returns what to restore (None: unsupported)."""
+    from django.core.handlers import base, exception
 
     handler_cls = getattr(base, "BaseHandler", None)
     resolve = getattr(handler_cls, "resolve_request", None)
     load = getattr(handler_cls, "load_middleware", None)
-    if resolve is None or load is None:
+    respond = getattr(exception, "response_for_exception", None)
+    if resolve is None or load is None or respond is None:
         _common.unsupported(
-            "django", _common.version_of("django"), "needs BaseHandler.resolve_request and load_middleware"
+            "django",
+            _common.version_of("django"),
+            "needs BaseHandler.resolve_request, load_middleware, response_for_exception",
         )
         return None
     restore: list[tuple[Any, str, Any]] = [
         (handler_cls, "resolve_request", resolve),
         (handler_cls, "load_middleware", load),
+        (exception, "response_for_exception", respond),
     ]
 
     @functools.wraps(resolve)
@@ -61,8 +66,15 @@ def patch() -> list[tuple[Any, str, Any]] | None:
             _wrap_handlers(restore)
         return load(self, *args, **kwargs)
 
+    @functools.wraps(respond)
+    def response_for_exception(request: Any, exc: Any) -> Any:
+        with contextlib.suppress(Exception):
+            _native.server_exception(exc)
+        return respond(request, exc)
+
     handler_cls.resolve_request = resolve_request
     handler_cls.load_middleware = load_middleware
+    exception.response_for_exception = response_for_exception
     return restore
 
 

@@ -1,5 +1,6 @@
-"""Flask: every application is served through the WSGI middleware (`Flask.wsgi_app`), and
-the request's route is the rule Flask matched (`/items/<int:item_id>`)."""
+"""Flask: every application is served through the WSGI middleware (`Flask.wsgi_app`), the
+request's route is the rule Flask matched (`/items/<int:item_id>`), and an exception Flask
+answers with a 500 (`Flask.handle_exception`) is the session's exception."""
 
 from __future__ import annotations
 
@@ -16,16 +17,19 @@ MODULE = "flask"
 
 
 def patch() -> list[tuple[Any, str, Any]] | None:
-    """Wraps `Flask.wsgi_app` and `Flask.full_dispatch_request`; returns what to restore
-    (None: unsupported)."""
+    """Wraps `Flask.wsgi_app`, `full_dispatch_request` and `handle_exception`; returns what
+    to restore (None: unsupported)."""
     import flask
 
     app_cls = getattr(flask, "Flask", None)
     wsgi_app = getattr(app_cls, "wsgi_app", None)
     dispatch = getattr(app_cls, "full_dispatch_request", None)
-    if wsgi_app is None or dispatch is None:
+    handle_exception = getattr(app_cls, "handle_exception", None)
+    if wsgi_app is None or dispatch is None or handle_exception is None:
         _common.unsupported(
-            "flask", _common.version_of("flask"), "needs Flask.wsgi_app, full_dispatch_request"
+            "flask",
+            _common.version_of("flask"),
+            "needs Flask.wsgi_app, full_dispatch_request, handle_exception",
         )
         return None
 
@@ -41,6 +45,17 @@ def patch() -> list[tuple[Any, str, Any]] | None:
                 _native.server_route(rule.rule)
         return dispatch(self, *args, **kwargs)
 
+    @functools.wraps(handle_exception)
+    def traced_handle_exception(self: Any, e: Any) -> Any:
+        with contextlib.suppress(Exception):
+            _native.server_exception(e)
+        return handle_exception(self, e)
+
     app_cls.wsgi_app = traced_wsgi_app
     app_cls.full_dispatch_request = full_dispatch_request
-    return [(app_cls, "wsgi_app", wsgi_app), (app_cls, "full_dispatch_request", dispatch)]
+    app_cls.handle_exception = traced_handle_exception
+    return [
+        (app_cls, "wsgi_app", wsgi_app),
+        (app_cls, "full_dispatch_request", dispatch),
+        (app_cls, "handle_exception", handle_exception),
+    ]

@@ -16,7 +16,7 @@ pub mod task;
 use crate::process::gil_cell::GilCell;
 use context_stamp::Stamp;
 use ferrotrace_core::clock;
-use ferrotrace_core::event::SessionRecord;
+use ferrotrace_core::event::{ExceptionInfo, SessionRecord};
 use ferrotrace_core::ids::{new_span_id, new_trace_id, span_hex, TraceId};
 use ferrotrace_core::traceparent;
 use pyo3::ffi;
@@ -116,6 +116,8 @@ pub struct Request {
     pub route: Mutex<Option<String>>,
     /// The response carries a `traceresponse` header (`FERROTRACE_RESPONSE_TRACEPARENT=1`).
     pub traceresponse: bool,
+    /// An exception the framework turned into an error response (already described).
+    pub error: Mutex<Option<ExceptionInfo>>,
 }
 
 #[pymethods]
