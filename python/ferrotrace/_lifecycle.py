@@ -94,6 +94,16 @@ def ensure_configured() -> None:
         configure({}, lenient=False)
 
 
+def configure_if_needed() -> None:
+    """Configures leniently from the environment if nothing configured ferrotrace yet (a
+    middleware wired by hand): an invalid setting is a diagnostic, never an exception."""
+    try:
+        if not _native.is_configured():
+            configure({}, lenient=True)
+    except Exception as exc:  # the application must start regardless
+        not_traced(str(exc))
+
+
 def _register_process_hooks() -> None:
     global _hooks_registered
     if _hooks_registered:

@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ferrotrace import _native
+from ferrotrace import _lifecycle, _native
 
 #: The scope key marking a request ferrotrace has seen (its session, or None).
 SCOPE_KEY = "ferrotrace.session"
@@ -33,10 +33,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class TracingMiddleware:
     """Wraps an ASGI 3 application: each sampled HTTP request is one session of kind
-    `server`."""
+    `server`. Configures ferrotrace from the environment (leniently) if nothing did yet."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        _lifecycle.configure_if_needed()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await traced_call(self.app, scope, receive, send)

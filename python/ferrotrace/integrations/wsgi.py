@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ferrotrace import _native
+from ferrotrace import _lifecycle, _native
 
 #: The environ key marking a request ferrotrace has seen (its session, or None).
 ENVIRON_KEY = "ferrotrace.session"
@@ -28,10 +28,12 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class TracingMiddleware:
-    """Wraps a WSGI application: each sampled request is one session of kind `server`."""
+    """Wraps a WSGI application: each sampled request is one session of kind `server`.
+    Configures ferrotrace from the environment (leniently) if nothing did yet."""
 
     def __init__(self, app: WSGIApp) -> None:
         self.app = app
+        _lifecycle.configure_if_needed()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         return traced_call(self.app, environ, start_response)
