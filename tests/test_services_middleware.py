@@ -281,3 +281,32 @@ def test_config_lists_the_integrations_and_names_invalid_server_settings(runner:
     assert proc.returncode == 2
     assert 'FERROTRACE_EXCLUDED_URLS="^/ok,(" is invalid: comma-separated regular expressions' in proc.stdout
     assert 'FERROTRACE_RESPONSE_TRACEPARENT="sure" is invalid: a boolean' in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"), [("all", ["flask", "starlette"]), ("flask", ["flask"]), ("none", [])]
+)
+def test_auto_applies_the_chosen_integrations_when_the_framework_is_imported(
+    runner: Runner, setting: str, expected: list[str]
+) -> None:
+    proc = runner.run(
+        """
+import json, sys
+import ferrotrace.auto
+import ferrotrace
+before = "flask" in sys.modules or "starlette" in sys.modules
+import flask, starlette.applications
+auto = sorted(lib for lib in ferrotrace.stats()["instrumented"] if lib in ("flask", "django", "starlette"))
+ferrotrace.instrument()
+ferrotrace.instrument()
+inner = getattr(flask.Flask.wsgi_app, "__wrapped__", None)
+once = inner is not None and not hasattr(inner, "__wrapped__")
+print(json.dumps({"before": before, "auto": auto, "once": once}))
+""",
+        env={"FERROTRACE_INSTRUMENT": setting, "FERROTRACE_OUTPUT": "/dev/null"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["before"] is False, "ferrotrace imports no framework itself"
+    assert out["auto"] == expected
+    assert out["once"], "instrument() again does not wrap twice"
