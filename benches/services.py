@@ -71,10 +71,13 @@ MODES = ("untraced", "ferrotrace-0.01", "ferrotrace-1.0", "opentelemetry", "ddtr
 
 
 class Sink(BaseHTTPRequestHandler):
-    """Accepts whatever an exporter posts (OTLP, the Datadog agent API) with a 200."""
+    """Accepts whatever an exporter posts (OTLP, the Datadog agent API) with a 200, and
+    counts the bytes (proof that the tracer exported)."""
+
+    received = 0
 
     def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("content-length") or 0))
+        Sink.received += len(self.rfile.read(int(self.headers.get("content-length") or 0)))
         body = b"{}"
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -135,7 +138,8 @@ def command(
         wrapped = [sys.executable, "-m", "ferrotrace", "run", "--capture", "none", "-o", str(out), "--"]
         return wrapped + server_argv(app, sys.executable, port), env
     assert peers is not None
-    bindir = str(Path(peers).parent)
+    peers = os.path.abspath(peers)  # not resolved: a virtualenv's python is a symlink
+    bindir = os.path.dirname(peers)
     if mode == "opentelemetry":
         env.update(
             OTEL_SERVICE_NAME="bench",
@@ -169,10 +173,10 @@ def parse_wrk(text: str) -> tuple[float, float, float]:
     return float(rps.group(1)), ms("50"), ms("99")
 
 
-def measure(
-    mode: str, app: str, args: argparse.Namespace, sink: int, workdir: Path
-) -> tuple[float, float, float]:
+def measure(mode: str, app: str, args: argparse.Namespace, sink: int, workdir: Path) -> tuple[float, ...]:
+    """(requests/s, p50 ms, p99 ms, KiB the tracer sent to the sink) of one server run."""
     port = free_port()
+    Sink.received = 0
     argv, env = command(mode, app, port, sink, args.peers_python, workdir / f"{app}-{mode}.jsonl")
     proc = subprocess.Popen(
         argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
@@ -185,7 +189,6 @@ def measure(
         result = subprocess.run(
             [*wrk, f"-d{args.duration}s", "--latency", url], capture_output=True, text=True
         )
-        return parse_wrk(result.stdout)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -193,6 +196,7 @@ def measure(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    return (*parse_wrk(result.stdout), Sink.received / 1024)
 
 
 def main() -> None:
@@ -213,7 +217,7 @@ def main() -> None:
         workdir = Path(tmp)
         (workdir / "flask_app.py").write_text(FLASK_APP)
         (workdir / "fastapi_app.py").write_text(FASTAPI_APP)
-        best: dict[tuple[str, str], tuple[float, float, float]] = {}
+        best: dict[tuple[str, str], tuple[float, ...]] = {}
         for r in range(args.rounds):
             order = modes[r % len(modes) :] + modes[: r % len(modes)]
             for app in apps:
@@ -222,13 +226,15 @@ def main() -> None:
                     if (app, mode) not in best or got[0] > best[(app, mode)][0]:
                         best[(app, mode)] = got
     print(f"wrk -t1 -c{args.connections} -d{args.duration}s, best of {args.rounds} round(s)")
-    print(f"{'app':<22} {'mode':<16} {'req/s':>9} {'x untraced':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    head = f"{'app':<18} {'mode':<16} {'req/s':>7} {'x untraced':>10} {'p50 ms':>7} {'p99 ms':>7}"
+    print(f"{head} {'sent KiB':>9}")
     for app in apps:
         server = "Flask/gunicorn" if app == "flask" else "FastAPI/uvicorn"
         base = best[(app, "untraced")][0]
         for mode in modes:
-            rps, p50, p99 = best[(app, mode)]
-            print(f"{server:<22} {mode:<16} {rps:>9.0f} {rps / base:>10.3f} {p50:>8.2f} {p99:>8.2f}")
+            rps, p50, p99, sent = best[(app, mode)]
+            row = f"{server:<18} {mode:<16} {rps:>7.0f} {rps / base:>10.3f} {p50:>7.2f} {p99:>7.2f}"
+            print(f"{row} {sent:>9.0f}")
 
 
 if __name__ == "__main__":
