@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferrotrace import _lifecycle, _native, instrumentation
+from ferrotrace import _handoff, _lifecycle, _native, instrumentation
 from ferrotrace._native import Session
 from ferrotrace._session import session, trace
 from ferrotrace.instrumentation import instrument, uninstrument
 
 __version__: str = _native.__version__
+
+# Threads, executors and processes started once ferrotrace is configured carry the session.
+_lifecycle.on_first_configure.append(_handoff.install)
 
 __all__ = [
     "Session",

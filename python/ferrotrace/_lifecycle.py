@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ferrotrace import _native, _notes, _settings
@@ -25,8 +25,15 @@ _hooks_registered = False
 _exit_hook_registered = False
 _previous_thread_profile: Any = None
 _thread_hook_set = False
-#: `threading.Thread._bootstrap_inner` as it was before ferrotrace wrapped it.
-_bootstrap_inner: Any = None
+#: Run once, at the first configuration (set by the package: what patches the program's
+#: modules, kept out of this module's imports).
+on_first_configure: list[Callable[[], None]] = []
+#: The settings given to `configure()` in this process (what a spawned worker is given).
+_given: dict[str, Any] = {}
+#: The process `configure_worker` last prepared.
+_worker_pid: int | None = None
+#: (pid, seconds) of FERROTRACE_SHUTDOWN_TIMEOUT_MS, read once per process.
+_timeout: tuple[int, float] | None = None
 #: Diagnostics raised while no configuration (so no meta record) exists.
 _pending: list[str] = []
 #: Why this process is not traced, once tracing could not start.
@@ -73,19 +80,51 @@ def _disabled_message() -> str:
     return f"tracing disabled: {_untraced}"
 
 
-def configure(kwargs: Mapping[str, Any], *, lenient: bool) -> list[str]:
+def configure(kwargs: Mapping[str, Any], *, lenient: bool, own_output: bool = False) -> list[str]:
     """Validates and applies settings; strict mode raises ValueError, lenient mode warns.
-    A process under `ferrotrace run` other than the one the user launched writes to its own
-    output file (the pid added to the name)."""
-    output_pid = os.getpid() if under_run() and not _is_top() else None
+    A process under `ferrotrace run` other than the one the user launched, or a worker
+    (`own_output`), writes to its own output file (the pid added to the name)."""
+    global _given
+    output_pid = os.getpid() if own_output or (under_run() and not _is_top()) else None
     with _lock:
         _settings.describe_interpreter()
         warnings = _native.configure(
             _settings.normalize(kwargs), _settings.environment(), lenient, output_pid
         )
+        _given = dict(kwargs)
         _register_process_hooks()
     diagnose(warnings)
     return warnings
+
+
+def given_settings() -> Mapping[str, Any]:
+    """The settings given to `configure()` in this process (not those of the environment)."""
+    return _given
+
+
+def configure_worker(settings: Mapping[str, Any]) -> None:
+    """In a process that runs work handed over by another: configures from `settings` (the
+    other's) and the environment, leniently, with its own output file, unless configured;
+    it exports everything when the worker leaves, by SIGTERM (as pools stop theirs) or by
+    os._exit after multiprocessing's finalizers."""
+    global _worker_pid
+    if not _native.is_configured():
+        configure(settings, lenient=True, own_output=True)
+    if _worker_pid != os.getpid():
+        _worker_pid = os.getpid()
+        if "multiprocessing.util" in sys.modules:
+            _flush_at_worker_exit(None)
+        else:
+            _native.sigterm_install()
+
+
+def shutdown_timeout() -> float:
+    """FERROTRACE_SHUTDOWN_TIMEOUT_MS in seconds (read once per process)."""
+    global _timeout
+    pid = os.getpid()
+    if _timeout is None or _timeout[0] != pid:
+        _timeout = (pid, _native.stats().get("shutdown_timeout_ms", 5000) / 1000.0)
+    return _timeout[1]
 
 
 def ensure_configured() -> None:
@@ -110,6 +149,8 @@ def _register_process_hooks() -> None:
         return
     _hooks_registered = True
     register_exit_hook()
+    for install in on_first_configure:
+        install()
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(
             before=_before_fork,
@@ -147,10 +188,14 @@ def _after_fork_child() -> None:
     _native.after_fork_child()
 
 
-def _flush_at_worker_exit(_token: object) -> None:
-    """In a multiprocessing child: shut down (export everything) when the child exits."""
+def _flush_at_worker_exit(token: object) -> None:
+    """In a multiprocessing child: shut down (export everything) when the child exits, by
+    multiprocessing's finalizers before os._exit or by SIGTERM (pools terminate theirs)."""
     util = sys.modules["multiprocessing.util"]
     util.Finalize(None, _at_exit, exitpriority=0)
+    _native.sigterm_install()
+    if token is not None:  # forked: the calls open in the parent never return here
+        _native.disown_inherited_calls()
 
 
 def _register_unwind_callback() -> None:
@@ -187,37 +232,13 @@ def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _
         None if tracestate is None else _settings.text(tracestate),
     )
     if session.sampled and _native.backend_name() == "setprofile":
+        # New threads get the hook from `_handoff.threads`; a thread profiler of the
+        # program's own is chained instead.
         _previous_thread_profile = getattr(threading, "_profile_hook", None)
-        if _previous_thread_profile is None:
-            _follow_new_threads()
-        else:
+        if _previous_thread_profile is not None:
             threading.setprofile(_thread_profile)
         _thread_hook_set = True
     return session
-
-
-def _follow_new_threads() -> None:
-    """Has every thread started from now on install ferrotrace's hook first thing (setprofile
-    backend, no thread profiler of the program's own to chain).
-
-    A wrapper of `Thread._bootstrap_inner`, not `threading.setprofile`: on 3.10 and 3.11 each
-    `sys.setprofile` runs the audit hooks under a process-wide "being installed" flag, so two
-    threads starting at once under a Python audit hook made one of them die before its target
-    ran. The wrapper stays (inert) after the session: unwrapping could undo a later wrapper."""
-    global _bootstrap_inner
-    if _bootstrap_inner is not None:
-        return
-    original = _bootstrap_inner = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
-
-    def _bootstrap_inner_traced(self: threading.Thread) -> None:
-        if _thread_hook_set:
-            with contextlib.suppress(Exception):
-                _native.thread_bootstrap()
-        original(self)
-
-    _bootstrap_inner_traced.__name__ = original.__name__
-    _bootstrap_inner_traced.__qualname__ = original.__qualname__
-    threading.Thread._bootstrap_inner = _bootstrap_inner_traced  # type: ignore[attr-defined]
 
 
 _signal_wrapped = False

@@ -74,6 +74,30 @@ def session_var_set(value: Session | None) -> Token[Session | None]:
 
 def session_var_reset(token: Token[Session | None]) -> None: ...
 def thread_bootstrap(*args: Any) -> None: ...
+
+class Handoff:
+    """A session and the call that handed work over inside it."""
+
+    @property
+    def traceparent(self) -> str:
+        """`traceparent` naming the handing call, for a session in another process."""
+
+class HandoffScope:
+    """What `handoff_enter` replaced on its thread, put back by `handoff_exit`."""
+
+def handoff_capture() -> Handoff | None:
+    """The sampled session in effect and the innermost recorded call; None when there is no
+    sampled session or FERROTRACE_FOLLOW_THREADS is 0."""
+
+def handoff_enter(handoff: Handoff) -> HandoffScope:
+    """Runs this thread's work, until `handoff_exit`, in the handed-over session."""
+
+def handoff_exit(scope: HandoffScope) -> None:
+    """Puts back the session and parent this thread had before `handoff_enter`."""
+
+def disown_inherited_calls() -> None:
+    """In a forked multiprocessing child: the parent's open calls are not recorded."""
+
 def diagnostic(note: str, conflict: bool) -> None:
     """Says `note` once on the `ferrotrace` logger and keeps it for the meta record."""
 

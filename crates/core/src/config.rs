@@ -292,7 +292,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("FLUSH_INTERVAL_MS", "1000", "a whole number of milliseconds from 1 to 3600000"),
     setting!("MAX_QUEUE", "262144", "a whole number of spans from 1 to 100000000"),
     setting!("SHUTDOWN_TIMEOUT_MS", "5000", "a whole number of milliseconds from 0 to 600000"),
-    setting!("FOLLOW_THREADS", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
+    setting!("FOLLOW_THREADS", "1", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("SERVICE_NAME", "OTEL_SERVICE_NAME", "", "any text"),
     setting!("CHROME_OUTPUT", "ferrotrace.chrome.json", "a file path (may contain {pid}) in an existing directory, not a directory itself"),
     setting!("OTLP_ENDPOINT", ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"], "http://localhost:4318", "an http:// or https:// URL with a host (/v1/traces is appended unless it ends with it or comes from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"),
@@ -1030,7 +1030,7 @@ impl Config {
                 |r, s| parse_uint(r, s, 0, 600_000),
                 5000
             ),
-            follow_threads: field!("FOLLOW_THREADS", parse_bool, false),
+            follow_threads: field!("FOLLOW_THREADS", parse_bool, true),
             service_name: get("SERVICE_NAME").0.value.clone(),
             chrome_output: field!(
                 "CHROME_OUTPUT",

@@ -294,6 +294,25 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
+    /// Waits, at most until `deadline`, for a shutdown begun elsewhere to finish; returns
+    /// whether it did. (Polls: for the rare path of a signal arriving during shutdown.)
+    pub fn wait_shut_down(&self, deadline: Instant) -> bool {
+        loop {
+            if self
+                .final_summary
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Exports everything queued, writes the final records and stops the thread, waiting at
     /// most `timeout`. Returns false when the deadline passed first (the thread is then left
     /// to finish on its own and the process may exit without it).

@@ -2,6 +2,7 @@
 
 use crate::backends;
 use crate::backends::monitoring;
+use crate::handoff;
 use crate::process::diagnostics;
 use crate::process::runtime::{self, Environment, HookState};
 use crate::recorder;
@@ -35,6 +36,12 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session_var_set, m)?)?;
     m.add_function(wrap_pyfunction!(session_var_reset, m)?)?;
     m.add_function(wrap_pyfunction!(thread_bootstrap, m)?)?;
+    m.add_class::<handoff::Handoff>()?;
+    m.add_class::<handoff::Scope>()?;
+    m.add_function(wrap_pyfunction!(handoff_capture, m)?)?;
+    m.add_function(wrap_pyfunction!(handoff_enter, m)?)?;
+    m.add_function(wrap_pyfunction!(handoff_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(disown_inherited_calls, m)?)?;
     m.add_function(wrap_pyfunction!(say_diagnostic, m)?)?;
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
@@ -373,10 +380,7 @@ pub(crate) unsafe fn decide(
 ) -> Decision {
     let parent_span = parent.map(|p| {
         let p = p.get();
-        match rec.innermost_recorded() {
-            Some(top) if top.session_key == p.info.key => top.span_id,
-            _ => p.info.span_id,
-        }
+        rec.parent_for(p.info.key, p.info.span_id)
     });
     let parent_ref = parent.map(|p| p.get()).zip(parent_span);
     let (lineage, invalid) =
@@ -541,6 +545,43 @@ fn thread_bootstrap(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
         if state.recording.load(Ordering::Relaxed) && session::process_session(py).is_some() {
             backends::ensure_on_current_thread(state);
         }
+    }
+}
+
+/// The session in effect here and the innermost recorded call, for work handed to another
+/// thread or process; None when no sampled session runs or `FERROTRACE_FOLLOW_THREADS` is 0.
+#[pyfunction]
+fn handoff_capture(py: Python<'_>) -> Option<handoff::Handoff> {
+    let state = runtime::state()?;
+    if !state.recording.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe { handoff::capture(py, state) }
+}
+
+/// Runs the rest of this thread's work (until `handoff_exit`) in the handed-over session.
+#[pyfunction]
+fn handoff_enter(py: Python<'_>, handoff: &handoff::Handoff) -> PyResult<handoff::Scope> {
+    let state = state()?;
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe { handoff::enter(py, state, handoff) }
+}
+
+/// Puts back the session and parent this thread had before `handoff_enter`.
+#[pyfunction]
+fn handoff_exit(py: Python<'_>, mut scope: PyRefMut<'_, handoff::Scope>) -> PyResult<()> {
+    // SAFETY: pyfunctions run with the GIL held.
+    unsafe { handoff::exit(py, &mut scope) }
+}
+
+/// In a multiprocessing child forked by the parent: the calls open on this thread were the
+/// parent's and never return here; they are not recorded (nor parents of the child's).
+#[pyfunction]
+fn disown_inherited_calls() {
+    // SAFETY: pyfunctions run with the GIL held.
+    if let Some(rec) = recorder::existing() {
+        rec.disown_open_calls();
     }
 }
 

@@ -96,10 +96,7 @@ fn http_start(py: Python<'_>) -> Option<HttpSpan> {
         // SAFETY: pyfunctions run with the GIL held, with no exception set.
         unsafe {
             let rec = recorder::current(state)?;
-            let parent = match rec.innermost_recorded() {
-                Some(top) if top.session_key == s.info.key => top.span_id,
-                _ => s.info.span_id,
-            };
+            let parent = rec.parent_for(s.info.key, s.info.span_id);
             (
                 new_span_id(),
                 parent,

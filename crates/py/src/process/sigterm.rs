@@ -231,8 +231,10 @@ fn terminate() -> ! {
     let timeout = Duration::from_millis(state.config.shutdown_timeout_ms);
     let deadline = start + timeout;
     if !state.recording.load(Ordering::SeqCst) && !CLAIMED.load(Ordering::SeqCst) {
-        // Shut down already (the interpreter is exiting): nothing left to export, and the
-        // GIL must not be taken during finalization.
+        // Shutting down already (the interpreter is exiting, as a pool worker told to stop
+        // does while its pool also terminates it): the GIL must not be taken during
+        // finalization; the export under way gets until the deadline to finish.
+        state.pipeline.wait_shut_down(deadline);
         die();
     }
     let _ = std::thread::Builder::new()

@@ -53,7 +53,10 @@ pub unsafe fn enter(
     }
     let (parent, task_id) = match rec.innermost_recorded() {
         Some(top) if top.session_key == key => (top.span_id, top.task_id),
-        _ => (rec.session_cache.info().span_id, task::current_task_id()),
+        _ => (
+            rec.top_level_parent(key, rec.session_cache.info().span_id),
+            task::current_task_id(),
+        ),
     };
     let args = if state.config.capture.args() {
         previews::args_preview(py, state, rec, code, frame)

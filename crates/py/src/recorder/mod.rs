@@ -112,6 +112,9 @@ pub struct ThreadRecorder {
     pub session_cache: SessionCache,
     /// Sessions on this thread that need the hook installed.
     pub hook_refs: u32,
+    /// Work handed to this thread (`session::handoff`): its session's key and the call that
+    /// handed it over, the parent of the session's top-level calls here.
+    pub anchor: Option<(u64, u64)>,
     /// What to restore when the last session on this thread ends.
     pub saved_profiler: Option<SavedProfiler>,
     /// Spans in `buffer` that ended by an exception whose type is not known yet, with the
@@ -228,6 +231,7 @@ unsafe fn create(state: &HookState) -> Option<&'static mut ThreadRecorder> {
         active: Vec::new(),
         session_cache: SessionCache::default(),
         hook_refs: 0,
+        anchor: None,
         saved_profiler: None,
         pending_exceptions: Vec::new(),
         last_recorded: None,
@@ -371,6 +375,26 @@ impl ThreadRecorder {
     #[inline(always)]
     pub fn innermost_recorded(&self) -> Option<&OpenFrame> {
         self.stack.iter().rev().find(|f| f.flags & SKIPPED == 0)
+    }
+
+    /// The parent of a new call, session or HTTP request of session `key` on this thread
+    /// whose innermost recorded call is of another session (or none): the call that handed
+    /// this thread its work in that session, else the session's own span `session_span`.
+    #[inline(always)]
+    pub fn top_level_parent(&self, key: u64, session_span: u64) -> u64 {
+        match self.anchor {
+            Some((k, span)) if k == key => span,
+            _ => session_span,
+        }
+    }
+
+    /// The parent of a new call, session or HTTP request of session `key` on this thread:
+    /// its innermost recorded call of that session, else [`Self::top_level_parent`].
+    pub fn parent_for(&self, key: u64, session_span: u64) -> u64 {
+        match self.innermost_recorded() {
+            Some(top) if top.session_key == key => top.span_id,
+            _ => self.top_level_parent(key, session_span),
+        }
     }
 
     /// Closes the top call, whose frame is returning (or unwinding with `exception`) at `end`
@@ -618,6 +642,14 @@ impl ThreadRecorder {
             if let Some(n) = self.active.get_mut(f.func_id as usize) {
                 *n += 1;
             }
+        }
+    }
+
+    /// Open calls inherited from the parent process that this one will never return to (a
+    /// multiprocessing child leaves by `os._exit`): they are neither recorded nor parents.
+    pub fn disown_open_calls(&mut self) {
+        for f in &mut self.stack {
+            f.flags |= SKIPPED;
         }
     }
 
