@@ -326,7 +326,7 @@ def test_subprocesses_get_the_session_as_traceparent(runner):
 
 
 STRESS = """
-import random, threading, time, ferrotrace
+import threading, time, ferrotrace
 ferrotrace.configure(output="trace.jsonl")
 
 def leaf(i):

@@ -51,7 +51,6 @@ def _wrap_first_argument(method: Callable[..., Any], wrap: Callable[[Any], Any])
     def wrapper(self: Any, func: Any, /, *args: Any, **kwargs: Any) -> Any:
         return method(self, wrap(func), *args, **kwargs)
 
-    wrapper.__ferrotrace__ = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -63,21 +62,23 @@ def _wrap_mapper(method: Callable[..., Any], wrap: Callable[[Any, Any], Any]) ->
     def wrapper(self: Any, func: Any, iterable: Any, mapper: Any, /, *args: Any, **kwargs: Any) -> Any:
         return method(self, func, iterable, wrap(mapper, func), *args, **kwargs)
 
-    wrapper.__ferrotrace__ = True  # type: ignore[attr-defined]
     return wrapper
 
 
-def _patch(owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    """Replaces method `name` of class `owner` (its own or inherited) by `make(method)`, once."""
+def replace_method(owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Replaces method `name` of `owner` (its own or inherited) by `make(method)`, once: the
+    replacement is marked, and a marked method is left alone."""
     method = getattr(owner, name, None)
     if method is None or getattr(method, "__ferrotrace__", False):
         return
-    setattr(owner, name, make(method))
+    replacement = make(method)
+    replacement.__ferrotrace__ = True  # type: ignore[attr-defined]
+    setattr(owner, name, replacement)
 
 
 def patch_first_argument(owner: Any, name: str, wrap: Callable[[Any], Any]) -> None:
     """Method `name` of class `owner` with its first argument (a task's function) wrapped."""
-    _patch(owner, name, lambda m: _wrap_first_argument(m, wrap))
+    replace_method(owner, name, lambda m: _wrap_first_argument(m, wrap))
 
 
 def patch_thread_pool_executor(module: ModuleType) -> None:
@@ -92,20 +93,19 @@ def patch_pool_class(owner: Any, wrap: Callable[[Any], Any], wrap_chunk: Callabl
     `map`, `starmap` and their `_async` forms), whose chunks are wrapped."""
     for name in ("apply_async", "imap", "imap_unordered"):
         patch_first_argument(owner, name, wrap)
-    _patch(owner, "_map_async", lambda m: _wrap_mapper(m, wrap_chunk))
+    replace_method(owner, "_map_async", lambda m: _wrap_mapper(m, wrap_chunk))
+
+
+def _run_sync_in_session(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def run_sync(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return await original(in_session(func), *args, **kwargs)
+
+    return run_sync
 
 
 def patch_anyio(module: ModuleType) -> None:
     """`anyio.to_thread.run_sync`: its worker threads are started by whichever task needed
     one first and reused by all later ones, so each task carries its own session."""
     with contextlib.suppress(Exception):
-        original = module.run_sync
-        if getattr(original, "__ferrotrace__", False):
-            return
-
-        @functools.wraps(original)
-        async def run_sync(func: Any, /, *args: Any, **kwargs: Any) -> Any:
-            return await original(in_session(func), *args, **kwargs)
-
-        run_sync.__ferrotrace__ = True  # type: ignore[attr-defined]
-        module.run_sync = run_sync
+        replace_method(module, "run_sync", _run_sync_in_session)

@@ -100,25 +100,23 @@ def _pool_worker_target(target: Any) -> bool:
     return name in (("multiprocessing.pool", "worker"), ("concurrent.futures.process", "_process_worker"))
 
 
+def _start_in_session(start: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(start)
+    def start_in_session(self: Any) -> None:
+        with contextlib.suppress(Exception):
+            target = getattr(self, "_target", None)
+            if target is not None and not _pool_worker_target(target):
+                self._target = to_another_process(target)
+        start(self)
+
+    return start_in_session
+
+
 def patch_process(module: ModuleType) -> None:
     """`multiprocessing.Process.start`: the target of a process started inside a session
     runs in it (pools' own worker processes excepted)."""
     with contextlib.suppress(Exception):
-        owner: Any = module.BaseProcess
-        start = owner.start
-        if getattr(start, "__ferrotrace__", False):
-            return
-
-        @functools.wraps(start)
-        def start_in_session(self: Any) -> None:
-            with contextlib.suppress(Exception):
-                target = getattr(self, "_target", None)
-                if target is not None and not _pool_worker_target(target):
-                    self._target = to_another_process(target)
-            start(self)
-
-        start_in_session.__ferrotrace__ = True  # type: ignore[attr-defined]
-        owner.start = start_in_session
+        executors.replace_method(module.BaseProcess, "start", _start_in_session)
 
 
 #: Position of `env` among `Popen`'s parameters after `args`.
@@ -130,27 +128,25 @@ def _environment_with(traceparent: str) -> dict[Any, Any]:
     return {**os.environ, "TRACEPARENT": traceparent}
 
 
+def _init_with_traceparent(init: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(init)
+    def init_with_traceparent(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+        if len(rest) <= _ENV_POSITION and kwargs.get("env") is None:
+            with contextlib.suppress(Exception):
+                handoff = _native.handoff_capture()
+                if handoff is not None:
+                    kwargs["env"] = _environment_with(handoff.traceparent)
+        init(self, args, *rest, **kwargs)
+
+    return init_with_traceparent
+
+
 def patch_subprocess(module: ModuleType) -> None:
     """`subprocess.Popen`: a child started inside a sampled session that inherits this
     process's environment gets the session as `TRACEPARENT` in it. An `env` the caller gave
     is the exact environment they chose, and is passed on untouched."""
     with contextlib.suppress(Exception):
-        owner: Any = module.Popen
-        init = owner.__init__
-        if getattr(init, "__ferrotrace__", False):
-            return
-
-        @functools.wraps(init)
-        def init_with_traceparent(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
-            if len(rest) <= _ENV_POSITION and kwargs.get("env") is None:
-                with contextlib.suppress(Exception):
-                    handoff = _native.handoff_capture()
-                    if handoff is not None:
-                        kwargs["env"] = _environment_with(handoff.traceparent)
-            init(self, args, *rest, **kwargs)
-
-        init_with_traceparent.__ferrotrace__ = True  # type: ignore[attr-defined]
-        owner.__init__ = init_with_traceparent
+        executors.replace_method(module.Popen, "__init__", _init_with_traceparent)
 
 
 def patch_pools(module: ModuleType) -> None:
