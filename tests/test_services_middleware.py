@@ -310,3 +310,29 @@ print(json.dumps({"before": before, "auto": auto, "once": once}))
     assert out["before"] is False, "ferrotrace imports no framework itself"
     assert out["auto"] == expected
     assert out["once"], "instrument() again does not wrap twice"
+
+
+def test_a_session_still_open_at_exit_is_ended(runner: Runner) -> None:
+    """A request whose body the server never closed, and a session the program never left
+    (a process that dies inside one): both end at shutdown, so the counts add up."""
+    out = run(
+        runner,
+        """
+def streaming(environ, start_response):
+    start_response("200 OK", [])
+    yield b"first"
+    yield b"second"
+environ = {"PATH_INFO": "/open"}
+setup_testing_defaults(environ)
+body = ft_wsgi.TracingMiddleware(streaming)(environ, lambda *a: None)
+first = next(iter(body))
+left = ferrotrace.session("left-open")
+left.__enter__()
+out = {"first": first}
+""",
+    )
+    assert out["first"] == "first"
+    ended = {r["tag"] for r in out["records"] if r["type"] == "session_end"}
+    assert {"GET", "left-open"} <= ended
+    m = meta(out["records"])
+    assert m["sessions_started"] == m["sessions_ended"] == 2

@@ -351,6 +351,8 @@ fn session_start(
         let s = Bound::new(py, s)?;
         if process_wide {
             session::set_process_session(Some(&s));
+        } else if s.get().info.sampled {
+            session::track(&s);
         }
         Ok(s.unbind())
     }
@@ -474,6 +476,8 @@ pub(crate) fn end_session(
     if s.ended.swap(true, Ordering::Relaxed) {
         return Ok(());
     }
+    // SAFETY: pyfunctions (and their helpers) run with the GIL held.
+    unsafe { session::untrack(s.info.key) };
     let state = state()?;
     // SAFETY: pyfunctions run with the GIL held.
     unsafe {
@@ -626,6 +630,9 @@ fn shutdown_with(py: Python<'_>, timeout: Duration, release_gil: bool) -> PyResu
     unsafe {
         if let Some(ps) = session::process_session(py) {
             session_end(py, &ps)?;
+        }
+        for open in session::take_open() {
+            session_end(py, open.bind(py))?;
         }
         if !state.recording.swap(false, Ordering::Relaxed) {
             return Ok(true);

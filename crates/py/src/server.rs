@@ -118,7 +118,11 @@ fn start(
             traceresponse,
             error: Mutex::new(None),
         }));
-        Ok(Some(Py::new(py, s)?))
+        let s = Bound::new(py, s)?;
+        if s.get().info.sampled {
+            session::track(&s);
+        }
+        Ok(Some(s.unbind()))
     }
 }
 

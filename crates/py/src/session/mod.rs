@@ -22,6 +22,7 @@ use ferrotrace_core::traceparent;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -323,6 +324,44 @@ pub unsafe fn current(py: Python<'_>) -> Option<Bound<'_, Session>> {
     Bound::from_owned_ptr(py, obj)
         .downcast_into::<Session>()
         .ok()
+}
+
+/// Sampled sessions begun in this process and not yet ended, by key (strong references to
+/// ferrotrace's own session objects, none of the program's): those still open at shutdown
+/// are ended then (a process that dies by SIGTERM inside one, a request whose server never
+/// closed its body), so that every `session_start` has its `session_end`.
+static OPEN: GilCell<BTreeMap<u64, Py<Session>>> = GilCell::new(BTreeMap::new());
+
+/// Most sessions [`OPEN`] keeps (sessions a program never ends do not grow it further).
+const MAX_OPEN: usize = 1 << 16;
+
+/// Remembers a sampled session until it ends (see [`OPEN`]).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn track(session: &Bound<'_, Session>) {
+    let open = OPEN.get();
+    if open.len() < MAX_OPEN {
+        open.insert(session.get().info.key, session.clone().unbind());
+    }
+}
+
+/// Forgets an ended session.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn untrack(key: u64) {
+    let removed = OPEN.get().remove(&key);
+    // Released after the map is no longer borrowed.
+    drop(removed);
+}
+
+/// Takes every session still open (at shutdown).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn take_open() -> Vec<Py<Session>> {
+    std::mem::take(OPEN.get()).into_values().collect()
 }
 
 /// Sets (or clears) the process-wide session.
