@@ -137,7 +137,17 @@ def main() -> None:
             args = [sys.executable, pool, mode, str(opts.pool_tasks), out]
             if mode == "viztracer":
                 viz = os.path.join(os.path.dirname(sys.executable), "viztracer")
-                args = [viz, "--quiet", "-o", os.path.join(out_dir, "viz.json"), "--", pool, mode, str(opts.pool_tasks), out]
+                args = [
+                    viz,
+                    "--quiet",
+                    "-o",
+                    os.path.join(out_dir, "viz.json"),
+                    "--",
+                    pool,
+                    mode,
+                    str(opts.pool_tasks),
+                    out,
+                ]
             wall = run(args, env)["wall"]
             walls[mode] = min(walls.get(mode, wall), wall)
             if mode == "ferrotrace":
@@ -148,7 +158,10 @@ def main() -> None:
     print(f"# Handoff cost (CPython {sys.version.split()[0]}, best of {opts.rounds} interleaved rounds)\n")
     print("| inside a sampled session | untraced ns | follow off ns | follow on ns | on - untraced ns |")
     print("|---|---:|---:|---:|---:|")
-    for key, label in (("thread", "Thread.start()+join()"), ("submit", "ThreadPoolExecutor.submit()+result()")):
+    for key, label in (
+        ("thread", "Thread.start()+join()"),
+        ("submit", "ThreadPoolExecutor.submit()+result()"),
+    ):
         u, off, on = (best[m][key] for m in modes)
         print(f"| {label} | {u:,.0f} | {off:,.0f} | {on:,.0f} | {on - u:+,.0f} |")
     print(f"\n`Pool(4).map` over {opts.pool_tasks:,} tiny tasks (fork):\n")

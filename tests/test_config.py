@@ -58,6 +58,8 @@ BAD = [
     ("PROPAGATE", "sometimes", "a boolean"),
     ("CAPTURE_HEADERS", "x-id,bad header", "comma-separated HTTP header names"),
     ("CAPTURE_BODIES", "maybe", "a boolean"),
+    ("EXCLUDED_URLS", "^/ok,(", "comma-separated regular expressions over the request path"),
+    ("RESPONSE_TRACEPARENT", "sure", "a boolean"),
 ]
 # The same rules reached through the OpenTelemetry variables.
 BAD_OTEL = [
@@ -67,6 +69,7 @@ BAD_OTEL = [
     ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "one of none, gzip"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon", "from 1 to 600000"),
     ("OTEL_RESOURCE_ATTRIBUTES", "a=%zz", "key=value pairs"),
+    ("OTEL_PYTHON_EXCLUDED_URLS", "(", "regular expressions over the request path"),
 ]
 
 
@@ -224,7 +227,8 @@ def test_config_command_shows_each_value_and_its_source(tmp_path):
     env.pop("FERROTRACE_BACKEND", None)
     proc = config_cli(tmp_path, env, "--set", "max_depth=3", "--set", "capture=args")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
+    settings = proc.stdout.split("\nintegrations")[0]
+    lines = settings.splitlines()
     rows = {line.split()[0]: line for line in lines if line and not line.startswith((" ", "recorded: "))}
     assert lines[-1] == (
         "recorded: every function outside the standard library and site-packages; never ferrotrace's own code"

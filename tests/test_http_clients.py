@@ -473,7 +473,7 @@ def test_an_invalid_instrument_setting_names_the_variable_value_and_rule(runner:
     assert proc.returncode != 0
     assert (
         'FERROTRACE_INSTRUMENT="requests,curl" is invalid: all, none, or a comma-separated list of: '
-        "requests, httpx, urllib3, aiohttp, urllib"
+        "requests, httpx, urllib3, aiohttp, urllib, flask, django, starlette"
     ) in proc.stderr
 
 

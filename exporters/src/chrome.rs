@@ -22,7 +22,9 @@ use crate::json::{
 };
 use crate::output::{create_private, expand_path, CountingWriter};
 use ferrotrace_core::clock::now_ns;
-use ferrotrace_core::event::{HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
+use ferrotrace_core::event::{
+    HttpRecord, SessionKind, SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED,
+};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::span_hex;
 use ferrotrace_core::metrics::Snapshot;
@@ -191,7 +193,14 @@ impl ChromeExporter {
         w.extend_from_slice(b"}}");
     }
 
+    /// A session: an instant event at its start and a complete event at its end, named
+    /// `session TAG`. A served request is only the complete event, named by its tag
+    /// (`GET /items/{item_id}`), category `request`, with its status.
     fn render_session(&mut self, s: &SessionRecord) {
+        let server = s.kind == SessionKind::Server;
+        if server && s.end_ns.is_none() {
+            return;
+        }
         let tid = self.track(s.thread_id, &s.thread_name);
         let w = &mut self.scratch;
         let tag = if s.tag.is_empty() {
@@ -200,8 +209,13 @@ impl ChromeExporter {
             s.tag.as_str()
         };
         w.extend_from_slice(b",\n{\"name\":");
-        let _ = write_str(w, &format!("session {tag}"));
-        w.extend_from_slice(b",\"cat\":\"session\",");
+        if server {
+            let _ = write_str(w, tag);
+            w.extend_from_slice(b",\"cat\":\"request\",");
+        } else {
+            let _ = write_str(w, &format!("session {tag}"));
+            w.extend_from_slice(b",\"cat\":\"session\",");
+        }
         match s.end_ns {
             Some(end) => {
                 w.extend_from_slice(b"\"ph\":\"X\",\"ts\":");
@@ -227,6 +241,12 @@ impl ChromeExporter {
         }
         w.extend_from_slice(b",\"attrs\":");
         push_string_map(w, &s.attrs);
+        if server {
+            let _ = write!(w, ",\"status\":\"{}\"", s.status.as_str());
+        }
+        if let Some(e) = &s.exception {
+            push_exception_info(w, e);
+        }
         w.extend_from_slice(b"}}");
     }
 
@@ -498,6 +518,45 @@ mod tests {
         let meta = evs.last().unwrap();
         assert_eq!(meta["name"], "ferrotrace meta");
         assert_eq!(meta["args"]["recorded"], 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_served_request_is_one_slice_named_by_its_route() {
+        let (dir, ctx, _) = setup("request");
+        let mut e = ChromeExporter::create(dir.join("r.json").to_str().unwrap(), 42, "").unwrap();
+        let request = SessionRecord {
+            trace_id: TraceId(9),
+            span_id: 100,
+            tag: "GET".into(),
+            thread_id: 7,
+            start_ns: 1_000,
+            kind: SessionKind::Server,
+            ..Default::default()
+        };
+        e.export_session(&request, &ctx).unwrap();
+        e.export_session(
+            &SessionRecord {
+                tag: "GET /items/{id}".into(),
+                end_ns: Some(3_000),
+                status: ferrotrace_core::event::SessionStatus::Error,
+                ..request
+            },
+            &ctx,
+        )
+        .unwrap();
+        e.shutdown(&Snapshot::default(), &ctx).unwrap();
+        let text = std::fs::read_to_string(dir.join("r.json")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let requests: Vec<&Value> = events(&v)
+            .iter()
+            .filter(|e| e["cat"] == "request")
+            .collect();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0]["name"], "GET /items/{id}");
+        assert_eq!(requests[0]["ph"], "X");
+        assert_eq!(requests[0]["tid"], 7);
+        assert_eq!(requests[0]["args"]["status"], "error");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

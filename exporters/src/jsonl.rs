@@ -213,7 +213,13 @@ impl JsonlRenderer {
         push_json_str(out, &s.tag);
         out.extend_from_slice(b",\"attrs\":");
         push_string_map(out, &s.attrs);
-        let _ = write!(out, ",\"sampled\":{},\"thread_id\":", s.sampled);
+        let _ = write!(
+            out,
+            ",\"kind\":\"{}\",\"status\":\"{}\",\"sampled\":{},\"thread_id\":",
+            s.kind.as_str(),
+            s.status.as_str(),
+            s.sampled
+        );
         push_u64(out, s.thread_id);
         out.extend_from_slice(b",\"start_unix_ns\":");
         push_u64(out, to_unix_ns(s.start_ns));
@@ -222,6 +228,9 @@ impl JsonlRenderer {
             push_u64(out, to_unix_ns(end));
             out.extend_from_slice(b",\"duration_ns\":");
             push_uint(out, end.saturating_sub(s.start_ns));
+        }
+        if let Some(e) = &s.exception {
+            push_exception_info(out, e);
         }
         out.extend_from_slice(b"}\n");
     }
@@ -403,7 +412,7 @@ impl Exporter for JsonlExporter {
 mod tests {
     use super::*;
     use crate::json::MAX_SAFE_INTEGER;
-    use ferrotrace_core::event::{ExceptionInfo, FLAG_EXCEPTION};
+    use ferrotrace_core::event::{ExceptionInfo, SessionKind, SessionStatus, FLAG_EXCEPTION};
 
     use ferrotrace_core::functions::FunctionInfo;
     use std::os::unix::fs::PermissionsExt;
@@ -597,6 +606,12 @@ mod tests {
             tag: "t".into(),
             attrs: vec![("k".into(), "v".into())],
             end_ns: Some(9),
+            kind: SessionKind::Server,
+            status: SessionStatus::Error,
+            exception: Some(ExceptionInfo {
+                type_name: "KeyError".into(),
+                message: "'x'".into(),
+            }),
             ..Default::default()
         };
         e.export_spans(&SpanBatch::from(vec![span]), &ctx).unwrap();
@@ -635,6 +650,9 @@ mod tests {
         );
         assert_eq!(lines[1]["type"], "session_end");
         assert_eq!(lines[1]["attrs"]["k"], "v");
+        assert_eq!(lines[1]["kind"], "server");
+        assert_eq!(lines[1]["status"], "error");
+        assert_eq!(lines[1]["exception"]["type"], "KeyError");
         assert_eq!(lines[1]["duration_ns"], 9);
         assert_eq!(lines[2]["type"], "meta");
         assert_eq!(lines[2]["recorded"], 1);

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferrotrace import _handoff, _lifecycle, _native
+from ferrotrace import _handoff, _lifecycle, _native, instrumentation
 from ferrotrace._native import Session
 from ferrotrace._session import session, trace
 from ferrotrace.instrumentation import instrument, uninstrument
@@ -57,8 +57,9 @@ def flush(timeout: float = 5.0) -> bool:
 
 def stats() -> dict[str, Any]:
     """Counters: recorded, exported, dropped (and by reason), export errors, bytes written,
-    sessions, per-code-object decisions, functions seen, and the output path."""
-    return dict(_native.stats())
+    sessions, per-code-object decisions, functions seen, the output path, and the HTTP
+    clients and web frameworks instrumented in this process (`instrumented`)."""
+    return {**_native.stats(), "instrumented": instrumentation.instrumented()}
 
 
 def shutdown(timeout: float | None = None) -> bool:

@@ -56,7 +56,8 @@ def start() -> None:
         _lifecycle.register_exit_hook()
         _lifecycle.configure({}, lenient=True)
         _lifecycle.start_process_session(_tag())
-        _native.sigterm_install()
+        if _native.sigterm_install():
+            _lifecycle.keep_sigterm_flush()
         instrumentation.enable(_native.http_instrument())
     except Exception as exc:  # tracing must never stop the program
         _lifecycle.not_traced(str(exc))

@@ -133,6 +133,16 @@ def ensure_configured() -> None:
         configure({}, lenient=False)
 
 
+def configure_if_needed() -> None:
+    """Configures leniently from the environment if nothing configured ferrotrace yet (a
+    middleware wired by hand): an invalid setting is a diagnostic, never an exception."""
+    try:
+        if not _native.is_configured():
+            configure({}, lenient=True)
+    except Exception as exc:  # the application must start regardless
+        not_traced(str(exc))
+
+
 def _register_process_hooks() -> None:
     global _hooks_registered
     if _hooks_registered:
@@ -229,6 +239,36 @@ def start_process_session(tag: str, attrs: Mapping[str, str] | None = None) -> _
             threading.setprofile(_thread_profile)
         _thread_hook_set = True
     return session
+
+
+_signal_wrapped = False
+
+
+def keep_sigterm_flush() -> None:
+    """Once the native SIGTERM handler is installed: a program that later puts back the
+    default disposition (`signal.signal(SIGTERM, SIG_DFL)`; uvicorn does, then re-raises the
+    SIGTERM it handled gracefully) gets the handler back, so that its death by SIGTERM still
+    exports first. `signal.signal` is wrapped for that; what it does and returns, and what
+    `signal.getsignal` says, are unchanged."""
+    global _signal_wrapped
+    import signal
+
+    if _signal_wrapped:
+        return
+    _signal_wrapped = True
+    original = signal.signal
+
+    def signal_(signalnum: Any, handler: Any, /) -> Any:
+        previous = original(signalnum, handler)
+        if signalnum == signal.SIGTERM and handler == signal.SIG_DFL:
+            with contextlib.suppress(Exception):
+                _native.sigterm_reclaim()
+        return previous
+
+    signal_.__name__ = original.__name__
+    signal_.__qualname__ = original.__qualname__
+    signal_.__doc__ = original.__doc__
+    signal.signal = signal_
 
 
 def register_exit_hook() -> None:

@@ -24,6 +24,13 @@ class Session:
     @property
     def attrs(self) -> dict[str, str]: ...
     @property
+    def kind(self) -> str:
+        """ "server" for a served request, else "internal"."""
+    @property
+    def traceresponse(self) -> str | None:
+        """The `traceresponse` header of a served request's response (only with
+        FERROTRACE_RESPONSE_TRACEPARENT=1)."""
+    @property
     def ended(self) -> bool: ...
 
 class HookHandle:
@@ -104,6 +111,9 @@ def before_fork() -> None: ...
 def after_fork_parent() -> None: ...
 def after_fork_child() -> None: ...
 def sigterm_install() -> bool: ...
+def sigterm_reclaim() -> bool:
+    """After the program set SIGTERM back to SIG_DFL: the flushing handler is put back."""
+
 def hook_installed() -> bool:
     """True when calls on the calling thread are delivered to ferrotrace."""
 
@@ -159,3 +169,21 @@ def http_end(
 
 def http_instrument() -> list[str]:
     """The libraries FERROTRACE_INSTRUMENT names."""
+
+def wsgi_start(environ: dict[str, Any]) -> Session | None:
+    """The session of a WSGI request (kind "server"), or None: excluded, unsampled, or
+    tracing off (then serve it untouched)."""
+
+def asgi_start(scope: Any) -> Session | None:
+    """The session of an ASGI `http` request (kind "server"), or None (serve it untouched)."""
+
+def server_route(route: str) -> None:
+    """Names the route template of the request being served here."""
+
+def server_exception(exception: BaseException) -> None:
+    """Notes an exception the framework answered with an error response."""
+
+def server_end(
+    session: Session, status: int, exception: BaseException | None = None, route: str | None = None
+) -> None:
+    """Ends a request's session once: tag "{method} {route}", status code, error status."""

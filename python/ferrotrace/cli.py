@@ -163,6 +163,7 @@ def _config(assignments: Sequence[str]) -> int:
             bad += 1
             print(f"{'':<{width}}  ERROR: {error}")
     print(f"recorded: {_filter_rule({r[0].upper(): r[2] for r in rows})}")
+    _print_integrations({r[0]: r[2] for r in rows}.get("instrument", "all"))
     for w in warnings:
         print(f"warning: {w}")
     if bad:
@@ -186,6 +187,23 @@ def _filter_rule(values: dict[str, str]) -> str:
     if exclude:
         rule += f", except those matching EXCLUDE {exclude!r}"
     return rule + "; never ferrotrace's own code"
+
+
+def _print_integrations(setting: str) -> None:
+    """What `FERROTRACE_INSTRUMENT` applies here: each library and framework, whether it is
+    installed (its version) and whether it is instrumented when the program imports it."""
+    from ferrotrace import instrumentation
+
+    names = setting.split(",")
+    chosen = (
+        set(instrumentation.LIBRARIES) if setting == "all" else set() if setting == "none" else set(names)
+    )
+    print("integrations (on: applied under `ferrotrace run` and `import ferrotrace.auto` once imported):")
+    for lib, version in instrumentation.available().items():
+        kind = "framework" if lib in instrumentation.FRAMEWORKS else "http client"
+        state = "not installed" if version is None else "on" if lib in chosen else "off"
+        found = "" if version is None else f" {version}"
+        print(f"  {lib:<10} {kind:<11} {state}{found}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -216,10 +216,15 @@ pub struct Config {
     pub instrument: Vec<String>,
     /// Outgoing HTTP requests carry the session's `traceparent`.
     pub propagate: bool,
-    /// Header names (lower-case) whose values HTTP records keep, redacted.
+    /// Header names (lower-case) whose values HTTP records and request sessions keep,
+    /// redacted.
     pub capture_headers: Vec<String>,
     /// HTTP records keep the request and response bodies (bounded by `max_str`, redacted).
     pub capture_bodies: bool,
+    /// Regular expressions over a served request's path: matching requests get no session.
+    pub excluded_urls: Vec<String>,
+    /// Traced responses carry a W3C `traceresponse` header.
+    pub response_traceparent: bool,
 }
 
 /// One setting: its name, the environment variable, `OTEL_*` fallbacks, its default and rule.
@@ -301,18 +306,49 @@ pub const SETTINGS: &[Setting] = &[
     setting!("ALLOW_INSECURE", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("SPOOL_DIR", "", "a directory path, not an existing file (empty: $XDG_CACHE_HOME/ferrotrace/spool or ~/.cache/ferrotrace/spool)"),
     setting!("SPOOL_MAX_MB", "64", "a whole number of MiB from 0 to 1048576 (0 disables the spool)"),
-    setting!("INSTRUMENT", "all", "all, none, or a comma-separated list of: requests, httpx, urllib3, aiohttp, urllib"),
+    setting!("INSTRUMENT", "all", "all, none, or a comma-separated list of: requests, httpx, urllib3, aiohttp, urllib, flask, django, starlette"),
     setting!("PROPAGATE", "1", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("CAPTURE_HEADERS", "", "comma-separated HTTP header names"),
     setting!("CAPTURE_BODIES", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
+    setting!("EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS", "", "comma-separated regular expressions over the request path"),
+    setting!("RESPONSE_TRACEPARENT", "0", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("DEBUG_EXPORT_DELAY_MS", "0", "a whole number of milliseconds from 0 to 60000 (test-only)"),
 ];
 
 /// Settings whose invalid value disables tracing under the lenient (auto) parse.
 const FILTER_SETTINGS: &[&str] = &["INCLUDE", "EXCLUDE", "EXCLUDE_FILES"];
 
-/// HTTP client libraries ferrotrace can instrument (`FERROTRACE_INSTRUMENT`).
-pub const INSTRUMENTABLE: &[&str] = &["requests", "httpx", "urllib3", "aiohttp", "urllib"];
+/// HTTP client libraries and web frameworks ferrotrace can instrument
+/// (`FERROTRACE_INSTRUMENT`).
+pub const INSTRUMENTABLE: &[&str] = &[
+    "requests",
+    "httpx",
+    "urllib3",
+    "aiohttp",
+    "urllib",
+    "flask",
+    "django",
+    "starlette",
+];
+
+/// Comma-separated regular expressions (`FERROTRACE_EXCLUDED_URLS`), each one valid.
+fn parse_regex_list(raw: &RawValue, s: &Setting) -> Result<Vec<String>, ConfigError> {
+    let list = split_list(&raw.value, ",");
+    for p in &list {
+        if let Err(e) = regex::Regex::new(p) {
+            return Err(ConfigError {
+                rule: format!(
+                    "{} ({:?}: {})",
+                    s.rule,
+                    p,
+                    e.to_string().lines().last().unwrap_or("").trim()
+                ),
+                ..err(raw, s)
+            });
+        }
+    }
+    Ok(list)
+}
 
 /// `all`, `none` or a comma list of [`INSTRUMENTABLE`] names (any case).
 fn parse_instrument(raw: &RawValue, s: &Setting) -> Result<Vec<String>, ConfigError> {
@@ -1052,6 +1088,8 @@ impl Config {
             propagate: field!("PROPAGATE", parse_bool, true),
             capture_headers: field!("CAPTURE_HEADERS", parse_header_names, Vec::new()),
             capture_bodies: field!("CAPTURE_BODIES", parse_bool, false),
+            excluded_urls: field!("EXCLUDED_URLS", parse_regex_list, Vec::new()),
+            response_traceparent: field!("RESPONSE_TRACEPARENT", parse_bool, false),
         };
         let mut cfg = cfg;
         if errors.iter().any(|e| FILTER_SETTINGS.contains(&e.setting)) {
@@ -1089,6 +1127,8 @@ impl Config {
         b.propagate = self.propagate;
         b.capture_headers = self.capture_headers.clone();
         b.capture_bodies = self.capture_bodies;
+        b.excluded_urls = self.excluded_urls.clone();
+        b.response_traceparent = self.response_traceparent;
         b == *self
     }
 
@@ -1123,6 +1163,32 @@ mod tests {
     }
 
     #[test]
+    fn excluded_urls_are_regexes_also_read_from_otel() {
+        let parse = |pairs: &[(&str, &str)]| {
+            let raw = resolve(&BTreeMap::new(), &env(pairs)).unwrap();
+            Config::parse_lenient(&raw)
+        };
+        let (cfg, errors) = parse(&[("OTEL_PYTHON_EXCLUDED_URLS", "^/health$, metrics")]);
+        assert!(errors.is_empty());
+        assert_eq!(cfg.excluded_urls, ["^/health$", "metrics"]);
+        let (cfg, errors) = parse(&[
+            ("OTEL_PYTHON_EXCLUDED_URLS", "x"),
+            ("FERROTRACE_EXCLUDED_URLS", "^/ok,(unclosed"),
+        ]);
+        assert!(cfg.excluded_urls.is_empty());
+        assert_eq!(errors.len(), 1);
+        let msg = errors[0].to_string();
+        assert!(
+            msg.starts_with("FERROTRACE_EXCLUDED_URLS=\"^/ok,(unclosed\" is invalid")
+                && msg.contains("(unclosed"),
+            "{msg}"
+        );
+        let (cfg, errors) = parse(&[("FERROTRACE_RESPONSE_TRACEPARENT", "maybe")]);
+        assert!(!cfg.response_traceparent);
+        assert_eq!(errors[0].variable, "FERROTRACE_RESPONSE_TRACEPARENT");
+    }
+
+    #[test]
     fn instrument_takes_all_none_or_known_libraries() {
         let parse = |v: &str| {
             let raw = resolve(&BTreeMap::new(), &env(&[("FERROTRACE_INSTRUMENT", v)])).unwrap();
@@ -1143,7 +1209,8 @@ mod tests {
         assert_eq!(
             errors[0].to_string(),
             "FERROTRACE_INSTRUMENT=\"requests,curl\" is invalid: all, none, or a \
-             comma-separated list of: requests, httpx, urllib3, aiohttp, urllib"
+             comma-separated list of: requests, httpx, urllib3, aiohttp, urllib, flask, \
+             django, starlette"
         );
         let raw = resolve(
             &BTreeMap::new(),

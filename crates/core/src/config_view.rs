@@ -96,6 +96,8 @@ pub fn effective_value(cfg: &Config, name: &str) -> Option<String> {
         "PROPAGATE" => flag(cfg.propagate),
         "CAPTURE_HEADERS" => cfg.capture_headers.join(","),
         "CAPTURE_BODIES" => flag(cfg.capture_bodies),
+        "EXCLUDED_URLS" => cfg.excluded_urls.join(","),
+        "RESPONSE_TRACEPARENT" => flag(cfg.response_traceparent),
         _ => return None,
     };
     Some(text)

@@ -71,6 +71,49 @@ pub struct ExceptionInfo {
     pub message: String,
 }
 
+/// What a session stands for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SessionKind {
+    /// A unit of work of the program (`ferrotrace.session`, the process-wide session).
+    #[default]
+    Internal,
+    /// One HTTP request served by the program (the WSGI and ASGI integrations).
+    Server,
+}
+
+impl SessionKind {
+    /// The name written in JSONL (`"kind"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Internal => "internal",
+            SessionKind::Server => "server",
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// Not ended yet, or ended without a verdict (an internal session).
+    #[default]
+    Unset,
+    /// A request answered with a status below 500.
+    Ok,
+    /// A request answered with a 5xx status, or one the application raised out of.
+    Error,
+}
+
+impl SessionStatus {
+    /// The name written in JSONL (`"status"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Unset => "unset",
+            SessionStatus::Ok => "ok",
+            SessionStatus::Error => "error",
+        }
+    }
+}
+
 /// A session (one trace, or a child span of an enclosing session).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionRecord {
@@ -90,6 +133,10 @@ pub struct SessionRecord {
     pub start_ns: u64,
     /// Set on the record sent when the session ends.
     pub end_ns: Option<u64>,
+    pub kind: SessionKind,
+    pub status: SessionStatus,
+    /// The exception that escaped the request (type, redacted and bounded message).
+    pub exception: Option<ExceptionInfo>,
 }
 
 /// A batch of span records from one thread's buffer, handed over in one channel send, with

@@ -19,5 +19,6 @@ pub mod pipeline;
 pub mod preview;
 pub mod redact;
 pub mod sampling;
+pub mod server;
 pub mod summary;
 pub mod traceparent;

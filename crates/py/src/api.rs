@@ -10,6 +10,7 @@ use crate::session::{self, Session};
 use ferrotrace_core::clock;
 use ferrotrace_core::config::{self, Backend, Config, ConfigError};
 use ferrotrace_core::config_view;
+use ferrotrace_core::event::{SessionKind, SessionRecord};
 use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::redact::Redactor;
@@ -50,6 +51,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(after_fork_parent, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_child, m)?)?;
     m.add_function(wrap_pyfunction!(sigterm_install, m)?)?;
+    m.add_function(wrap_pyfunction!(sigterm_reclaim, m)?)?;
     m.add_function(wrap_pyfunction!(hook_installed, m)?)?;
     m.add_function(wrap_pyfunction!(per_process_output, m)?)?;
     m.add_function(wrap_pyfunction!(is_configured, m)?)?;
@@ -57,10 +59,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backend_name, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring_install, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring_install_unwind, m)?)?;
-    crate::http_client::register(m)
+    crate::http_client::register(m)?;
+    crate::server::register(m)
 }
 
-fn state() -> PyResult<&'static HookState> {
+pub(crate) fn state() -> PyResult<&'static HookState> {
     runtime::state().ok_or_else(|| {
         PyRuntimeError::new_err("ferrotrace is not configured: call ferrotrace.configure() first")
     })
@@ -329,37 +332,13 @@ fn session_start(
         } else {
             session::current(py)
         };
-        let parent_span = parent.as_ref().map(|p| {
-            let p = p.get();
-            rec.parent_for(p.info.key, p.info.span_id)
-        });
-        let parent_ref = parent.as_ref().map(|p| p.get()).zip(parent_span);
-        let (lineage, invalid) = session::lineage(
+        let decision = decide(
+            state,
+            rec,
+            parent.as_ref(),
             traceparent.as_deref(),
-            parent_ref,
-            state.config.honor_parent_sampled,
+            tracestate,
         );
-        if invalid {
-            Counters::add(&state.counters.invalid_traceparent, 1);
-        }
-        let tracestate = if lineage.remote_parent {
-            tracestate.and_then(|t| {
-                let parsed = parse_tracestate(&t);
-                if parsed.is_none() {
-                    Counters::add(&state.counters.invalid_tracestate, 1);
-                }
-                parsed
-            })
-        } else if traceparent.is_some() {
-            None
-        } else {
-            parent.as_ref().and_then(|p| p.get().tracestate.clone())
-        };
-        let enabled = state.config.enabled && state.recording.load(Ordering::Relaxed);
-        let sampled = enabled
-            && lineage.inherited_sampled.unwrap_or_else(|| {
-                trace_id_ratio_sampled(lineage.trace_id, state.config.sample_rate)
-            });
         // Tags, attributes and thread names are the program's text: redacted here, before
         // anything is queued or handed back.
         let redactor = &state.redactor;
@@ -368,24 +347,122 @@ fn session_start(
             .iter()
             .map(|(k, v)| redactor.redact_attribute(k, v))
             .collect();
-        let mut s = session::new_session(lineage, sampled, tag, attrs, rec.thread_id, process_wide);
-        s.tracestate = tracestate;
-        if sampled {
-            let name = session::thread_name(py, rec.thread_id);
-            s.record.thread_name = redactor.redact_value(&name).into_owned();
-            Counters::add(&state.counters.sessions_started, 1);
-            state.pipeline.submit_session(s.record.clone());
-            backends::retain_on_current_thread(rec);
-            s.hooked_thread.store(rec.thread_id, Ordering::Relaxed);
-        } else if enabled {
-            Counters::add(&state.counters.sessions_unsampled, 1);
-        }
+        let s = begin(
+            py,
+            state,
+            rec,
+            decision,
+            tag,
+            attrs,
+            process_wide,
+            SessionKind::Internal,
+        );
         let s = Bound::new(py, s)?;
         if process_wide {
             session::set_process_session(Some(&s));
+        } else if s.get().info.sampled {
+            session::track(&s);
         }
         Ok(s.unbind())
     }
+}
+
+/// How a new session continues what came before it, and whether it is recorded.
+pub(crate) struct Decision {
+    pub lineage: session::Lineage,
+    /// Tracing is configured on and recording.
+    pub enabled: bool,
+    pub sampled: bool,
+    pub tracestate: Option<String>,
+}
+
+/// Decides a new session's lineage (the valid `traceparent`, else `parent`'s span or the
+/// call of it running here, else a new trace), its sampling (an honoured parent's flag,
+/// else the trace-id ratio rule) and its `tracestate`; counts an invalid header.
+///
+/// # Safety
+/// The GIL is held.
+pub(crate) unsafe fn decide(
+    state: &HookState,
+    rec: &recorder::ThreadRecorder,
+    parent: Option<&Bound<'_, Session>>,
+    traceparent: Option<&str>,
+    tracestate: Option<String>,
+) -> Decision {
+    let parent_span = parent.map(|p| {
+        let p = p.get();
+        rec.parent_for(p.info.key, p.info.span_id)
+    });
+    let parent_ref = parent.map(|p| p.get()).zip(parent_span);
+    let (lineage, invalid) =
+        session::lineage(traceparent, parent_ref, state.config.honor_parent_sampled);
+    if invalid {
+        Counters::add(&state.counters.invalid_traceparent, 1);
+    }
+    let tracestate = if lineage.remote_parent {
+        tracestate.and_then(|t| {
+            let parsed = parse_tracestate(&t);
+            if parsed.is_none() {
+                Counters::add(&state.counters.invalid_tracestate, 1);
+            }
+            parsed
+        })
+    } else if traceparent.is_some() {
+        None
+    } else {
+        parent.and_then(|p| p.get().tracestate.clone())
+    };
+    let enabled = state.config.enabled && state.recording.load(Ordering::Relaxed);
+    let sampled = enabled
+        && lineage
+            .inherited_sampled
+            .unwrap_or_else(|| trace_id_ratio_sampled(lineage.trace_id, state.config.sample_rate));
+    Decision {
+        lineage,
+        enabled,
+        sampled,
+        tracestate,
+    }
+}
+
+/// Makes the session `decision` describes, with its (already redacted) tag and attributes;
+/// a sampled one has its start queued and the hook installed on this thread.
+///
+/// # Safety
+/// The GIL is held.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn begin(
+    py: Python<'_>,
+    state: &HookState,
+    rec: &mut recorder::ThreadRecorder,
+    decision: Decision,
+    tag: String,
+    attrs: Vec<(String, String)>,
+    process_wide: bool,
+    kind: SessionKind,
+) -> Session {
+    let sampled = decision.sampled;
+    let mut s = session::new_session(
+        decision.lineage,
+        sampled,
+        tag,
+        attrs,
+        rec.thread_id,
+        process_wide,
+    );
+    s.tracestate = decision.tracestate;
+    s.record.kind = kind;
+    if sampled {
+        let name = session::thread_name(py, rec.thread_id);
+        s.record.thread_name = state.redactor.redact_value(&name).into_owned();
+        Counters::add(&state.counters.sessions_started, 1);
+        state.pipeline.submit_session(s.record.clone());
+        backends::retain_on_current_thread(rec);
+        s.hooked_thread.store(rec.thread_id, Ordering::Relaxed);
+    } else if decision.enabled {
+        Counters::add(&state.counters.sessions_unsampled, 1);
+    }
+    s
 }
 
 /// Ends a session: its calls still open on this thread are written as unfinished, its end
@@ -394,10 +471,22 @@ fn session_start(
 /// the parent's to record.
 #[pyfunction]
 fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
+    end_session(py, session, |_, _| {})
+}
+
+/// [`session_end`], with `finish` completing the end record (a served request's route,
+/// status and exception) before it is queued.
+pub(crate) fn end_session(
+    py: Python<'_>,
+    session: &Bound<'_, Session>,
+    finish: impl FnOnce(&HookState, &mut SessionRecord),
+) -> PyResult<()> {
     let s = session.get();
     if s.ended.swap(true, Ordering::Relaxed) {
         return Ok(());
     }
+    // SAFETY: pyfunctions (and their helpers) run with the GIL held.
+    unsafe { session::untrack(s.info.key) };
     let state = state()?;
     // SAFETY: pyfunctions run with the GIL held.
     unsafe {
@@ -417,6 +506,7 @@ fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
             }
             let mut record = s.record.clone();
             record.end_ns = Some(clock::now_ns());
+            finish(state, &mut record);
             state.pipeline.submit_session(record);
             Counters::add(&state.counters.sessions_ended, 1);
         }
@@ -550,6 +640,9 @@ fn shutdown_with(py: Python<'_>, timeout: Duration, release_gil: bool) -> PyResu
         if let Some(ps) = session::process_session(py) {
             session_end(py, &ps)?;
         }
+        for open in session::take_open() {
+            session_end(py, open.bind(py))?;
+        }
         if !state.recording.swap(false, Ordering::Relaxed) {
             return Ok(true);
         }
@@ -676,6 +769,13 @@ fn resume_after_fork() {
 #[pyfunction]
 fn sigterm_install() -> bool {
     crate::process::sigterm::install(shutdown_with)
+}
+
+/// After the program set SIGTERM back to its default disposition: the handler installed by
+/// `sigterm_install` is put back (see `sigterm::reclaim`). True when it is in place.
+#[pyfunction]
+fn sigterm_reclaim() -> bool {
+    crate::process::sigterm::reclaim()
 }
 
 /// In a forked child: a fresh export thread and output (`.PID` added to the file name), no

@@ -1,9 +1,10 @@
 //! `ferrotrace._native`: the CPython hook, per-thread recorders, sessions and the functions
 //! the Python package calls. This is the only crate that touches the CPython C API.
 //!
-//! One folder per part, each using only the parts below it: `api`, `http_client` and
-//! `handoff` (the functions the Python package calls; the second records outgoing HTTP
-//! calls, the third carries a session into the threads work is handed to) → `backends`
+//! One folder per part, each using only the parts below it: `api`, `http_client`,
+//! `server`, `handoff` (the functions the Python package calls; `http_client` records
+//! outgoing HTTP calls, `server` served requests, `handoff` carries a session into the
+//! threads work is handed to) → `backends`
 //! (how CPython's calls reach us) → `recorder` (per-thread records of calls) → `capture`
 //! (reading values) and `session` (which session a call is in) → `process` (process-wide
 //! state).
@@ -15,6 +16,7 @@ mod handoff;
 mod http_client;
 mod process;
 mod recorder;
+mod server;
 mod session;
 
 use pyo3::prelude::*;

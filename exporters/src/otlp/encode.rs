@@ -1,15 +1,16 @@
 //! The OTLP mapping: ferrotrace records to `opentelemetry-proto` messages.
 //!
-//! A session is a span named after its tag (INTERNAL, parent = the enclosing session or the
-//! remote caller); a call is an INTERNAL span named `module.qualname` with OpenTelemetry's
+//! A session is a span named after its tag (INTERNAL, or SERVER for a served request; parent
+//! = the enclosing session or the remote caller); a call is an INTERNAL span named `module.qualname` with OpenTelemetry's
 //! `code.*` attributes; an exception is an `exception` span event and an ERROR status.
 
 use ferrotrace_core::clock::to_unix_ns;
 use ferrotrace_core::event::{
-    ExceptionInfo, HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION,
-    FLAG_UNFINISHED,
+    ExceptionInfo, HttpRecord, SessionKind, SessionRecord, SessionStatus, SpanBatch, SpanRecord,
+    FLAG_EXCEPTION, FLAG_UNFINISHED,
 };
 use ferrotrace_core::functions::FunctionTable;
+use ferrotrace_core::server::INT_ATTRIBUTES;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -195,13 +196,45 @@ impl Encoder {
         }
     }
 
-    /// Converts an ended session (its root span).
+    /// Converts an ended session (its root span). A served request is a SERVER span whose
+    /// `server.port` and `http.response.status_code` are integers; a request that failed
+    /// (a 5xx status or an escaping exception) has `error.type`, an ERROR status and, for
+    /// an exception, an `exception` event.
     pub fn session(&self, s: &SessionRecord) -> Span {
-        let mut attributes: Vec<KeyValue> = s.attrs.iter().map(|(k, v)| kv_str(k, v)).collect();
+        let server = s.kind == SessionKind::Server;
+        let mut attributes: Vec<KeyValue> = s
+            .attrs
+            .iter()
+            .map(|(k, v)| match v.parse::<i64>() {
+                Ok(n) if server && INT_ATTRIBUTES.contains(&k.as_str()) => kv_int(k, n),
+                _ => kv_str(k, v),
+            })
+            .collect();
         attributes.push(kv_int("thread.id", s.thread_id as i64));
         attributes.push(kv_str("ferrotrace.session", &s.tag));
         let start = to_unix_ns(s.start_ns);
+        let end = to_unix_ns(s.end_ns.unwrap_or(s.start_ns));
         let remote = if s.remote_parent { IS_REMOTE } else { 0 };
+        let mut events = Vec::new();
+        let mut status = None;
+        if s.status == SessionStatus::Error {
+            let error_type = match &s.exception {
+                Some(e) => {
+                    events.push(exception_event(end, e));
+                    e.type_name.clone()
+                }
+                None => s
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| k == "http.response.status_code")
+                    .map_or_else(|| "_OTHER".to_string(), |(_, v)| v.clone()),
+            };
+            attributes.push(kv_str("error.type", &error_type));
+            status = Some(Status {
+                message: String::new(),
+                code: StatusCode::Error as i32,
+            });
+        }
         Span {
             trace_id: s.trace_id.to_bytes().to_vec(),
             span_id: s.span_id.to_be_bytes().to_vec(),
@@ -212,10 +245,16 @@ impl Encoder {
             } else {
                 s.tag.clone()
             },
-            kind: SpanKind::Internal as i32,
+            kind: if server {
+                SpanKind::Server as i32
+            } else {
+                SpanKind::Internal as i32
+            },
             start_time_unix_nano: start,
-            end_time_unix_nano: to_unix_ns(s.end_ns.unwrap_or(s.start_ns)),
+            end_time_unix_nano: end,
             attributes,
+            events,
+            status,
             ..Default::default()
         }
     }
@@ -394,6 +433,62 @@ mod tests {
             Some(any_value::Value::StringValue("ConnectionError".into()))
         );
         assert_eq!(span.status.unwrap().code, StatusCode::Error as i32);
+    }
+
+    #[test]
+    fn a_served_request_is_a_server_span_with_typed_attributes() {
+        let encoder = Encoder::new(resource("svc", &[], 1));
+        let mut s = SessionRecord {
+            tag: "GET /items/{id}".into(),
+            kind: SessionKind::Server,
+            status: SessionStatus::Error,
+            attrs: vec![
+                ("http.route".into(), "/items/{id}".into()),
+                ("http.response.status_code".into(), "503".into()),
+                ("server.port".into(), "8000".into()),
+            ],
+            end_ns: Some(5),
+            ..Default::default()
+        };
+        let value = |span: &Span, k: &str| {
+            span.attributes
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.clone())
+                .and_then(|v| v.value)
+        };
+        let span = encoder.session(&s);
+        assert_eq!(span.kind, SpanKind::Server as i32);
+        assert_eq!(span.name, "GET /items/{id}");
+        assert_eq!(
+            value(&span, "http.response.status_code"),
+            Some(any_value::Value::IntValue(503))
+        );
+        assert_eq!(
+            value(&span, "server.port"),
+            Some(any_value::Value::IntValue(8000))
+        );
+        assert_eq!(
+            value(&span, "error.type"),
+            Some(any_value::Value::StringValue("503".into()))
+        );
+        assert!(span.events.is_empty());
+        s.exception = Some(ExceptionInfo {
+            type_name: "KeyError".into(),
+            message: "'x'".into(),
+        });
+        let span = encoder.session(&s);
+        assert_eq!(
+            value(&span, "error.type"),
+            Some(any_value::Value::StringValue("KeyError".into()))
+        );
+        assert_eq!(span.events[0].name, "exception");
+        assert_eq!(span.status.unwrap().code, StatusCode::Error as i32);
+        s.kind = SessionKind::Internal;
+        s.status = SessionStatus::Unset;
+        let span = encoder.session(&s);
+        assert_eq!(span.kind, SpanKind::Internal as i32);
+        assert!(span.status.is_none());
     }
 
     #[test]

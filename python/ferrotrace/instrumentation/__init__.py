@@ -1,4 +1,6 @@
-"""HTTP client instrumentation: requests, httpx, urllib3, aiohttp and urllib.
+"""HTTP client instrumentation (requests, httpx, urllib3, aiohttp and urllib), and the
+switch for the web framework integrations (Flask, Django, Starlette/FastAPI: see
+`ferrotrace.integrations`).
 
 Inside a sampled session every request the application makes gives one `http` record (a
 CLIENT span) whose parent is the recorded call that made it, and carries a `traceparent`
@@ -20,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from ferrotrace.instrumentation import _aiohttp, _common, _httpx, _requests, _urllib, _urllib3
+from ferrotrace.integrations import _django, _flask, _starlette
 
 #: Library name -> its instrumentation module (`MODULE`, `patch()`).
 _LIBRARIES: dict[str, ModuleType] = {
@@ -28,10 +31,16 @@ _LIBRARIES: dict[str, ModuleType] = {
     "urllib3": _urllib3,
     "aiohttp": _aiohttp,
     "urllib": _urllib,
+    "flask": _flask,
+    "django": _django,
+    "starlette": _starlette,
 }
 
 #: Every library name `instrument()` accepts.
 LIBRARIES: tuple[str, ...] = tuple(_LIBRARIES)
+
+#: The web frameworks among them (served requests).
+FRAMEWORKS: tuple[str, ...] = ("flask", "django", "starlette")
 
 _lock = threading.RLock()
 #: Instrumented libraries -> the (owner, attribute, original) to put back.
@@ -107,10 +116,22 @@ def instrument(
     urllib3: bool = True,
     aiohttp: bool = True,
     urllib: bool = True,
+    flask: bool = True,
+    django: bool = True,
+    starlette: bool = True,
 ) -> None:
-    """Instruments the HTTP client libraries given True: now if imported, else when they are
-    imported. Calling it again is harmless."""
-    wanted = {"requests": requests, "httpx": httpx, "urllib3": urllib3, "aiohttp": aiohttp, "urllib": urllib}
+    """Instruments the HTTP client libraries and web frameworks given True: now if imported,
+    else when they are imported. Calling it again is harmless."""
+    wanted = {
+        "requests": requests,
+        "httpx": httpx,
+        "urllib3": urllib3,
+        "aiohttp": aiohttp,
+        "urllib": urllib,
+        "flask": flask,
+        "django": django,
+        "starlette": starlette,
+    }
     enable([lib for lib, on in wanted.items() if on])
 
 
@@ -149,3 +170,22 @@ def instrumented() -> list[str]:
     """The libraries instrumented now."""
     with _lock:
         return list(_patched)
+
+
+def available() -> dict[str, str | None]:
+    """Every instrumentable library or framework -> its installed version (None: not
+    installed), found from the installed distributions without importing anything."""
+    from importlib import metadata
+
+    distributions = {"urllib": None, "starlette": "starlette", "django": "Django", "flask": "Flask"}
+    found: dict[str, str | None] = {}
+    for lib in _LIBRARIES:
+        dist = distributions.get(lib, lib)
+        if dist is None:
+            found[lib] = "stdlib"
+            continue
+        try:
+            found[lib] = metadata.version(dist)
+        except Exception:
+            found[lib] = None
+    return found

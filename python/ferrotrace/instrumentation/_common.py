@@ -206,6 +206,16 @@ def when_body_done(response: Any, callback: Callable[[], None]) -> None:
         callback()
 
 
+def version_of(distribution: str) -> str:
+    """The installed version of a distribution, "?" when unknown."""
+    try:
+        from importlib import metadata
+
+        return metadata.version(distribution)
+    except Exception:
+        return "?"
+
+
 def unsupported(library: str, version: str, needs: str) -> None:
     """One warning that `library` is installed but not instrumented (on the `ferrotrace`
     logger and in the `meta` record; under `ferrotrace run`, in its summary)."""

@@ -14,6 +14,7 @@ use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::pipeline::{Pipeline, PipelineOptions};
 use ferrotrace_core::preview::Limits;
 use ferrotrace_core::redact::Redactor;
+use ferrotrace_core::server::ExcludedUrls;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct HookState {
     pub limits: Limits,
     /// This process's diagnostics, written in its `meta` record (shared with the pipeline).
     pub diagnostics: Arc<Diagnostics>,
+    /// Served request paths that get no session (`FERROTRACE_EXCLUDED_URLS`).
+    pub excluded_urls: ExcludedUrls,
 }
 
 static STATE: AtomicPtr<HookState> = AtomicPtr::new(std::ptr::null_mut());
@@ -142,6 +145,7 @@ pub unsafe fn publish(
         max_depth: config.max_preview_depth,
     };
     let state = Box::leak(Box::new(HookState {
+        excluded_urls: ExcludedUrls::new(&config.excluded_urls),
         redactor,
         limits,
         min_duration_ticks: clock::ns_to_ticks_span(config.min_duration_us.saturating_mul(1000)),

@@ -92,6 +92,33 @@ pub fn install(shutdown: Shutdown) -> bool {
     true
 }
 
+/// The program put back the default disposition (`signal.signal(SIGTERM, SIG_DFL)`, as
+/// uvicorn does before re-raising the SIGTERM it handled): installs the handler again, so
+/// that the SIGTERM it raises next still exports first. True when it is in place.
+pub fn reclaim() -> bool {
+    if !INSTALLED.load(Ordering::Relaxed) || WATCHER_PID.load(Ordering::Relaxed) != pid() {
+        return false;
+    }
+    // SAFETY: plain sigaction calls on zero-initialised structures.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGTERM, std::ptr::null(), &mut old) != 0 {
+            return false;
+        }
+        if old.sa_sigaction == handler as *const () as usize {
+            return true;
+        }
+        if old.sa_sigaction != libc::SIG_DFL {
+            return false;
+        }
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = handler as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGTERM, &act, std::ptr::null_mut()) == 0
+    }
+}
+
 extern "C" fn handler(_sig: c_int, _info: *mut libc::siginfo_t, _ctx: *mut c_void) {
     // SAFETY: only async-signal-safe calls (and atomics); errno is restored.
     unsafe {

@@ -16,13 +16,15 @@ pub mod task;
 use crate::process::gil_cell::GilCell;
 use context_stamp::Stamp;
 use ferrotrace_core::clock;
-use ferrotrace_core::event::SessionRecord;
+use ferrotrace_core::event::{ExceptionInfo, SessionRecord};
 use ferrotrace_core::ids::{new_span_id, new_trace_id, span_hex, TraceId};
 use ferrotrace_core::traceparent;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// What the hook needs from a session, copied out of the Python object.
 #[derive(Clone, Copy, Debug, Default)]
@@ -103,6 +105,20 @@ pub struct Session {
     /// The W3C `tracestate` outgoing requests carry: the one given with the incoming
     /// `traceparent`, else the enclosing session's.
     pub tracestate: Option<String>,
+    /// Set for the session of a served request (kind `server`).
+    pub request: Option<Box<Request>>,
+}
+
+/// What the session of a served request keeps until it ends.
+pub struct Request {
+    /// The request method, upper-case (the tag is `"{method} {route}"`).
+    pub method: String,
+    /// The framework's route template, once the framework has routed the request.
+    pub route: Mutex<Option<String>>,
+    /// The response carries a `traceresponse` header (`FERROTRACE_RESPONSE_TRACEPARENT=1`).
+    pub traceresponse: bool,
+    /// An exception the framework turned into an error response (already described).
+    pub error: Mutex<Option<ExceptionInfo>>,
 }
 
 #[pymethods]
@@ -145,6 +161,20 @@ impl Session {
             d.set_item(k, v)?;
         }
         Ok(d)
+    }
+    /// `"server"` for a served request, else `"internal"`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.record.kind.as_str()
+    }
+    /// The W3C `traceresponse` header a served request's response carries, None unless
+    /// `FERROTRACE_RESPONSE_TRACEPARENT=1`.
+    #[getter]
+    fn traceresponse(&self) -> Option<String> {
+        self.request
+            .as_ref()
+            .filter(|r| r.traceresponse)
+            .map(|_| self.traceparent())
     }
     /// True once the session has ended.
     #[getter]
@@ -296,6 +326,44 @@ pub unsafe fn current(py: Python<'_>) -> Option<Bound<'_, Session>> {
         .ok()
 }
 
+/// Sampled sessions begun in this process and not yet ended, by key (strong references to
+/// ferrotrace's own session objects, none of the program's): those still open at shutdown
+/// are ended then (a process that dies by SIGTERM inside one, a request whose server never
+/// closed its body), so that every `session_start` has its `session_end`.
+static OPEN: GilCell<BTreeMap<u64, Py<Session>>> = GilCell::new(BTreeMap::new());
+
+/// Most sessions [`OPEN`] keeps (sessions a program never ends do not grow it further).
+const MAX_OPEN: usize = 1 << 16;
+
+/// Remembers a sampled session until it ends (see [`OPEN`]).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn track(session: &Bound<'_, Session>) {
+    let open = OPEN.get();
+    if open.len() < MAX_OPEN {
+        open.insert(session.get().info.key, session.clone().unbind());
+    }
+}
+
+/// Forgets an ended session.
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn untrack(key: u64) {
+    let removed = OPEN.get().remove(&key);
+    // Released after the map is no longer borrowed.
+    drop(removed);
+}
+
+/// Takes every session still open (at shutdown).
+///
+/// # Safety
+/// The GIL is held.
+pub unsafe fn take_open() -> Vec<Py<Session>> {
+    std::mem::take(OPEN.get()).into_values().collect()
+}
+
 /// Sets (or clears) the process-wide session.
 ///
 /// # Safety
@@ -413,11 +481,13 @@ pub fn new_session(
             thread_name: String::new(),
             start_ns: clock::now_ns(),
             end_ns: None,
+            ..Default::default()
         },
         hooked_thread: AtomicU64::new(0),
         ended: AtomicBool::new(false),
         process_wide,
         pid: std::process::id(),
         tracestate: None,
+        request: None,
     }
 }

@@ -1,0 +1,1 @@
+"""Small web applications the service tests run under real servers."""
