@@ -36,8 +36,11 @@ def worker(n):
         leaf(i)
     return fib(12)
 
+def in_thread(n):
+    return worker(n)
+
 def main():
-    t = threading.Thread(target=worker, args=(50,), name="w1")
+    t = threading.Thread(target=in_thread, args=(50,), name="w1")
     t.start()
     worker(20)
     t.join()
@@ -160,7 +163,8 @@ def test_clicking_a_frame_zooms_to_it(browser, run_report):
             f for f in browser.find_elements(By.CSS_SELECTOR, "#flame .frame") if f.text == "__main__.worker"
         ]
 
-    # One `worker` under `main`, one at the root of thread w1.
+    # One `worker` under `main`, one under `main` -> `in_thread` (thread w1 follows the
+    # session: its first call is a child of the call that started it).
     assert len(workers()) == 2
     narrow = min(workers(), key=lambda f: f.size["width"])
     assert narrow.size["width"] < flame_width - 10
