@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Adds every function to the module.
+/// Adds the general functions to the module (`http_client` and `server` add their own).
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_environment, m)?)?;
     m.add_function(wrap_pyfunction!(configure, m)?)?;
@@ -59,8 +59,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backend_name, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring_install, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring_install_unwind, m)?)?;
-    crate::http_client::register(m)?;
-    crate::server::register(m)
+    Ok(())
 }
 
 pub(crate) fn state() -> PyResult<&'static HookState> {

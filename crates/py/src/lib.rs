@@ -42,5 +42,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<session::Session>()?;
     m.add_class::<backends::setprofile::hook_handle::HookHandle>()?;
-    api::register(m)
+    api::register(m)?;
+    http_client::register(m)?;
+    server::register(m)
 }

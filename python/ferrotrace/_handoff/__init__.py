@@ -17,7 +17,7 @@ of the standard library are patched when the program imports them, never importe
 from __future__ import annotations
 
 from ferrotrace._handoff import executors, processes, threads
-from ferrotrace._handoff._on_import import when_imported
+from ferrotrace._on_import import when_imported
 
 _installed = False
 

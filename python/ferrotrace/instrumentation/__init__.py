@@ -14,13 +14,13 @@ without a word. The library's answers, streams and exceptions are never changed.
 
 from __future__ import annotations
 
-import importlib.abc
 import sys
 import threading
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
+from ferrotrace._on_import import when_imported
 from ferrotrace.instrumentation import _aiohttp, _common, _httpx, _requests, _urllib, _urllib3
 from ferrotrace.integrations import _django, _flask, _starlette
 
@@ -68,46 +68,10 @@ def _apply(library: str) -> None:
             _patched[library] = restore
 
 
-class _ImportWatcher(importlib.abc.MetaPathFinder):
-    """Instruments a wanted library right after its module is first executed."""
-
-    def __init__(self) -> None:
-        self._finding = threading.local()
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        libraries = [lib for lib in _waiting if fullname == _LIBRARIES[lib].MODULE]
-        if not libraries or getattr(self._finding, "name", None) == fullname:
-            return None
-        self._finding.name = fullname
-        try:
-            spec = None
-            for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
-                    continue
-                spec = finder.find_spec(fullname, path, target)
-                if spec is not None:
-                    break
-        finally:
-            self._finding.name = None
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        original = loader.exec_module
-
-        def exec_module(module: ModuleType) -> None:
-            loader.__dict__.pop("exec_module", None)
-            original(module)
-            for lib in libraries:
-                _apply(lib)
-
-        try:
-            loader.exec_module = exec_module
-        except Exception:
-            return spec
-        return spec
-
-
-_watcher = _ImportWatcher()
+def _apply_if_waiting(library: str) -> None:
+    """Instruments `library` on its import, unless `uninstrument()` came first."""
+    if library in _waiting:
+        _apply(library)
 
 
 def instrument(
@@ -144,10 +108,9 @@ def enable(libraries: Iterable[str]) -> None:
                 continue
             if _LIBRARIES[lib].MODULE in sys.modules:
                 now.append(lib)
-            else:
+            elif lib not in _waiting:
                 _waiting.add(lib)
-        if _waiting and _watcher not in sys.meta_path:
-            sys.meta_path.insert(0, _watcher)
+                when_imported(_LIBRARIES[lib].MODULE, lambda _module, lib=lib: _apply_if_waiting(lib))
     for lib in now:
         _apply(lib)
 
@@ -157,8 +120,6 @@ def uninstrument() -> None:
     are left alone."""
     with _lock:
         _waiting.clear()
-        if _watcher in sys.meta_path:
-            sys.meta_path.remove(_watcher)
         for restore in _patched.values():
             for owner, name, original in reversed(restore):
                 setattr(owner, name, original)

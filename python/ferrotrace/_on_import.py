@@ -1,5 +1,6 @@
 """Runs a callback once a module is imported (at once if it already is), without importing
-it: a finder placed first on `sys.meta_path` wraps the module's `exec_module`."""
+it: a finder placed first on `sys.meta_path` wraps the module's `exec_module`. Used by the
+HTTP and framework instrumentation and by `_handoff` (threads, executors, processes)."""
 
 from __future__ import annotations
 
