@@ -20,15 +20,21 @@ def work(n):
     for i in range(n):
         leaf(i)
 
-def busy(stop):
-    # Keeps tracing (and the export thread busy) while the main thread forks.
+def busy(started, stop):
+    # Keeps tracing (and the export thread busy) while the main thread forks. Its total is
+    # bounded (at most 50,000 spans, well under FERROTRACE_MAX_QUEUE) so that a slow machine
+    # cannot make the queue overflow: this test is about forks, not about drops.
     with ferrotrace.session("busy"):
-        while not stop.is_set():
+        for _ in range(1000):
             work(50)
+            started.set()
+            if stop.is_set():
+                break
 
-stop = threading.Event()
-bg = threading.Thread(target=busy, args=(stop,))
+started, stop = threading.Event(), threading.Event()
+bg = threading.Thread(target=busy, args=(started, stop))
 bg.start()
+started.wait()
 children = []
 with ferrotrace.session("parent") as s:
     work(10)
