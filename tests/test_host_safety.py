@@ -2,6 +2,7 @@
 with the right layout, and recording keeps no user object alive, on every backend."""
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_trace, spans
+from conftest import TEST_BACKEND, read_trace, spans
 
 
 def ferrotrace_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -358,3 +359,44 @@ def test_threads_starting_together_under_an_audit_hook_all_run(runner):
     assert "Exception ignored" not in proc.stderr and "Cannot install" not in proc.stderr, proc.stderr
     names = [s["qualname"] for s in spans(read_trace(runner.tmp / "trace.jsonl"))]
     assert names.count("target") == 160 and names.count("leaf") == 1600
+
+
+DESCRIPTORS_PROGRAM = r"""
+import json, os, subprocess, sys
+
+def descriptors():
+    return sorted(os.listdir("/proc/self/fd"))
+
+def leaf(i):
+    return i
+
+seen = {"start": descriptors()}
+for i in range(5000):
+    leaf(i)
+if "ferrotrace" in sys.modules:  # traced: everything recorded so far is written
+    sys.modules["ferrotrace"].flush()
+seen["after work"] = descriptors()
+child = "import os; print(sorted(os.listdir('/proc/self/fd')))"
+seen["child"] = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout
+print(json.dumps(seen))
+"""
+
+
+def test_the_program_and_its_children_see_only_their_own_descriptors(tmp_path):
+    """A program that lists its open descriptors (CPython's test_subprocess checks a child's
+    exactly) finds the same ones traced as untraced: the trace files are open only while
+    the export thread writes them, and a child inherits none."""
+    script = tmp_path / "fds.py"
+    script.write_text(DESCRIPTORS_PROGRAM)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERROTRACE")}
+    untraced = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert untraced.returncode == 0, untraced.stderr
+    backend = ["--backend", TEST_BACKEND] if TEST_BACKEND else []
+    traced = ferrotrace_run(tmp_path, *backend, "--exporter", "jsonl,chrome", "-o", "t.jsonl", str(script))
+    assert traced.returncode == 0, traced.stderr
+    assert json.loads(traced.stdout) == json.loads(untraced.stdout)
+    records = read_trace(tmp_path / "t.jsonl")
+    assert sum(s["qualname"] == "leaf" for s in spans(records)) == 5000, "it was traced"
+    assert records[-1]["type"] == "meta" and records[-1]["dropped"] == 0

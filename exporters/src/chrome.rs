@@ -323,25 +323,35 @@ impl Exporter for ChromeExporter {
         Ok(self.out.take_written())
     }
 
+    /// Held back (rendered) until the next batch or flush: a session start alone does not
+    /// open the file while the program starts.
     fn export_session(
         &mut self,
         session: &SessionRecord,
         _ctx: &ExportContext,
     ) -> Result<u64, ExportError> {
         self.render_session(session);
-        self.emit()?;
-        Ok(self.out.take_written())
+        Ok(0)
     }
 
+    /// Held back like a session record.
     fn export_http(&mut self, h: &HttpRecord, _ctx: &ExportContext) -> Result<u64, ExportError> {
         self.render_http(h);
-        self.emit()?;
+        Ok(0)
+    }
+
+    fn flush(&mut self) -> Result<u64, ExportError> {
+        if !self.scratch.is_empty() {
+            self.emit()?;
+        }
+        self.out.flush()?;
         Ok(self.out.take_written())
     }
 
-    fn flush(&mut self) -> Result<(), ExportError> {
-        self.out.flush()?;
-        Ok(())
+    /// Before a fork: what is buffered is written and the file closed, so the child does not
+    /// inherit its descriptor (it writes a file of its own).
+    fn park(&mut self, _deadline: std::time::Instant) {
+        let _ = self.out.flush();
     }
 
     fn shutdown(&mut self, counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError> {

@@ -6,13 +6,12 @@ use crate::json::{
     has_exception, push_exception, push_exception_info, push_hex, push_json_str, push_str,
     push_string_map, push_u64, push_uint, Reserved, Timestamps,
 };
-use crate::output::{create_private, expand_path, WholeWriter};
+use crate::output::{create_private, expand_path, OutputFile, WholeWriter};
 use ferrotrace_core::clock::to_unix_ns;
 use ferrotrace_core::event::{HttpRecord, SessionRecord, SpanBatch, SpanRecord, FLAG_UNFINISHED};
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::TraceId;
 use ferrotrace_core::metrics::Snapshot;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -338,7 +337,7 @@ impl JsonlRenderer {
 /// whole and written in one go, unbuffered; a write that fails (a full disk) is cut back, so
 /// the file only ever holds whole lines, exactly the bytes counted as written.
 pub struct JsonlExporter {
-    out: WholeWriter<File>,
+    out: WholeWriter<OutputFile>,
     path: PathBuf,
     renderer: JsonlRenderer,
     scratch: Vec<u8>,
@@ -381,23 +380,37 @@ impl Exporter for JsonlExporter {
         Ok(self.emit()?)
     }
 
+    /// Held back (rendered) until the next batch or flush: a session start alone does not
+    /// open the file while the program starts.
     fn export_session(
         &mut self,
         s: &SessionRecord,
         _ctx: &ExportContext,
     ) -> Result<u64, ExportError> {
         self.renderer.session(s, &mut self.scratch);
-        Ok(self.emit()?)
+        Ok(0)
     }
 
+    /// Held back like a session record.
     fn export_http(&mut self, h: &HttpRecord, _ctx: &ExportContext) -> Result<u64, ExportError> {
         self.renderer.http(h, &mut self.scratch);
-        Ok(self.emit()?)
+        Ok(0)
     }
 
-    fn flush(&mut self) -> Result<(), ExportError> {
+    fn flush(&mut self) -> Result<u64, ExportError> {
+        let n = if self.scratch.is_empty() {
+            0
+        } else {
+            self.emit()?
+        };
         self.out.flush()?;
-        Ok(())
+        Ok(n)
+    }
+
+    /// Before a fork: the file is closed, so the child does not inherit its descriptor (it
+    /// writes a file of its own); held-back records wait for the next write.
+    fn park(&mut self, _deadline: std::time::Instant) {
+        let _ = self.out.flush();
     }
 
     fn shutdown(&mut self, counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError> {

@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions, Permissions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,8 +22,9 @@ pub fn expand_path(template: impl AsRef<Path>, pid: u32) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
-/// Creates (or truncates) a file readable and writable by its owner only.
-pub fn create_private(path: &PathBuf) -> io::Result<File> {
+/// Creates (or truncates) a file readable and writable by its owner only, and returns it
+/// closed, as an [`OutputFile`] that opens it again when there is something to write.
+pub fn create_private(path: &Path) -> io::Result<OutputFile> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -31,7 +32,42 @@ pub fn create_private(path: &PathBuf) -> io::Result<File> {
         .mode(0o600)
         .open(path)?;
     file.set_permissions(Permissions::from_mode(0o600))?;
-    Ok(file)
+    Ok(OutputFile {
+        path: path.to_path_buf(),
+        file: None,
+    })
+}
+
+/// An output file held open only while the export thread writes to it: opened (appending)
+/// by the first write after a flush and closed by [`Write::flush`], which the export thread
+/// calls when it falls idle, before a fork and at shutdown. The traced program, or a child
+/// that lists its own descriptors (CPython's `test_subprocess` does), does not find
+/// ferrotrace's among them while nothing is being written, and a forked child inherits none.
+pub struct OutputFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl OutputFile {
+    /// The open file, opening it for appending if it is closed.
+    fn open(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
+        }
+        Ok(self.file.as_mut().expect("opened above"))
+    }
+}
+
+impl Write for OutputFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.open()?.write(buf)
+    }
+
+    /// Closes the file (a `File` buffers nothing); the next write opens it again.
+    fn flush(&mut self) -> io::Result<()> {
+        self.file = None;
+        Ok(())
+    }
 }
 
 /// Writes at least this large go straight to the file (after what is already buffered):
@@ -41,13 +77,13 @@ const DIRECT_WRITE: usize = 32 * 1024;
 
 /// A buffered writer that counts the bytes handed to it.
 pub struct CountingWriter {
-    inner: BufWriter<File>,
+    inner: BufWriter<OutputFile>,
     written: u64,
 }
 
 impl CountingWriter {
     /// Wraps a file with a 256 KiB buffer.
-    pub fn new(file: File) -> Self {
+    pub fn new(file: OutputFile) -> Self {
         CountingWriter {
             inner: BufWriter::with_capacity(256 * 1024, file),
             written: 0,
@@ -83,11 +119,10 @@ pub trait Truncate: Write {
     fn truncate_to(&mut self, len: u64) -> io::Result<()>;
 }
 
-impl Truncate for File {
+impl Truncate for OutputFile {
+    /// Appending writes land at the new end, so only the length changes.
     fn truncate_to(&mut self, len: u64) -> io::Result<()> {
-        self.set_len(len)?;
-        self.seek(SeekFrom::Start(len))?;
-        Ok(())
+        self.open()?.set_len(len)
     }
 }
 

@@ -104,8 +104,10 @@ pub trait Exporter: Send {
     ) -> Result<u64, ExportError>;
     /// Exports one outgoing HTTP request (already redacted).
     fn export_http(&mut self, http: &HttpRecord, ctx: &ExportContext) -> Result<u64, ExportError>;
-    /// Pushes buffered output to its destination.
-    fn flush(&mut self) -> Result<(), ExportError>;
+    /// Pushes buffered output (and records held back for the next write) to its destination,
+    /// which a file exporter then closes until there is more to write. Returns the bytes
+    /// written by this call, if the exporter counts them.
+    fn flush(&mut self) -> Result<u64, ExportError>;
     /// Writes the final record with the counters and closes the destination.
     fn shutdown(&mut self, counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError>;
     /// True for an exporter whose shutdown waits for network delivery. These shut down

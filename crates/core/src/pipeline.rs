@@ -511,8 +511,9 @@ impl Worker {
 
     fn flush_exporters(&mut self) {
         for e in &mut self.exporters {
-            if let Err(err) = e.flush() {
-                failed(&self.counters, &self.errors, e.name(), err);
+            match e.flush() {
+                Ok(bytes) => Counters::add(&self.counters.bytes_written, bytes),
+                Err(err) => failed(&self.counters, &self.errors, e.name(), err),
             }
         }
     }
@@ -549,8 +550,8 @@ mod tests {
         fn export_http(&mut self, _: &HttpRecord, _: &ExportContext) -> Result<u64, ExportError> {
             Ok(0)
         }
-        fn flush(&mut self) -> Result<(), ExportError> {
-            Ok(())
+        fn flush(&mut self) -> Result<u64, ExportError> {
+            Ok(0)
         }
         fn shutdown(&mut self, _: &Snapshot, _: &ExportContext) -> Result<u64, ExportError> {
             self.0.lock().unwrap().1 = true;
@@ -640,8 +641,8 @@ mod tests {
         fn export_http(&mut self, _: &HttpRecord, _: &ExportContext) -> Result<u64, ExportError> {
             Ok(0)
         }
-        fn flush(&mut self) -> Result<(), ExportError> {
-            Ok(())
+        fn flush(&mut self) -> Result<u64, ExportError> {
+            Ok(0)
         }
         fn shutdown(&mut self, s: &Snapshot, _: &ExportContext) -> Result<u64, ExportError> {
             match &self.remote {

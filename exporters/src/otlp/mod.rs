@@ -201,9 +201,9 @@ impl Exporter for OtlpExporter {
         Ok(0)
     }
 
-    fn flush(&mut self) -> Result<(), ExportError> {
+    fn flush(&mut self) -> Result<u64, ExportError> {
         self.send_pending();
-        Ok(())
+        Ok(0)
     }
 
     fn shutdown(&mut self, _counters: &Snapshot, ctx: &ExportContext) -> Result<u64, ExportError> {
