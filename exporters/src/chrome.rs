@@ -434,6 +434,7 @@ mod tests {
                     Box::new(ExceptionInfo {
                         type_name: "ValueError".into(),
                         message: "bad \"x\"".into(),
+                        ..Default::default()
                     })
                 }),
                 ..Default::default()

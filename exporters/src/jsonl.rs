@@ -443,6 +443,7 @@ mod tests {
         h.exception = Some(ExceptionInfo {
             type_name: "ConnectionError".into(),
             message: "refused".into(),
+            ..Default::default()
         });
         renderer.http(&h, &mut out);
         let lines: Vec<serde_json::Value> = out
@@ -513,6 +514,7 @@ mod tests {
         s.exception = Some(Box::new(ExceptionInfo {
             type_name: "KeyError".into(),
             message: "'k'\n".into(),
+            ..Default::default()
         }));
         batch.spans = spans;
         let mut renderer = JsonlRenderer::new(42);
@@ -597,6 +599,7 @@ mod tests {
             exception: Some(Box::new(ExceptionInfo {
                 type_name: "ValueError".into(),
                 message: "bad\n".into(),
+                ..Default::default()
             })),
             ..Default::default()
         };
@@ -611,6 +614,7 @@ mod tests {
             exception: Some(ExceptionInfo {
                 type_name: "KeyError".into(),
                 message: "'x'".into(),
+                ..Default::default()
             }),
             ..Default::default()
         };

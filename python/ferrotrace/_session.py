@@ -48,6 +48,7 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
         return s
 
     def __exit__(self, *exc: object) -> None:
+        exception = exc[1] if len(exc) > 1 and isinstance(exc[1], BaseException) else None
         current = _native.SESSION_VAR.get(None)
         entry = self._tokens.pop(id(current), None) if current is not None else None
         if entry is None:
@@ -57,7 +58,7 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
             _native.session_var_reset(token)
         except ValueError:  # exited in another context than it was entered in
             _native.session_var_set(None)
-        _native.session_end(s)
+        _native.session_end(s, exception)
 
     async def __aenter__(self) -> _native.Session:
         return self.__enter__()
