@@ -179,8 +179,6 @@ impl Encoder {
                 message: String::new(),
                 code: StatusCode::Error as i32,
             });
-        } else if let Some(e) = &s.exception {
-            events.push(exception_event(end, e));
         }
         Span {
             trace_id: s.trace_id.to_bytes().to_vec(),
@@ -236,6 +234,8 @@ impl Encoder {
                 message: String::new(),
                 code: StatusCode::Error as i32,
             });
+        } else if let Some(e) = &s.exception {
+            events.push(exception_event(end, e));
         }
         Span {
             trace_id: s.trace_id.to_bytes().to_vec(),
