@@ -4,7 +4,9 @@ it left the session (`escaped`), on every backend. The session's end record carr
 exception its block exited by.
 """
 
-from conftest import read_trace, spans
+import sys
+
+from conftest import TEST_BACKEND, read_trace, spans
 
 PROGRAM = """
 import asyncio, ferrotrace
@@ -224,7 +226,8 @@ def test_async(runner):
     # Raised out of its own task: it goes to the task, and no recorded call is named for
     # it (the awaiting coroutine caught it in its own frame: not a raising span).
     (b,) = raised(got, "boom")
-    assert b["exception"]["type"] == "ValueError"
+    if sys.version_info >= (3, 12) or TEST_BACKEND != "setprofile":
+        assert b["exception"]["type"] == "ValueError"  # a profile function < 3.12 cannot see it
     assert "caught_by" not in b["exception"] and "escaped" not in b["exception"]
     assert not any("exception" in s for s in amain)
 
