@@ -412,7 +412,9 @@ impl Exporter for JsonlExporter {
 mod tests {
     use super::*;
     use crate::json::MAX_SAFE_INTEGER;
-    use ferrotrace_core::event::{ExceptionInfo, SessionKind, SessionStatus, FLAG_EXCEPTION};
+    use ferrotrace_core::event::{
+        ExceptionFate, ExceptionInfo, SessionKind, SessionStatus, FLAG_EXCEPTION,
+    };
 
     use ferrotrace_core::functions::FunctionInfo;
     use std::os::unix::fs::PermissionsExt;
@@ -599,7 +601,7 @@ mod tests {
             exception: Some(Box::new(ExceptionInfo {
                 type_name: "ValueError".into(),
                 message: "bad\n".into(),
-                ..Default::default()
+                fate: ExceptionFate::CaughtBy(0xab),
             })),
             ..Default::default()
         };
@@ -614,7 +616,7 @@ mod tests {
             exception: Some(ExceptionInfo {
                 type_name: "KeyError".into(),
                 message: "'x'".into(),
-                ..Default::default()
+                fate: ExceptionFate::Escaped,
             }),
             ..Default::default()
         };
@@ -648,6 +650,8 @@ mod tests {
         assert_eq!(lines[0]["parent_span_id"], serde_json::Value::Null);
         assert_eq!(lines[0]["exception"]["type"], "ValueError");
         assert_eq!(lines[0]["exception"]["message"], "bad\n");
+        assert_eq!(lines[0]["exception"]["caught_by"], "00000000000000ab");
+        assert!(lines[0]["exception"].get("escaped").is_none());
         assert!(
             lines[0]["start_unix_ns"].is_string(),
             "unix ns exceed 2^53 and must be strings"
@@ -657,6 +661,8 @@ mod tests {
         assert_eq!(lines[1]["kind"], "server");
         assert_eq!(lines[1]["status"], "error");
         assert_eq!(lines[1]["exception"]["type"], "KeyError");
+        assert_eq!(lines[1]["exception"]["escaped"], true);
+        assert!(lines[1]["exception"].get("caught_by").is_none());
         assert_eq!(lines[1]["duration_ns"], 9);
         assert_eq!(lines[2]["type"], "meta");
         assert_eq!(lines[2]["recorded"], 1);

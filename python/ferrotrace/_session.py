@@ -48,7 +48,6 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
         return s
 
     def __exit__(self, *exc: object) -> None:
-        exception = exc[1] if len(exc) > 1 and isinstance(exc[1], BaseException) else None
         current = _native.SESSION_VAR.get(None)
         entry = self._tokens.pop(id(current), None) if current is not None else None
         if entry is None:
@@ -58,7 +57,9 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
             _native.session_var_reset(token)
         except ValueError:  # exited in another context than it was entered in
             _native.session_var_set(None)
-        _native.session_end(s, exception)
+        # The exception the block exited by (no builtin is called here: a profiler running
+        # around the session counts the program's calls only).
+        _native.session_end(s, exc[1] if exc else None)
 
     async def __aenter__(self) -> _native.Session:
         return self.__enter__()

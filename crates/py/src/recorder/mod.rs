@@ -143,6 +143,9 @@ pub struct ThreadRecorder {
     pub open_containers: Vec<*mut ffi::PyObject>,
     /// Raising spans waiting for their fate (`caught_by` or `escaped`).
     fates: Fates,
+    /// The session of the span recorded last by a return of None (3.12+, see
+    /// [`mark_unwound`](Self::mark_unwound)).
+    last_session_key: u64,
     orphaned: AtomicBool,
 }
 
@@ -257,6 +260,7 @@ unsafe fn create(state: &HookState) -> Option<&'static mut ThreadRecorder> {
         key_memo: KeyMemo::default(),
         open_containers: Vec::new(),
         fates: Fates::default(),
+        last_session_key: 0,
         orphaned: AtomicBool::new(false),
     }));
     // The guard is registered first: on a thread whose thread-locals are already being
@@ -622,6 +626,10 @@ impl ThreadRecorder {
                     outcome,
                 );
             }
+            End::Later { .. } if cfg!(Py_3_12) && self.fates.waiting.is_empty() => {
+                // No span awaits this one: `mark_unwound` makes it wait if it unwound.
+                self.last_session_key = session_key;
+            }
             End::Later { detached } => {
                 let detached = detached || self.is_detached(parent);
                 self.fates.unsettled.push(Unsettled {
@@ -792,14 +800,16 @@ impl ThreadRecorder {
         (moved(args), moved(ret))
     }
 
-    /// Marks the span just recorded for `frame` as ended by `exception` (3.12+).
+    /// Marks the span just recorded for `frame` as ended by `exception` (3.12+), whose token
+    /// is `token`; `detached` says whether it goes to an asyncio task (see [`fates`]).
     pub fn mark_unwound(
         &mut self,
         frame: *mut ffi::PyObject,
         exception: impl FnOnce() -> ExceptionInfo,
         token: ExcToken,
-        detached: bool,
+        detached: impl FnOnce(&ThreadRecorder) -> bool,
     ) {
+        let mut waits = None;
         if let Some((f, i)) = self.last_recorded.take() {
             if f == frame {
                 if let Some(span) = self.buffer.get_mut(i) {
@@ -807,10 +817,21 @@ impl ThreadRecorder {
                     // The legacy profiler reported this exit as a return of None.
                     span.ret = TextRef::default();
                     span.exception = Some(Box::new(exception()));
+                    waits = Some((i, span.span_id, span.parent_span_id));
                 }
             }
         }
-        if let Some(k) = self
+        if self.fates.unsettled.is_empty() {
+            if let Some((i, id, parent)) = waits {
+                let outcome = Outcome::Raised {
+                    token: Some(token),
+                    detached: self.is_detached(parent) || detached(self),
+                };
+                let key = self.last_session_key;
+                self.fates
+                    .ended(&mut self.buffer, Some(i), id, parent, key, outcome);
+            }
+        } else if let Some(k) = self
             .fates
             .unsettled
             .iter()
@@ -820,7 +841,7 @@ impl ThreadRecorder {
             self.settle_unsettled_as_returned();
             let outcome = Outcome::Raised {
                 token: Some(token),
-                detached: u.detached || detached,
+                detached: u.detached || detached(self),
             };
             let (id, parent, key) = (u.span_id, u.parent_span_id, u.session_key);
             self.fates

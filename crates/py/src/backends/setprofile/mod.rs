@@ -283,10 +283,12 @@ pub unsafe fn on_unwind(exc: *mut ffi::PyObject) {
         return;
     };
     let frame = ffi::PyEval_GetFrame();
-    let detached = !frame.is_null()
-        && rec.hands_to_task(frame_code(frame), false, |a| {
-            frame_code(a as *mut ffi::PyFrameObject)
-        });
+    let detached = |rec: &ThreadRecorder| {
+        !frame.is_null()
+            && rec.hands_to_task(frame_code(frame), false, |a| {
+                frame_code(a as *mut ffi::PyFrameObject)
+            })
+    };
     let token = exception::token(exc);
     rec.mark_unwound(
         frame as *mut ffi::PyObject,
