@@ -45,7 +45,8 @@ def test_run_preserves_stdout_and_exit_code(tmp_path, mode, code):
     assert got["main"]["parent_span_id"] == got["<module>"]["span_id"]
     if mode == "raise":
         for name in ("main", "<module>"):
-            assert got[name]["exception"] == {"type": "RuntimeError", "message": "boom"}
+            # It ended the program: it escaped the process-wide session.
+            assert got[name]["exception"] == {"type": "RuntimeError", "message": "boom", "escaped": True}
     meta = records[-1]
     assert meta["type"] == "meta" and meta["dropped"] == 0 and meta["recorded"] == meta["exported"]
 

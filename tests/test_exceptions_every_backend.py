@@ -187,8 +187,14 @@ def test_exception_caught_by_c_code(runner):
     got = spans(runner.trace(SWALLOWED_BY_C))
     span = next(s for s in got if s["qualname"] == "Lazy.__getattr__")
     assert "exception" in span
+    probe = next(s for s in got if s["qualname"] == "probe")
+    assert span["exception"]["caught_by"] == probe["span_id"]
     if sys.version_info >= (3, 12) or TEST_BACKEND != "setprofile":
-        assert span["exception"] == {"type": "AttributeError", "message": "missing"}
+        assert span["exception"] == {
+            "type": "AttributeError",
+            "message": "missing",
+            "caught_by": probe["span_id"],
+        }
     assert "exception" not in next(s for s in got if s["qualname"] == "probe")
 
 
@@ -235,7 +241,12 @@ def test_a_programs_own_trace_function_is_left_alone(runner):
         assert all(s["exception"]["type"] == "KeyError" for s in booms)
     else:
         # Untraced by the program: the exception is read at the `except` block.
-        assert booms[1]["exception"] == {"type": "KeyError", "message": "k"}
+        quiets = [s for s in got if s["qualname"] == "quiet"]
+        assert booms[1]["exception"] == {
+            "type": "KeyError",
+            "message": "k",
+            "caught_by": quiets[1]["span_id"],
+        }
 
 
 def test_config_says_where_setprofile_cannot_see_exceptions(tmp_path):

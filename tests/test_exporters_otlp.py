@@ -182,6 +182,13 @@ def check_ferrotrace_spans(server: Server, out: dict, script_path: str) -> None:
         assert attrs(ev)["exception.type"] == ("string_value", "ValueError")
         assert attrs(ev)["exception.message"] == ("string_value", "empty cart")
         assert "ValueError" in s.status.message
+        # Caught by `checkout` (two levels above `validate`): not escaped, and which span.
+        catcher = by_id[s.parent_span_id]
+        if s.name == "__main__.validate":
+            catcher = by_id[catcher.parent_span_id]
+        assert catcher.name == "__main__.checkout"
+        assert attrs(ev)["exception.escaped"] == ("bool_value", False)
+        assert attrs(ev)["ferrotrace.exception.caught_by"] == ("string_value", catcher.span_id.hex())
     for s in calls:
         if s not in failed:
             assert not s.events, "no empty exception events"

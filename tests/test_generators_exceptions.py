@@ -87,8 +87,15 @@ def test_exception_marks_the_three_frames_it_leaves(runner):
     got = spans(runner.trace(EXCEPTIONS))
     failed = [s for s in got if "exception" in s]
     assert sorted(s["qualname"] for s in failed) == ["charge", "charge", "checkout", "checkout", "pay", "pay"]
+    safe = next(s for s in got if s["qualname"] == "safe")
     for s in failed:
-        assert s["exception"] == {"type": "__main__.Declined", "message": "card declined"}, s
+        assert (s["exception"]["type"], s["exception"]["message"]) == ("__main__.Declined", "card declined")
+    # In session "exc" `safe` caught it; in "exc2" it left the session.
+    caught = [s for s in failed if s["trace_id"] == safe["trace_id"]]
+    assert len(caught) == 3 and all(s["exception"]["caught_by"] == safe["span_id"] for s in caught)
+    escaped = [s for s in failed if s not in caught]
+    assert len(escaped) == 3 and all(s["exception"].get("escaped") is True for s in escaped)
+    assert all("caught_by" not in s["exception"] for s in escaped)
     ok = {s["qualname"] for s in got if "exception" not in s}
     assert ok == {"safe", "log"}
 
@@ -113,7 +120,9 @@ with ferrotrace.session("q"):
 """)
     )
     boom = next(s for s in got if s["qualname"] == "boom")
+    quiet = next(s for s in got if s["qualname"] == "quiet")
     assert "exception" in boom
+    assert boom["exception"]["caught_by"] == quiet["span_id"]
     if sys.version_info >= (3, 12) or TEST_BACKEND != "setprofile":
-        assert boom["exception"] == {"type": "KeyError", "message": "k"}
-    assert "exception" not in next(s for s in got if s["qualname"] == "quiet")
+        assert boom["exception"] == {"type": "KeyError", "message": "k", "caught_by": quiet["span_id"]}
+    assert "exception" not in quiet

@@ -392,7 +392,7 @@ impl Exporter for ChromeExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotrace_core::event::{ExceptionInfo, FLAG_EXCEPTION};
+    use ferrotrace_core::event::{ExceptionFate, ExceptionInfo, FLAG_EXCEPTION};
 
     use ferrotrace_core::functions::FunctionInfo;
     use ferrotrace_core::ids::TraceId;
@@ -444,6 +444,7 @@ mod tests {
                     Box::new(ExceptionInfo {
                         type_name: "ValueError".into(),
                         message: "bad \"x\"".into(),
+                        fate: ExceptionFate::CaughtBy(100),
                     })
                 }),
                 ..Default::default()
@@ -519,6 +520,10 @@ mod tests {
         assert_eq!(calls[2]["tid"].as_u64().unwrap(), FIRST_COMPACT_TID);
         assert_eq!(calls[0]["args"]["line"], 3);
         assert_eq!(calls[2]["args"]["exception"]["message"], "bad \"x\"");
+        assert_eq!(
+            calls[2]["args"]["exception"]["caught_by"],
+            "0000000000000064"
+        );
         assert_eq!(calls[2]["args"]["args"]["x"], 1);
         let sessions: Vec<&Value> = evs.iter().filter(|e| e["cat"] == "session").collect();
         assert_eq!(sessions.len(), 2);

@@ -1,7 +1,7 @@
 //! Small JSON writing helpers shared by the file exporters.
 
 use ferrotrace_core::append::hex_digits;
-use ferrotrace_core::event::{ExceptionInfo, SpanBatch, SpanRecord, FLAG_EXCEPTION};
+use ferrotrace_core::event::{ExceptionFate, ExceptionInfo, SpanBatch, SpanRecord, FLAG_EXCEPTION};
 use std::io::{self, Write};
 
 /// The largest integer a JSON consumer using doubles reads exactly (2^53).
@@ -78,12 +78,22 @@ pub fn has_exception(s: &SpanRecord) -> bool {
     s.exception.is_some() || s.flags & FLAG_EXCEPTION != 0
 }
 
-/// Appends an `"exception"` member (`type`, `message`) after a comma.
+/// Appends an `"exception"` member (`type`, `message`, and `caught_by` or `escaped` when
+/// its fate is known) after a comma.
 pub fn push_exception_info(out: &mut Vec<u8>, e: &ExceptionInfo) {
     out.extend_from_slice(b",\"exception\":{\"type\":");
     push_json_str(out, &e.type_name);
     out.extend_from_slice(b",\"message\":");
     push_json_str(out, &e.message);
+    match e.fate {
+        ExceptionFate::Unknown => {}
+        ExceptionFate::CaughtBy(id) => {
+            out.extend_from_slice(b",\"caught_by\":\"");
+            push_hex(out, u128::from(id), 16);
+            out.push(b'"');
+        }
+        ExceptionFate::Escaped => out.extend_from_slice(b",\"escaped\":true"),
+    }
     out.push(b'}');
 }
 

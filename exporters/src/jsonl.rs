@@ -425,7 +425,9 @@ impl Exporter for JsonlExporter {
 mod tests {
     use super::*;
     use crate::json::MAX_SAFE_INTEGER;
-    use ferrotrace_core::event::{ExceptionInfo, SessionKind, SessionStatus, FLAG_EXCEPTION};
+    use ferrotrace_core::event::{
+        ExceptionFate, ExceptionInfo, SessionKind, SessionStatus, FLAG_EXCEPTION,
+    };
 
     use ferrotrace_core::functions::FunctionInfo;
     use std::os::unix::fs::PermissionsExt;
@@ -456,6 +458,7 @@ mod tests {
         h.exception = Some(ExceptionInfo {
             type_name: "ConnectionError".into(),
             message: "refused".into(),
+            ..Default::default()
         });
         renderer.http(&h, &mut out);
         let lines: Vec<serde_json::Value> = out
@@ -526,6 +529,7 @@ mod tests {
         s.exception = Some(Box::new(ExceptionInfo {
             type_name: "KeyError".into(),
             message: "'k'\n".into(),
+            ..Default::default()
         }));
         batch.spans = spans;
         let mut renderer = JsonlRenderer::new(42);
@@ -610,6 +614,7 @@ mod tests {
             exception: Some(Box::new(ExceptionInfo {
                 type_name: "ValueError".into(),
                 message: "bad\n".into(),
+                fate: ExceptionFate::CaughtBy(0xab),
             })),
             ..Default::default()
         };
@@ -624,6 +629,7 @@ mod tests {
             exception: Some(ExceptionInfo {
                 type_name: "KeyError".into(),
                 message: "'x'".into(),
+                fate: ExceptionFate::Escaped,
             }),
             ..Default::default()
         };
@@ -657,6 +663,8 @@ mod tests {
         assert_eq!(lines[0]["parent_span_id"], serde_json::Value::Null);
         assert_eq!(lines[0]["exception"]["type"], "ValueError");
         assert_eq!(lines[0]["exception"]["message"], "bad\n");
+        assert_eq!(lines[0]["exception"]["caught_by"], "00000000000000ab");
+        assert!(lines[0]["exception"].get("escaped").is_none());
         assert!(
             lines[0]["start_unix_ns"].is_string(),
             "unix ns exceed 2^53 and must be strings"
@@ -666,6 +674,8 @@ mod tests {
         assert_eq!(lines[1]["kind"], "server");
         assert_eq!(lines[1]["status"], "error");
         assert_eq!(lines[1]["exception"]["type"], "KeyError");
+        assert_eq!(lines[1]["exception"]["escaped"], true);
+        assert!(lines[1]["exception"].get("caught_by").is_none());
         assert_eq!(lines[1]["duration_ns"], 9);
         assert_eq!(lines[2]["type"], "meta");
         assert_eq!(lines[2]["recorded"], 1);

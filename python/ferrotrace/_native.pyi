@@ -67,7 +67,9 @@ def session_start(
     """A new session; `tracestate` is kept (when valid per W3C) only with a valid
     `traceparent`, and sent on outgoing requests beside it."""
 
-def session_end(session: Session) -> None: ...
+def session_end(session: Session, exception: BaseException | None = None) -> None:
+    """End `session`; `exception` is the one its block exited by (recorded as escaped)."""
+
 def current_session() -> Session | None: ...
 def session_var_set(value: Session | None) -> Token[Session | None]:
     """Make `value` the session of the current context; returns the reset token."""

@@ -57,7 +57,9 @@ class session:  # noqa: N801 - used like a function: `with ferrotrace.session(..
             _native.session_var_reset(token)
         except ValueError:  # exited in another context than it was entered in
             _native.session_var_set(None)
-        _native.session_end(s)
+        # The exception the block exited by (no builtin is called here: a profiler running
+        # around the session counts the program's calls only).
+        _native.session_end(s, exc[1] if exc else None)
 
     async def __aenter__(self) -> _native.Session:
         return self.__enter__()

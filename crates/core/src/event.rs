@@ -69,6 +69,21 @@ pub struct ExceptionInfo {
     pub type_name: String,
     /// Bounded, redacted message (empty when it could not be read without running user code).
     pub message: String,
+    /// Where the exception went after leaving the frame (spans only).
+    pub fate: ExceptionFate,
+}
+
+/// Where an exception that left a call went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum ExceptionFate {
+    /// Not known: it ended an asyncio task step or a thread, or the trace ended first.
+    #[default]
+    Unknown,
+    /// Caught by this span (the nearest recorded ancestor that did not end by it; the
+    /// session's root span when the code around the session's calls caught it).
+    CaughtBy(SpanId),
+    /// It left the session (the session ended by it).
+    Escaped,
 }
 
 /// What a session stands for.

@@ -176,6 +176,7 @@ mod tests {
             exception: Some(ExceptionInfo {
                 type_name: "ConnectionError".into(),
                 message: "to http://u:hunter2@h/".into(),
+                ..Default::default()
             }),
             request_body: Some(r#"{"user": "bob", "password": "hunter2"}"#.into()),
             response_body: Some("token=abc123def456".into()),

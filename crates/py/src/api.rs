@@ -2,6 +2,7 @@
 
 use crate::backends;
 use crate::backends::monitoring;
+use crate::capture::exception;
 use crate::handoff;
 use crate::process::diagnostics;
 use crate::process::runtime::{self, Environment, HookState};
@@ -10,7 +11,7 @@ use crate::session::{self, Session};
 use ferrotrace_core::clock;
 use ferrotrace_core::config::{self, Backend, Config, ConfigError};
 use ferrotrace_core::config_view;
-use ferrotrace_core::event::{SessionKind, SessionRecord};
+use ferrotrace_core::event::{ExceptionFate, SessionKind, SessionRecord};
 use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::metrics::Counters;
 use ferrotrace_core::redact::Redactor;
@@ -465,12 +466,18 @@ pub(crate) unsafe fn begin(
 }
 
 /// Ends a session: its calls still open on this thread are written as unfinished, its end
-/// is recorded and, if it was the last session on this thread, the previous profiler is put
-/// back. In a forked child, a session the parent started is only marked ended: its end is
-/// the parent's to record.
+/// is recorded (with `exception`, the exception the session's block exited by, if any:
+/// the raising spans it left carry `escaped`) and, if it was the last session on this
+/// thread, the previous profiler is put back. In a forked child, a session the parent
+/// started is only marked ended: its end is the parent's to record.
 #[pyfunction]
-fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
-    end_session(py, session, |_, _| {})
+#[pyo3(signature = (session, exception=None))]
+fn session_end(
+    py: Python<'_>,
+    session: &Bound<'_, Session>,
+    exception: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    end_session(py, session, exception, |_, _| {})
 }
 
 /// [`session_end`], with `finish` completing the end record (a served request's route,
@@ -478,8 +485,10 @@ fn session_end(py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
 pub(crate) fn end_session(
     py: Python<'_>,
     session: &Bound<'_, Session>,
+    exception: Option<&Bound<'_, PyAny>>,
     finish: impl FnOnce(&HookState, &mut SessionRecord),
 ) -> PyResult<()> {
+    let exception = exception.filter(|e| e.is_instance_of::<pyo3::exceptions::PyBaseException>());
     let s = session.get();
     if s.ended.swap(true, Ordering::Relaxed) {
         return Ok(());
@@ -496,16 +505,28 @@ pub(crate) fn end_session(
         let own = s.pid == std::process::id();
         if own && s.info.sampled && state.recording.load(Ordering::Relaxed) {
             let key = s.info.key;
+            let root = s.info.span_id;
+            // SAFETY: the GIL is held and `e` is a live exception instance.
+            let token = exception.map(|e| exception::token(e.as_ptr()));
             if s.process_wide {
                 recorder::for_each(state, |r| {
-                    r.close_unfinished(state, |f| f.session_key == key)
+                    r.close_unfinished(state, |f| f.session_key == key);
+                    r.session_ended(key, root, token);
                 });
             } else {
                 rec.close_unfinished(state, |f| f.session_key == key);
+                rec.session_ended(key, root, token);
             }
             let mut record = s.record.clone();
             record.end_ns = Some(clock::now_ns());
             finish(state, &mut record);
+            if let Some(e) = exception {
+                // SAFETY: the GIL is held and `e` is a live exception instance.
+                let info = record
+                    .exception
+                    .get_or_insert_with(|| exception::describe(e.as_ptr(), state));
+                info.fate = ExceptionFate::Escaped;
+            }
             state.pipeline.submit_session(record);
             Counters::add(&state.counters.sessions_ended, 1);
         }
@@ -628,6 +649,15 @@ fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<bool> {
     shutdown_with(py, Duration::from_secs_f64(timeout.max(0.0)), true)
 }
 
+/// The exception the interpreter printed as the one that ended the program
+/// (`sys.last_exc`, 3.12+, else `sys.last_value`), if any.
+fn uncaught_exception(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
+    let sys = py.import("sys").ok()?;
+    ["last_exc", "last_value"]
+        .into_iter()
+        .find_map(|name| sys.getattr(name).ok().filter(|v| !v.is_none()))
+}
+
 /// [`shutdown`]; with `release_gil` false the other threads stay stopped while the export
 /// thread finishes (the SIGTERM path: the program must not run on).
 fn shutdown_with(py: Python<'_>, timeout: Duration, release_gil: bool) -> PyResult<bool> {
@@ -637,10 +667,11 @@ fn shutdown_with(py: Python<'_>, timeout: Duration, release_gil: bool) -> PyResu
     // SAFETY: pyfunctions run with the GIL held.
     unsafe {
         if let Some(ps) = session::process_session(py) {
-            session_end(py, &ps)?;
+            let escaped = uncaught_exception(py);
+            end_session(py, &ps, escaped.as_ref(), |_, _| {})?;
         }
         for open in session::take_open() {
-            session_end(py, open.bind(py))?;
+            session_end(py, open.bind(py), None)?;
         }
         if !state.recording.swap(false, Ordering::Relaxed) {
             return Ok(true);

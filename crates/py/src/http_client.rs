@@ -211,6 +211,7 @@ fn http_end(
         exception: exception.map(|(type_name, message)| ExceptionInfo {
             type_name,
             message: bounded(&message, max),
+            ..Default::default()
         }),
         request_headers,
         response_headers,

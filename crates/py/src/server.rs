@@ -333,7 +333,7 @@ fn server_end(
     route: Option<String>,
 ) -> PyResult<()> {
     let Some(request) = &session.get().request else {
-        return api::end_session(py, session, |_, _| {});
+        return api::end_session(py, session, None, |_, _| {});
     };
     let named = request
         .route
@@ -347,7 +347,7 @@ fn server_end(
         .unwrap_or_else(|e| e.into_inner())
         .take();
     let exception = exception.filter(|e| e.is_instance_of::<PyBaseException>());
-    api::end_session(py, session, |state, record| {
+    api::end_session(py, session, exception, |state, record| {
         let redactor = &state.redactor;
         let route = route.map(|r| redactor.redact_value(&r).into_owned());
         record.tag = tag(&request.method, route.as_deref());

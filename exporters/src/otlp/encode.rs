@@ -6,8 +6,8 @@
 
 use ferrotrace_core::clock::to_unix_ns;
 use ferrotrace_core::event::{
-    ExceptionInfo, HttpRecord, SessionKind, SessionRecord, SessionStatus, SpanBatch, SpanRecord,
-    FLAG_EXCEPTION, FLAG_UNFINISHED,
+    ExceptionFate, ExceptionInfo, HttpRecord, SessionKind, SessionRecord, SessionStatus, SpanBatch,
+    SpanRecord, FLAG_EXCEPTION, FLAG_UNFINISHED,
 };
 use ferrotrace_core::functions::FunctionTable;
 use ferrotrace_core::server::INT_ATTRIBUTES;
@@ -234,6 +234,8 @@ impl Encoder {
                 message: String::new(),
                 code: StatusCode::Error as i32,
             });
+        } else if let Some(e) = &s.exception {
+            events.push(exception_event(end, e));
         }
         Span {
             trace_id: s.trace_id.to_bytes().to_vec(),
@@ -360,14 +362,29 @@ impl Encoder {
 }
 
 /// The `exception` span event of an exception seen at `time`.
+/// The `exception` span event of OpenTelemetry's semantic conventions: `exception.type`,
+/// `exception.message` and, when known, `exception.escaped` (with
+/// `ferrotrace.exception.caught_by`, the catching span's id in hex, when it was caught).
 fn exception_event(time: u64, e: &ExceptionInfo) -> Event {
+    let mut attributes = vec![
+        kv_str("exception.type", &e.type_name),
+        kv_str("exception.message", &e.message),
+    ];
+    match e.fate {
+        ExceptionFate::Unknown => {}
+        ExceptionFate::CaughtBy(id) => {
+            attributes.push(kv_bool("exception.escaped", false));
+            attributes.push(kv_str(
+                "ferrotrace.exception.caught_by",
+                &format!("{id:016x}"),
+            ));
+        }
+        ExceptionFate::Escaped => attributes.push(kv_bool("exception.escaped", true)),
+    }
     Event {
         time_unix_nano: time,
         name: "exception".into(),
-        attributes: vec![
-            kv_str("exception.type", &e.type_name),
-            kv_str("exception.message", &e.message),
-        ],
+        attributes,
         dropped_attributes_count: 0,
     }
 }
@@ -421,6 +438,7 @@ mod tests {
         h.exception = Some(ExceptionInfo {
             type_name: "ConnectionError".into(),
             message: "refused".into(),
+            ..Default::default()
         });
         let span = encoder.http(&h);
         assert_eq!(attr(&span, "http.response.status_code"), None);
@@ -476,6 +494,7 @@ mod tests {
         s.exception = Some(ExceptionInfo {
             type_name: "KeyError".into(),
             message: "'x'".into(),
+            ..Default::default()
         });
         let span = encoder.session(&s);
         assert_eq!(

@@ -290,6 +290,7 @@ mod tests {
                 exception: Some(Box::new(ExceptionInfo {
                     type_name: "ValueError".into(),
                     message: "empty cart".into(),
+                    ..Default::default()
                 })),
                 ..Default::default()
             },

@@ -23,6 +23,7 @@ pub unsafe fn describe(exc: *mut ffi::PyObject, state: &HookState) -> ExceptionI
     ExceptionInfo {
         type_name: type_name::qualified(ffi::Py_TYPE(exc)),
         message: message(exc, state),
+        ..Default::default()
     }
 }
 
@@ -40,6 +41,7 @@ pub unsafe fn describe_unnormalized(
     ExceptionInfo {
         type_name: type_name::qualified(ty as *mut ffi::PyTypeObject),
         message: message(value, state),
+        ..Default::default()
     }
 }
 
@@ -131,4 +133,106 @@ unsafe fn message(value: *mut ffi::PyObject, state: &HookState) -> String {
         Some((s, total)) => bounded_text(&state.redactor, &s, total, max),
         None => String::new(),
     }
+}
+
+/// A cheap identity of an exception in flight, taken where it leaves a frame; it holds no
+/// reference, so the exception is never kept alive (its addresses are only compared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExcToken {
+    /// The exception instance, or the raw value of one not yet normalized.
+    ptr: usize,
+    /// Its type.
+    ty: usize,
+    /// For an instance: its single argument (or its argument tuple), which is what an
+    /// unnormalized value becomes once CPython makes the instance out of it.
+    alt: usize,
+}
+
+impl ExcToken {
+    /// Whether both tokens name the same exception: the same object, or an unnormalized
+    /// value and the instance CPython made of it (same type, the value is its argument).
+    pub fn same(self, other: ExcToken) -> bool {
+        self.ptr == other.ptr
+            || (self.ty == other.ty && (self.ptr == other.alt || self.alt == other.ptr))
+    }
+}
+
+/// The token of the exception instance `exc`.
+///
+/// # Safety
+/// The GIL is held and `exc` is a live exception instance.
+pub unsafe fn token(exc: *mut ffi::PyObject) -> ExcToken {
+    // SAFETY: an exception instance is laid out as PyBaseExceptionObject.
+    let args = (*(exc as *mut ffi::PyBaseExceptionObject)).args;
+    let alt =
+        if !args.is_null() && ffi::PyTuple_Check(args) != 0 && ffi::PyTuple_GET_SIZE(args) == 1 {
+            ffi::PyTuple_GET_ITEM(args, 0) as usize
+        } else {
+            args as usize
+        };
+    ExcToken {
+        ptr: exc as usize,
+        ty: ffi::Py_TYPE(exc) as usize,
+        alt,
+    }
+}
+
+/// The token of an exception raised as a type and a raw value (null or any object), or of
+/// the instance when `value` already is one.
+///
+/// # Safety
+/// The GIL is held; `ty` is a live type and `value` null or a live object.
+#[cfg(not(Py_3_12))]
+pub unsafe fn token_unnormalized(ty: *mut ffi::PyObject, value: *mut ffi::PyObject) -> ExcToken {
+    if !value.is_null() && ffi::PyExceptionInstance_Check(value) != 0 {
+        return token(value);
+    }
+    ExcToken {
+        ptr: value as usize,
+        ty: ty as usize,
+        alt: 0,
+    }
+}
+
+/// The token of the exception the running frame is handling (`sys.exc_info()[1]`), if any:
+/// inside an `except` or `finally` block, or a `with` block's `__exit__`, while an
+/// exception is in flight.
+///
+/// # Safety
+/// The GIL is held.
+#[allow(deprecated)]
+pub unsafe fn handled_token() -> Option<ExcToken> {
+    let (mut ty, mut value, mut tb) = (
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    );
+    ffi::PyErr_GetExcInfo(&mut ty, &mut value, &mut tb);
+    ffi::Py_XDECREF(ty);
+    ffi::Py_XDECREF(tb);
+    let found =
+        (!value.is_null() && ffi::PyExceptionInstance_Check(value) != 0).then(|| token(value));
+    ffi::Py_XDECREF(value);
+    found
+}
+
+/// True for the code of a coroutine or an async generator: a segment of one that raises
+/// out of an asyncio task step hands its exception to the task, not to a recorded caller.
+///
+/// # Safety
+/// The GIL is held and `code` is a live code object.
+pub unsafe fn is_async_code(code: *mut ffi::PyObject) -> bool {
+    const ASYNC_FLAGS: i64 = 0x80 | 0x100 | 0x200;
+    let flags = ffi::PyObject_GetAttrString(code, c"co_flags".as_ptr());
+    if flags.is_null() {
+        ffi::PyErr_Clear();
+        return false;
+    }
+    let v = ffi::PyLong_AsLongLong(flags);
+    ffi::Py_DECREF(flags);
+    if v == -1 && !ffi::PyErr_Occurred().is_null() {
+        ffi::PyErr_Clear();
+        return false;
+    }
+    v & ASYNC_FLAGS != 0
 }

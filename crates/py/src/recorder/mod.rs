@@ -14,13 +14,16 @@
 
 pub mod calls;
 pub mod code_info;
+pub mod fates;
 #[cfg(not(Py_3_11))]
 pub mod nested_qualname;
 pub mod previews;
 
+use crate::capture::exception::ExcToken;
 use crate::process::gil_cell::GilCell;
 use crate::process::runtime::HookState;
 use crate::session::SessionCache;
+use fates::{Fates, Outcome, Unsettled};
 use ferrotrace_core::clock;
 use ferrotrace_core::event::{
     ExceptionInfo, SpanBatch, SpanRecord, TextRef, FLAG_EXCEPTION, FLAG_RECURSIVE, FLAG_UNFINISHED,
@@ -138,7 +141,22 @@ pub struct ThreadRecorder {
     /// The containers a preview in progress is inside (for its cycle check), kept to reuse
     /// their memory.
     pub open_containers: Vec<*mut ffi::PyObject>,
+    /// Raising spans waiting for their fate (`caught_by` or `escaped`).
+    fates: Fates,
+    /// The session of the span recorded last by a return of None (3.12+, see
+    /// [`mark_unwound`](Self::mark_unwound)).
+    last_session_key: u64,
     orphaned: AtomicBool,
+}
+
+/// How a closed span ended, for [`fates`].
+#[derive(Clone, Copy)]
+enum End {
+    Known(Outcome),
+    /// Learnt after the span's end (see [`fates::Unsettled`]).
+    Later {
+        detached: bool,
+    },
 }
 
 extern "C" {
@@ -241,6 +259,8 @@ unsafe fn create(state: &HookState) -> Option<&'static mut ThreadRecorder> {
         open_text: String::new(),
         key_memo: KeyMemo::default(),
         open_containers: Vec::new(),
+        fates: Fates::default(),
+        last_session_key: 0,
         orphaned: AtomicBool::new(false),
     }));
     // The guard is registered first: on a thread whose thread-locals are already being
@@ -259,7 +279,7 @@ unsafe fn reap(state: &HookState) {
     REGISTRY.get().retain(|&p| {
         if (*p).orphaned.load(Ordering::Acquire) {
             let mut rec = Box::from_raw(p);
-            rec.submit(state);
+            rec.submit_final(state);
             rec.session_cache.clear();
             false
         } else {
@@ -325,6 +345,9 @@ impl ThreadRecorder {
         flags: u32,
         args: TextRef,
     ) {
+        if !self.fates.idle() {
+            self.before_child(parent_span_id);
+        }
         let depth = self.next_depth();
         let room = Room::make(&mut self.stack);
         room.fill(OpenFrame {
@@ -408,7 +431,37 @@ impl ThreadRecorder {
         extra_flags: u32,
         exception: Option<Box<ExceptionInfo>>,
     ) {
-        self.close_top(state, end, extra_flags, exception, true);
+        let outcome = Outcome::Returned;
+        self.close_top(
+            state,
+            end,
+            extra_flags,
+            exception,
+            End::Known(outcome),
+            true,
+        );
+    }
+
+    /// As [`pop`](Self::pop) for a call that an exception leaves: `token` identifies it (None
+    /// when unknown); `detached` when it goes to an asyncio task (see [`fates`]).
+    #[inline(never)]
+    pub fn pop_raised(
+        &mut self,
+        state: &HookState,
+        end: u64,
+        exception: Option<Box<ExceptionInfo>>,
+        token: Option<ExcToken>,
+        detached: bool,
+    ) {
+        let outcome = Outcome::Raised { token, detached };
+        self.close_top(
+            state,
+            end,
+            FLAG_EXCEPTION,
+            exception,
+            End::Known(outcome),
+            true,
+        );
     }
 
     /// As [`pop`](Self::pop) for a span whose exception is learnt only after its profile
@@ -419,8 +472,21 @@ impl ThreadRecorder {
     /// there then; the next span hands the batch over. (Held spans are bounded by the depth
     /// of the stack that unwinds.)
     #[inline(always)]
-    pub fn pop_before_unwind(&mut self, state: &HookState, end: u64, extra_flags: u32) {
-        self.close_top(state, end, extra_flags, None, false);
+    pub fn pop_before_unwind(
+        &mut self,
+        state: &HookState,
+        end: u64,
+        extra_flags: u32,
+        detached: bool,
+    ) {
+        self.close_top(
+            state,
+            end,
+            extra_flags,
+            None,
+            End::Later { detached },
+            false,
+        );
     }
 
     /// Closes the top call (see [`pop`](Self::pop)); hands a due batch over only when
@@ -434,9 +500,10 @@ impl ThreadRecorder {
         end: u64,
         extra_flags: u32,
         exception: Option<Box<ExceptionInfo>>,
+        how: End,
         hand_over: bool,
     ) {
-        self.close_top_span(state, end, extra_flags, exception, hand_over);
+        self.close_top_span(state, end, extra_flags, exception, how, hand_over);
         if state.config.capture.args() || state.config.capture.returns() {
             self.charge_overhead(state, 0, end, clock::now_ticks());
         }
@@ -471,13 +538,19 @@ impl ThreadRecorder {
         end: u64,
         extra_flags: u32,
         exception: Option<Box<ExceptionInfo>>,
+        how: End,
         hand_over: bool,
     ) {
+        if !self.fates.unsettled.is_empty() && cfg!(Py_3_12) {
+            self.settle_unsettled_as_returned();
+        }
         let Some(top) = self.stack.len().checked_sub(1) else {
             return;
         };
         let f = &self.stack[top];
         let (flags, start, func_id, args, ret) = (f.flags, f.start, f.func_id, f.args, f.ret);
+        let (span_id, parent_span_id, session_key) = (f.span_id, f.parent_span_id, f.session_key);
+        let activation = f.activation;
         if flags & SKIPPED != 0 {
             self.release_text(state, args, ret, false);
             self.stack.truncate(top);
@@ -498,6 +571,8 @@ impl ThreadRecorder {
         let (args, ret) = self.release_text(state, args, ret, keep);
         if !keep {
             self.stack.truncate(top);
+            let ids = (span_id, parent_span_id, session_key);
+            self.span_ended(None, ids, activation, how);
             return;
         }
         self.before_span(end);
@@ -507,6 +582,7 @@ impl ThreadRecorder {
             self.pending_exceptions
                 .push((self.buffer.len(), f.activation));
         }
+
         if cfg!(Py_3_12) {
             self.last_recorded = Some((f.activation, self.buffer.len()));
         }
@@ -518,8 +594,153 @@ impl ThreadRecorder {
             ..span_of(f, self.thread_id, duration, f.flags | extra_flags)
         });
         self.stack.truncate(top);
+        let index = self.buffer.len() - 1;
+        let ids = (span_id, parent_span_id, session_key);
+        self.span_ended(Some(index), ids, activation, how);
         if hand_over && self.batch_is_due(state, end) {
             self.submit(state);
+        }
+    }
+
+    /// Fates: the span `span_id` just closed (at `index` in the batch when recorded).
+    #[inline(always)]
+    fn span_ended(
+        &mut self,
+        index: Option<usize>,
+        (span_id, parent, session_key): (u64, u64, u64),
+        activation: *mut ffi::PyObject,
+        how: End,
+    ) {
+        match how {
+            End::Known(Outcome::Returned) if self.fates.waiting.is_empty() => {}
+            End::Known(mut outcome) => {
+                if let Outcome::Raised { detached, .. } = &mut outcome {
+                    *detached |= self.is_detached(parent);
+                }
+                self.fates.ended(
+                    &mut self.buffer,
+                    index,
+                    span_id,
+                    parent,
+                    session_key,
+                    outcome,
+                );
+            }
+            End::Later { .. } if cfg!(Py_3_12) && self.fates.waiting.is_empty() => {
+                // No span awaits this one: `mark_unwound` makes it wait if it unwound.
+                self.last_session_key = session_key;
+            }
+            End::Later { detached } => {
+                let detached = detached || self.is_detached(parent);
+                self.fates.unsettled.push(Unsettled {
+                    index,
+                    span_id,
+                    parent_span_id: parent,
+                    session_key,
+                    activation,
+                    detached,
+                })
+            }
+        }
+    }
+
+    /// Whether a span whose parent is `parent` hands its exception to another thread: its
+    /// parent is the call that handed this thread its work.
+    fn is_detached(&self, parent: u64) -> bool {
+        self.innermost_recorded()
+            .is_none_or(|f| f.span_id != parent)
+            && self.anchor.is_some_and(|(_, span)| span == parent)
+    }
+
+    /// 3.12+: spans closed by a return of None that no `PY_UNWIND` followed returned.
+    #[cold]
+    fn settle_unsettled_as_returned(&mut self) {
+        for u in std::mem::take(&mut self.fates.unsettled) {
+            let outcome = Outcome::Returned;
+            let (id, parent, key) = (u.span_id, u.parent_span_id, u.session_key);
+            self.fates
+                .ended(&mut self.buffer, u.index, id, parent, key, outcome);
+        }
+    }
+
+    /// Settles the spans closed by an unwind whose exception was being looked for, with the
+    /// token `found` gives for their frame (None: unknown).
+    fn settle_unsettled_as_raised(
+        &mut self,
+        mut found: impl FnMut(*mut ffi::PyObject) -> Option<ExcToken>,
+    ) {
+        for u in std::mem::take(&mut self.fates.unsettled) {
+            let token = if u.activation.is_null() {
+                None
+            } else {
+                found(u.activation)
+            };
+            let outcome = Outcome::Raised {
+                token,
+                detached: u.detached,
+            };
+            let (id, parent, key) = (u.span_id, u.parent_span_id, u.session_key);
+            self.fates
+                .ended(&mut self.buffer, u.index, id, parent, key, outcome);
+        }
+    }
+
+    /// Whether a coroutine segment running `code` that raises hands its exception to an
+    /// asyncio task: its recorded caller (below the top call when `below_top`) is not a
+    /// coroutine too, so it runs in a task step. `code_of` gives the code an open call's
+    /// activation runs.
+    ///
+    /// # Safety
+    /// The GIL is held, no exception is set, `code` is live and so are the activations of
+    /// the open calls.
+    #[cold]
+    pub unsafe fn hands_to_task(
+        &self,
+        code: *mut ffi::PyObject,
+        below_top: bool,
+        code_of: impl Fn(*mut ffi::PyObject) -> *mut ffi::PyObject,
+    ) -> bool {
+        if !crate::capture::exception::is_async_code(code) {
+            return false;
+        }
+        let parent = self
+            .stack
+            .iter()
+            .rev()
+            .skip(usize::from(below_top))
+            .find(|f| f.flags & SKIPPED == 0);
+        parent.is_none_or(|p| !crate::capture::exception::is_async_code(code_of(p.activation)))
+    }
+
+    /// A call whose parent is `parent` starts (see [`Fates::child_starts`]).
+    #[cold]
+    #[inline(never)]
+    fn before_child(&mut self, parent: u64) {
+        if cfg!(Py_3_12) && !self.fates.unsettled.is_empty() {
+            self.settle_unsettled_as_returned();
+        }
+        // SAFETY: calls are pushed by the hooks, with the GIL held.
+        unsafe { self.fates.child_starts(&mut self.buffer, parent) };
+    }
+
+    /// Session `key` (root span `session_span`) ended on this thread, by the exception
+    /// `exc` if any: settles its spans awaiting the root span (see [`Fates::session_ended`]).
+    pub fn session_ended(&mut self, key: u64, session_span: u64, exc: Option<ExcToken>) {
+        self.settle_pending_unsettled();
+        self.fates
+            .session_ended(&mut self.buffer, key, session_span, exc);
+    }
+
+    /// Settles spans whose outcome was still to be learnt: a return on 3.12+, an unwind by
+    /// an unknown exception before.
+    fn settle_pending_unsettled(&mut self) {
+        if self.fates.unsettled.is_empty() {
+            return;
+        }
+        if cfg!(Py_3_12) {
+            self.settle_unsettled_as_returned();
+        } else {
+            self.settle_unsettled_as_raised(|_| None);
         }
     }
 
@@ -579,12 +800,16 @@ impl ThreadRecorder {
         (moved(args), moved(ret))
     }
 
-    /// Marks the span just recorded for `frame` as ended by `exception` (3.12+).
+    /// Marks the span just recorded for `frame` as ended by `exception` (3.12+), whose token
+    /// is `token`; `detached` says whether it goes to an asyncio task (see [`fates`]).
     pub fn mark_unwound(
         &mut self,
         frame: *mut ffi::PyObject,
         exception: impl FnOnce() -> ExceptionInfo,
+        token: ExcToken,
+        detached: impl FnOnce(&ThreadRecorder) -> bool,
     ) {
+        let mut waits = None;
         if let Some((f, i)) = self.last_recorded.take() {
             if f == frame {
                 if let Some(span) = self.buffer.get_mut(i) {
@@ -592,8 +817,35 @@ impl ThreadRecorder {
                     // The legacy profiler reported this exit as a return of None.
                     span.ret = TextRef::default();
                     span.exception = Some(Box::new(exception()));
+                    waits = Some((i, span.span_id, span.parent_span_id));
                 }
             }
+        }
+        if self.fates.unsettled.is_empty() {
+            if let Some((i, id, parent)) = waits {
+                let outcome = Outcome::Raised {
+                    token: Some(token),
+                    detached: self.is_detached(parent) || detached(self),
+                };
+                let key = self.last_session_key;
+                self.fates
+                    .ended(&mut self.buffer, Some(i), id, parent, key, outcome);
+            }
+        } else if let Some(k) = self
+            .fates
+            .unsettled
+            .iter()
+            .position(|u| u.activation == frame)
+        {
+            let u = self.fates.unsettled.remove(k);
+            self.settle_unsettled_as_returned();
+            let outcome = Outcome::Raised {
+                token: Some(token),
+                detached: u.detached || detached(self),
+            };
+            let (id, parent, key) = (u.span_id, u.parent_span_id, u.session_key);
+            self.fates
+                .ended(&mut self.buffer, u.index, id, parent, key, outcome);
         }
     }
 
@@ -608,19 +860,28 @@ impl ThreadRecorder {
     /// without a type.
     pub fn resolve_pending_exceptions(
         &mut self,
-        mut found: impl FnMut(*mut ffi::PyObject) -> Option<ExceptionInfo>,
+        mut found: impl FnMut(*mut ffi::PyObject) -> Option<(ExceptionInfo, ExcToken)>,
     ) {
         let pending = std::mem::take(&mut self.pending_exceptions);
-        if pending.is_empty() {
+        if pending.is_empty() && self.fates.unsettled.is_empty() {
             return;
         }
-        THREADS_WITH_PENDING.fetch_sub(1, Ordering::Relaxed);
+        if !pending.is_empty() {
+            THREADS_WITH_PENDING.fetch_sub(1, Ordering::Relaxed);
+        }
+        let mut tokens = Vec::new();
         for (i, frame) in pending {
-            let Some(info) = found(frame) else { continue };
+            let Some((info, token)) = found(frame) else {
+                continue;
+            };
+            tokens.push((frame, token));
             if let Some(span) = self.buffer.get_mut(i) {
                 span.exception = Some(Box::new(info));
             }
         }
+        self.settle_unsettled_as_raised(|frame| {
+            tokens.iter().find(|(f, _)| *f == frame).map(|(_, t)| *t)
+        });
     }
 
     /// Appends `span` (timed in clock ticks, recorded at `now`) to the buffer, handing the
@@ -661,11 +922,26 @@ impl ThreadRecorder {
             THREADS_WITH_PENDING.fetch_sub(1, Ordering::Relaxed);
             self.pending_exceptions.clear();
         }
+        self.settle_pending_unsettled();
         self.last_recorded = None;
         if !self.buffer.is_empty() {
-            let full = std::mem::replace(&mut self.buffer, state.pipeline.take_buffer());
-            state.pipeline.submit(full);
+            let mut full = std::mem::replace(&mut self.buffer, state.pipeline.take_buffer());
+            if !self.fates.waiting.is_empty() {
+                self.fates.carry_over(&mut full, &mut self.buffer);
+                self.buffer_started = clock::now_ticks();
+            }
+            if !full.is_empty() {
+                state.pipeline.submit(full);
+            }
         }
+    }
+
+    /// As [`submit`](Self::submit) when this thread records nothing more (it exited, or
+    /// recording stops): spans still waiting for their fate are written without one.
+    pub fn submit_final(&mut self, state: &HookState) {
+        self.settle_pending_unsettled();
+        self.fates.waiting.clear();
+        self.submit(state);
     }
 
     /// Records every open call that `pred` selects as unfinished and removes it from the stack.
@@ -677,6 +953,9 @@ impl ThreadRecorder {
                 continue;
             }
             if pred(&f) {
+                if !self.fates.waiting.is_empty() {
+                    self.fates.open_call_ended(&mut self.buffer, f.span_id);
+                }
                 let (args, ret) = match text_range(f.args, f.ret) {
                     Some(range) => self.copy_previews(state, f.args, f.ret, range),
                     None => (TextRef::default(), TextRef::default()),
@@ -724,6 +1003,7 @@ impl ThreadRecorder {
     /// whose copies of the parent's records and ids belong to the parent.
     pub fn rebirth_after_fork(&mut self, state: &HookState) {
         self.buffer = state.pipeline.take_buffer();
+        self.fates = Fates::default();
         let mut previous: Option<(u64, u64)> = None;
         self.ids = IdGenerator::new();
         for f in self.stack.iter_mut().filter(|f| f.flags & SKIPPED == 0) {

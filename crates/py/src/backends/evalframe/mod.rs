@@ -24,7 +24,7 @@
 mod stack_guard;
 
 use crate::backends::claims::Claims;
-use crate::capture::exception;
+use crate::capture::exception::{self, ExcToken};
 use crate::capture::frame_args::Frame;
 use crate::process::gil_cell::GilCell;
 use crate::process::runtime;
@@ -33,7 +33,7 @@ use crate::recorder::code_info;
 use crate::recorder::previews;
 use crate::recorder::{self, ThreadRecorder};
 use ferrotrace_core::clock;
-use ferrotrace_core::event::{ExceptionInfo, FLAG_EXCEPTION};
+use ferrotrace_core::event::ExceptionInfo;
 use pyo3::{ffi, Python};
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -182,24 +182,35 @@ unsafe fn exit(frame: Frame, result: *mut ffi::PyObject) {
         return;
     };
     if result.is_null() {
-        let info = raised(state);
-        rec.pop(state, end, FLAG_EXCEPTION, info.map(Box::new));
+        let (info, token, detached) = raised(state, rec, frame);
+        rec.pop_raised(state, end, info.map(Box::new), token, detached);
     } else {
         previews::record_return(state, rec, result);
         rec.pop(state, end, 0, None);
     }
 }
 
-/// The exception being raised, described without running user code; it stays set.
+/// The exception being raised out of `frame` (the top call of `rec`), described without
+/// running user code, its token, and whether it goes to an asyncio task; it stays set.
 #[cold]
-unsafe fn raised(state: &runtime::HookState) -> Option<ExceptionInfo> {
+unsafe fn raised(
+    state: &runtime::HookState,
+    rec: &ThreadRecorder,
+    frame: Frame,
+) -> (Option<ExceptionInfo>, Option<ExcToken>, bool) {
     with_error_aside(|ty, value| {
+        let detached = rec.hands_to_task(frame.code(), true, |a| {
+            Frame::evaluated(a as RawFrame).code()
+        });
         if !value.is_null() && ffi::PyExceptionInstance_Check(value) != 0 {
-            Some(exception::describe(value, state))
+            let info = exception::describe(value, state);
+            (Some(info), Some(exception::token(value)), detached)
         } else if !ty.is_null() && ffi::PyType_Check(ty) != 0 {
-            Some(exception::describe_unnormalized(ty, value, state))
+            let info = exception::describe_unnormalized(ty, value, state);
+            let token = exception::token_unnormalized(ty, value);
+            (Some(info), Some(token), detached)
         } else {
-            None
+            (None, None, detached)
         }
     })
 }

@@ -34,7 +34,6 @@ use crate::recorder::code_info::{self, CodeEntry};
 use crate::recorder::previews;
 use crate::recorder::{self, SKIPPED};
 use ferrotrace_core::clock;
-use ferrotrace_core::event::FLAG_EXCEPTION;
 use ferrotrace_core::metrics::Counters;
 use pyo3::prelude::*;
 use pyo3::{ffi, Python};
@@ -312,7 +311,9 @@ unsafe fn on_return(
                 rec.pop(state, end, 0, None);
             } else {
                 let info = exception::describe(exc, state);
-                rec.pop(state, end, FLAG_EXCEPTION, Some(Box::new(info)));
+                let detached = rec.hands_to_task(code, true, |a| a);
+                let token = Some(exception::token(exc));
+                rec.pop_raised(state, end, Some(Box::new(info)), token, detached);
             }
             return false;
         }

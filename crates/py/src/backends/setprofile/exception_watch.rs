@@ -125,7 +125,7 @@ unsafe fn resolve_from_event(rec: &mut ThreadRecorder, arg: *mut ffi::PyObject, 
     let tb = ffi::PyTuple_GET_ITEM(arg, 2);
     rec.resolve_pending_exceptions(|frame| {
         left_through(value, tb, frame as *mut ffi::PyFrameObject)
-            .map(|e| exception::describe(e, state))
+            .map(|e| (exception::describe(e, state), exception::token(e)))
     });
 }
 

@@ -263,8 +263,9 @@ unsafe fn resolve_pending_exceptions(rec: &mut ThreadRecorder) {
             return None;
         }
         let info = exception::describe(exc, state);
+        let token = exception::token(exc);
         ffi::Py_DECREF(exc);
-        Some(info)
+        Some((info, token))
     });
 }
 
@@ -281,9 +282,20 @@ pub unsafe fn on_unwind(exc: *mut ffi::PyObject) {
     let Some(state) = runtime::state() else {
         return;
     };
-    rec.mark_unwound(ffi::PyEval_GetFrame() as *mut ffi::PyObject, || {
-        exception::describe(exc, state)
-    });
+    let frame = ffi::PyEval_GetFrame();
+    let detached = |rec: &ThreadRecorder| {
+        !frame.is_null()
+            && rec.hands_to_task(frame_code(frame), false, |a| {
+                frame_code(a as *mut ffi::PyFrameObject)
+            })
+    };
+    let token = exception::token(exc);
+    rec.mark_unwound(
+        frame as *mut ffi::PyObject,
+        || exception::describe(exc, state),
+        token,
+        detached,
+    );
 }
 
 #[inline(always)]
@@ -383,13 +395,16 @@ unsafe fn on_return(
     };
     if arg.is_null() {
         // Before 3.12 (3.12+ never passes null): the exception is read at the next event.
-        rec.pop_before_unwind(state, end, FLAG_EXCEPTION);
+        let detached = rec.hands_to_task(frame_code(frame), true, |a| {
+            frame_code(a as *mut ffi::PyFrameObject)
+        });
+        rec.pop_before_unwind(state, end, FLAG_EXCEPTION, detached);
         #[cfg(not(Py_3_12))]
         exception_watch::arm(rec);
     } else {
         previews::record_return(state, rec, arg);
         if cfg!(Py_3_12) && arg == ffi::Py_None() {
-            rec.pop_before_unwind(state, end, 0);
+            rec.pop_before_unwind(state, end, 0, false);
         } else {
             rec.pop(state, end, 0, None);
         }
