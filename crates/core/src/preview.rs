@@ -427,6 +427,12 @@ pub fn class_marker(type_name: &str) -> String {
     escaped_between("\"<class ", type_name, ">\"")
 }
 
+/// `"<type_name>"`: an object named by its type instead of shown, as JSON text for
+/// [`PreviewWriter::rendered`] (the fields of an object in safe mode that hold objects).
+pub fn name_marker(type_name: &str) -> String {
+    escaped_between("\"<", type_name, ">\"")
+}
+
 /// `<type_name object at 0x` as the start of a JSON string, for
 /// [`PreviewWriter::object_at`].
 pub fn object_at_prefix(type_name: &str) -> String {
