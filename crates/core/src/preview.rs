@@ -475,6 +475,14 @@ fn cut<'r>(given: &str, redacted: &'r str, total_chars: usize, max: usize) -> (&
     if given.len() == total_chars && redacted.len() <= max && given.is_ascii() {
         return (redacted, 0);
     }
+    // An ASCII prefix (a cut string's usual case) is counted and cut by bytes.
+    if given.is_ascii() && redacted.is_ascii() {
+        let unread = total_chars.saturating_sub(given.len());
+        return match redacted.len().checked_sub(max) {
+            Some(over) if over > 0 => (&redacted[..max], over + unread),
+            _ => (redacted, unread),
+        };
+    }
     let unread = total_chars.saturating_sub(given.chars().count());
     match redacted.char_indices().nth(max) {
         Some((i, _)) => (&redacted[..i], redacted[i..].chars().count() + unread),

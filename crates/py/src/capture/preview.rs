@@ -227,31 +227,51 @@ impl<'w, 'a> Walker<'w, 'a> {
             ffi::PyErr_Clear();
             return self.w.marker("<bytes>");
         }
-        let take = len.min(self.w.limits().max_str + REDACTION_SLACK);
+        let window = self.w.limits().max_str + REDACTION_SLACK;
+        let take = len.min(window);
         // SAFETY: the object owns `len` bytes at `data`; nothing runs while we read them.
         let raw = std::slice::from_raw_parts(data, take);
-        let mut text = String::with_capacity(take + prefix.len() + suffix.len());
+        let mut text = String::with_capacity(take + prefix.len() + suffix.len() + 16);
         text.push_str(prefix);
-        for &b in raw {
-            match b {
-                b'\\' => text.push_str("\\\\"),
-                b'\'' => text.push_str("\\'"),
-                b'\n' => text.push_str("\\n"),
-                b'\r' => text.push_str("\\r"),
-                b'\t' => text.push_str("\\t"),
-                0x20..=0x7e => text.push(b as char),
-                _ => {
-                    use std::fmt::Write as _;
-                    let _ = write!(text, "\\x{b:02x}");
-                }
+        // Runs of printable bytes are copied whole; the rest written as Python escapes them,
+        // until the text is as long as a string preview reads.
+        let budget = prefix.len() + window;
+        let mut start = 0;
+        let mut read = take;
+        for (i, &b) in raw.iter().enumerate() {
+            if text.len() + (i - start) >= budget {
+                read = i;
+                break;
             }
+            let escape = match b {
+                b'\\' => "\\\\",
+                b'\'' => "\\'",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x20..=0x7e => continue,
+                _ => "",
+            };
+            // SAFETY: raw[start..i] holds only printable ASCII bytes (0x20..=0x7e), valid UTF-8.
+            text.push_str(std::str::from_utf8_unchecked(&raw[start..i]));
+            if escape.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                text.push_str("\\x");
+                text.push(char::from(HEX[usize::from(b >> 4)]));
+                text.push(char::from(HEX[usize::from(b & 15)]));
+            } else {
+                text.push_str(escape);
+            }
+            start = i + 1;
         }
+        // SAFETY: as above, the bytes after the last escaped one are printable ASCII.
+        text.push_str(std::str::from_utf8_unchecked(&raw[start..read]));
         // Everything written above is ASCII: its byte length is its character count.
-        let total = if take == len {
+        let total = if read == len {
             text.push_str(suffix);
             text.len()
         } else {
-            text.len() + (len - take)
+            text.len() + (len - read)
         };
         self.w.str(&text, total);
     }
