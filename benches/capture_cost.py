@@ -4,11 +4,12 @@ the self time of a large-argument function and its caller with and without captu
     python benches/capture_cost.py [--calls N] [--rounds R]
 
 For each value (10 B, 1 KB, 1 MB and 100 MB `str` / `bytes` / `bytearray`, and lists of
-10, 1 K, 1 M and 10 M elements), a child process with `FERROTRACE_CAPTURE=args` times N
-calls of `take(value)` and of `take(0)` (an int: the cheapest preview), interleaved five
-times, minimum kept; the difference per call is what capturing that value costs. Each cell
-is the median over R child processes; the last column is its ratio to the 10-element value
-of its type (issue 26's target: every size within 3x).
+10, 1 K, 1 M and 10 M elements; also `text`, a str of words and punctuation, which the
+redaction pre-check cannot clear, and `str-é`, a non-ASCII str), a child process with
+`FERROTRACE_CAPTURE=args` times N calls of `take(value)` and of `take(0)` (an int: the
+cheapest preview), interleaved five times, minimum kept; the difference per call is what
+capturing that value costs. Each cell is the median over R child processes; the last column
+is its ratio to the 10-element value of its type (issue 26's target: every size within 3x).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ ferrotrace.configure(output="/dev/null")
 def make(kind, size):
     if kind == "str":
         return "a" * size
+    if kind == "text":
+        return ("see https://example.org/a-b, it's 1.5x. " * (size // 40 + 1))[:size]
+    if kind == "str-é":
+        return "é" * size
     if kind == "bytes":
         return b"a" * size
     if kind == "bytearray":
@@ -83,8 +88,10 @@ meta = [s for s in spans if s.get("type") == "meta"][0]
 print(json.dumps([statistics.median(take), work[0], meta["capture_overhead_ns"]]))
 """
 
-SIZES = [("10", 10), ("1K", 1_000), ("1M", 1_000_000), ("100M", 100_000_000)]
-KINDS = ["str", "bytes", "bytearray", "list"]
+# 256: a value exactly at the default FERROTRACE_MAX_STR, all of it kept.
+SIZES = [("10", 10), ("256", 256), ("1K", 1_000), ("1M", 1_000_000), ("100M", 100_000_000)]
+STRINGS = ["str", "text", "str-é", "bytes", "bytearray"]
+KINDS = [*STRINGS, "list"]
 
 
 def capture_costs(kinds: list[str], sizes: list[int], calls: int) -> dict[str, float]:
@@ -114,13 +121,10 @@ def main() -> None:
     ap.add_argument("--json", help="also write the table here")
     args = ap.parse_args()
     table: dict[str, dict[str, float]] = {}
-    rounds = [capture_costs(["str", "bytes", "bytearray"], [n for _, n in SIZES], args.calls)]
-    rounds += [
-        capture_costs(["str", "bytes", "bytearray"], [n for _, n in SIZES], args.calls)
-        for _ in range(args.rounds - 1)
-    ]
+    rounds = [capture_costs(STRINGS, [n for _, n in SIZES], args.calls) for _ in range(args.rounds)]
     lists = [
-        capture_costs(["list"], [10, 1_000, 1_000_000, 10_000_000], args.calls) for _ in range(args.rounds)
+        capture_costs(["list"], [10, 256, 1_000, 1_000_000, 10_000_000], args.calls)
+        for _ in range(args.rounds)
     ]
     for kind in KINDS:
         for label, size in SIZES:

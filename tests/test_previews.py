@@ -454,3 +454,154 @@ def test_instance_attributes_previewed_in_place(runner):
         {"__type__": point, "x": 0, "y": 0, "a0": 0, "a1": 1, "…": "[+4 items]"},
         {"__type__": point, "x": 7, "y": 8, "w": 9},
     ]
+
+
+SHALLOW = """
+import dataclasses, os
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl", capture="args", preview=os.environ["PREVIEW_MODE"])
+
+@dataclasses.dataclass
+class Inner:
+    n: int
+
+@dataclasses.dataclass
+class Outer:
+    name: str
+    inner: Inner
+    tags: list
+    blob: bytes
+    ratio: float
+    table: dict
+    flag: bool = True
+    nothing: None = None
+
+class Slotted:
+    __slots__ = ("a", "pair", "child", "password")
+    def __init__(self):
+        self.a = 1
+        self.pair = (1, 2)
+        self.child = Inner(2)
+        self.password = "hunter2"
+    def __repr__(self):
+        return "Slotted()"
+
+class OutOfStock(ValueError):
+    def __init__(self, item, count):
+        super().__init__(item, count, [item])
+        self.count = count
+        self.where = {"shelf": 3}
+
+class Node:
+    def __init__(self):
+        self.me = self
+        self.peers = [self]
+    def __repr__(self):
+        return "Node()"
+
+class Plain:
+    pass
+
+class Kinds:
+    def __init__(self):
+        self.kind = Inner
+        self.fn = len
+        self.plain = Plain()
+        self.ids = {1, 2}
+        self.raw = bytearray(b"xy")
+    def __repr__(self):
+        return "Kinds()"
+
+def take(x):
+    pass
+
+with ferrotrace.session("shallow"):
+    take(Outer("o", Inner(1), [1, 2, 3], b"ab", 1.5, {}))
+    take(Slotted())
+    take(OutOfStock("tea", 0))
+    node = Node()
+    take(node)
+    take([node])
+    take(Kinds())
+"""
+
+
+@pytest.mark.parametrize("mode", ["safe", "fields"])
+def test_objects_with_their_own_repr_are_shown_one_level_deep_in_safe_mode(runner, mode):
+    got = spans(runner.trace(SHALLOW, env={"PREVIEW_MODE": mode}))
+    shown = [s["args"]["x"] for s in got if s["qualname"] == "take"]
+    inner, node, kinds = "__main__.Inner", "__main__.Node", "__main__.Kinds"
+    if mode == "safe":
+        assert shown == [
+            {
+                "__type__": "__main__.Outer",
+                "name": "o",
+                "inner": f"<{inner}>",
+                "tags": "<list len=3>",
+                "blob": "b'ab'",
+                "ratio": 1.5,
+                "table": "<dict len=0>",
+                "flag": True,
+                "nothing": None,
+            },
+            {
+                "__type__": "__main__.Slotted",
+                "a": 1,
+                "pair": "<tuple len=2>",
+                "child": f"<{inner}>",
+                "password": "[REDACTED]",
+            },
+            {
+                "__type__": "__main__.OutOfStock",
+                "args": ["tea", 0, "<list len=1>"],
+                "count": 0,
+                "where": "<dict len=1>",
+            },
+            {"__type__": node, "me": f"<{node}>", "peers": "<list len=1>"},
+            [{"__type__": node, "me": f"<{node}>", "peers": "<list len=1>"}],
+            {
+                "__type__": kinds,
+                "kind": f"<class {inner}>",
+                "fn": "<builtin_function_or_method>",
+                "plain": "<__main__.Plain>",
+                "ids": "<set len=2>",
+                "raw": "<bytearray len=2>",
+            },
+        ]
+    else:
+        assert shown == [
+            {
+                "__type__": "__main__.Outer",
+                "name": "o",
+                "inner": {"__type__": inner, "n": 1},
+                "tags": [1, 2, 3],
+                "blob": "b'ab'",
+                "ratio": 1.5,
+                "table": {},
+                "flag": True,
+                "nothing": None,
+            },
+            {
+                "__type__": "__main__.Slotted",
+                "a": 1,
+                "pair": [1, 2],
+                "child": {"__type__": inner, "n": 2},
+                "password": "[REDACTED]",
+            },
+            {
+                "__type__": "__main__.OutOfStock",
+                "args": ["tea", 0, "<list len=1>"],
+                "count": 0,
+                "where": {"shelf": 3},
+            },
+            {"__type__": node, "me": "<cycle Node>", "peers": ["<cycle Node>"]},
+            [{"__type__": node, "me": "<cycle Node>", "peers": "<list len=1>"}],
+            {
+                "__type__": kinds,
+                "kind": f"<class {inner}>",
+                "fn": {"__type__": "builtin_function_or_method"},
+                "plain": {"__type__": "__main__.Plain"},
+                "ids": [1, 2],
+                "raw": "bytearray(b'xy')",
+            },
+        ]

@@ -118,10 +118,10 @@ impl Capture {
 pub enum PreviewMode {
     /// Without running user code: an object whose class keeps `object.__repr__` shows as that
     /// repr would (`<mod.Class object at 0x…>`), any other as its type name plus its instance
-    /// attributes.
+    /// attributes one level deep (scalars by value, containers and objects by short forms).
     Safe,
     /// Every such object as its type name plus its instance attributes, read without running
-    /// user code.
+    /// user code and walked to the preview depth.
     Fields,
     /// A guarded `repr()` (exceptions swallowed, calls it makes not traced).
     Repr,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod preview;
 pub mod redact;
+pub mod redact_prefilter;
 pub mod sampling;
 pub mod server;
 pub mod summary;

@@ -427,6 +427,12 @@ pub fn class_marker(type_name: &str) -> String {
     escaped_between("\"<class ", type_name, ">\"")
 }
 
+/// `"<type_name>"`: an object named by its type instead of shown, as JSON text for
+/// [`PreviewWriter::rendered`] (the fields of an object in safe mode that hold objects).
+pub fn name_marker(type_name: &str) -> String {
+    escaped_between("\"<", type_name, ">\"")
+}
+
 /// `<type_name object at 0x` as the start of a JSON string, for
 /// [`PreviewWriter::object_at`].
 pub fn object_at_prefix(type_name: &str) -> String {
@@ -468,6 +474,14 @@ fn cut<'r>(given: &str, redacted: &'r str, total_chars: usize, max: usize) -> (&
     // its character count) whose redaction fits.
     if given.len() == total_chars && redacted.len() <= max && given.is_ascii() {
         return (redacted, 0);
+    }
+    // An ASCII prefix (a cut string's usual case) is counted and cut by bytes.
+    if given.is_ascii() && redacted.is_ascii() {
+        let unread = total_chars.saturating_sub(given.len());
+        return match redacted.len().checked_sub(max) {
+            Some(over) if over > 0 => (&redacted[..max], over + unread),
+            _ => (redacted, unread),
+        };
     }
     let unread = total_chars.saturating_sub(given.chars().count());
     match redacted.char_indices().nth(max) {

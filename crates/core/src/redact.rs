@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 
+use crate::redact_prefilter::may_hold_secret;
 use once_cell::sync::Lazy;
 use regex::{Captures, Regex, RegexSet};
 
@@ -164,6 +165,8 @@ pub struct Redactor {
     /// No pattern of `set` matches a string shorter than this many bytes: short strings
     /// (most argument values) skip the scan.
     min_match_len: usize,
+    /// Only the default rules are in force, so [`may_hold_secret`] can clear a string.
+    defaults_only: bool,
     /// Normalized `FERROTRACE_REDACT_KEYS`; sensitive wherever they occur in a normalized key.
     extra_keys: Vec<String>,
 }
@@ -229,6 +232,7 @@ impl Redactor {
             .unwrap_or(0);
         (
             Redactor {
+                defaults_only: rules.len() == default_rules.len(),
                 set,
                 rules,
                 min_match_len,
@@ -278,13 +282,18 @@ impl Redactor {
     /// (`ddd-dd-dddd`, area not 000, 666 or 9xx); the value in `key=value` / `key: value`
     /// when the key is sensitive; URL userinfo; and the `FERROTRACE_REDACT_VALUES` patterns.
     ///
-    /// One [`RegexSet`] pass decides whether any rule can match, so a string without secrets
-    /// costs a single scan and is returned borrowed (as is a string where every candidate
-    /// match turned out not to be a secret).
+    /// A byte check ([`may_hold_secret`], with the default rules only) and then one
+    /// [`RegexSet`] pass decide whether any rule can match, so a string without secrets costs
+    /// one or two scans and is returned borrowed (as is a string where every candidate match
+    /// turned out not to be a secret).
     pub fn redact_value<'a>(&self, s: &'a str) -> Cow<'a, str> {
         // `is_match` may stop early and skips the bookkeeping of which patterns matched: the
-        // common no-secret case costs about 2 ns per byte (release build).
-        if s.len() < self.min_match_len || !self.set.is_match(s) {
+        // common no-secret case costs about 2 ns per byte (release build); the byte check
+        // before it a fraction of that.
+        if s.len() < self.min_match_len
+            || (self.defaults_only && !may_hold_secret(s.as_bytes()))
+            || !self.set.is_match(s)
+        {
             return Cow::Borrowed(s);
         }
         let hits = self.set.matches(s);
@@ -783,6 +792,47 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// The byte check never clears a string a default rule matches: the corpus, with and
+    /// without its surroundings, and random text of the characters the rules are made of.
+    #[test]
+    fn the_byte_check_never_clears_a_match() {
+        let r = r();
+        let mut texts: Vec<String> = value_corpus()
+            .into_iter()
+            .flat_map(|(t, s)| [t, s.to_string()])
+            .collect();
+        let alphabet: Vec<char> = "aAbBeErRsSiIcCkK09 \t\n-_.:=@/+ſ\u{212a}".chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let len = (seed >> 59) as usize + 8;
+            let mut t = String::new();
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                t.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            texts.push(t);
+        }
+        for words in [
+            "bearer abcdef123456",
+            "BaSiC dXNlcjpwYXNz",
+            "baſic abcdef123456",
+        ] {
+            texts.push(words.to_string());
+        }
+        texts.push("4111111111111111".to_string());
+        texts.push("AKIAIOSFODNN7EXAMPLE".to_string());
+        let mut matched = 0;
+        for t in &texts {
+            if r.set.is_match(t) {
+                matched += 1;
+                assert!(may_hold_secret(t.as_bytes()), "cleared {t:?}");
+            }
+        }
+        assert!(matched > 100, "{matched}");
     }
 
     #[test]

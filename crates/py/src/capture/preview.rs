@@ -5,11 +5,13 @@
 //! `__iter__`, `__len__`, `__eq__` or `__hash__`). Any other object whose class keeps
 //! `object.__repr__` is written as that repr would be (`<mod.Qual object at 0x…>`, formatted
 //! here); one whose class defines its own `__repr__` (a dataclass, a model) is shown by its
-//! fields: its qualified type name plus its instance attributes (read where they lie, see
-//! [`instance_attrs`]: no descriptors, and no `__dict__` is created) and `__slots__` values
-//! (read at the member offsets). Fields mode shows every such object by its fields. Repr
-//! mode calls `repr()` for those other objects, with the caller's re-entrancy flag set; its
-//! exception is cleared.
+//! fields, one level deep: its qualified type name plus its instance attributes (read where
+//! they lie, see [`instance_attrs`]: no descriptors, and no `__dict__` is created) and
+//! `__slots__` values (read at the member offsets), each a scalar (None, bool, int, float,
+//! str, bytes) shown as such, a container as its short form (`"<list len=3>"`) and any other
+//! object as its type name (`"<mod.Name>"`); an exception's `args` likewise. Fields mode
+//! shows every such object by its fields, walked to `max_depth`. Repr mode calls `repr()` for
+//! those other objects, with the caller's re-entrancy flag set; its exception is cleared.
 //!
 //! Every container is bounded by `max_items`, nesting by `max_depth` (deeper containers
 //! become a `"<list len=N>"` summary), and a container that contains itself is written as a
@@ -225,31 +227,51 @@ impl<'w, 'a> Walker<'w, 'a> {
             ffi::PyErr_Clear();
             return self.w.marker("<bytes>");
         }
-        let take = len.min(self.w.limits().max_str + REDACTION_SLACK);
+        let window = self.w.limits().max_str + REDACTION_SLACK;
+        let take = len.min(window);
         // SAFETY: the object owns `len` bytes at `data`; nothing runs while we read them.
         let raw = std::slice::from_raw_parts(data, take);
-        let mut text = String::with_capacity(take + prefix.len() + suffix.len());
+        let mut text = String::with_capacity(take + prefix.len() + suffix.len() + 16);
         text.push_str(prefix);
-        for &b in raw {
-            match b {
-                b'\\' => text.push_str("\\\\"),
-                b'\'' => text.push_str("\\'"),
-                b'\n' => text.push_str("\\n"),
-                b'\r' => text.push_str("\\r"),
-                b'\t' => text.push_str("\\t"),
-                0x20..=0x7e => text.push(b as char),
-                _ => {
-                    use std::fmt::Write as _;
-                    let _ = write!(text, "\\x{b:02x}");
-                }
+        // Runs of printable bytes are copied whole; the rest written as Python escapes them,
+        // until the text is as long as a string preview reads.
+        let budget = prefix.len() + window;
+        let mut start = 0;
+        let mut read = take;
+        for (i, &b) in raw.iter().enumerate() {
+            if text.len() + (i - start) >= budget {
+                read = i;
+                break;
             }
+            let escape = match b {
+                b'\\' => "\\\\",
+                b'\'' => "\\'",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x20..=0x7e => continue,
+                _ => "",
+            };
+            // SAFETY: raw[start..i] holds only printable ASCII bytes (0x20..=0x7e), valid UTF-8.
+            text.push_str(std::str::from_utf8_unchecked(&raw[start..i]));
+            if escape.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                text.push_str("\\x");
+                text.push(char::from(HEX[usize::from(b >> 4)]));
+                text.push(char::from(HEX[usize::from(b & 15)]));
+            } else {
+                text.push_str(escape);
+            }
+            start = i + 1;
         }
+        // SAFETY: as above, the bytes after the last escaped one are printable ASCII.
+        text.push_str(std::str::from_utf8_unchecked(&raw[start..read]));
         // Everything written above is ASCII: its byte length is its character count.
-        let total = if take == len {
+        let total = if read == len {
             text.push_str(suffix);
             text.len()
         } else {
-            text.len() + (len - take)
+            text.len() + (len - read)
         };
         self.w.str(&text, total);
     }
@@ -326,14 +348,20 @@ impl<'w, 'a> Walker<'w, 'a> {
             return;
         }
         self.w.begin_object();
-        self.entries(obj, depth, 0);
+        self.entries(obj, depth, 0, false);
         self.w.end_object();
         self.leave();
     }
 
     /// Writes up to `max_items - already` entries of the dict `obj` (and a marker for the
-    /// rest) into the open object.
-    unsafe fn entries(&mut self, obj: *mut ffi::PyObject, depth: usize, already: usize) {
+    /// rest) into the open object; `shallow`: the values as [`Self::field`]s.
+    unsafe fn entries(
+        &mut self,
+        obj: *mut ffi::PyObject,
+        depth: usize,
+        already: usize,
+        shallow: bool,
+    ) {
         let max = self.w.limits().max_items.saturating_sub(already);
         let mut pos: ffi::Py_ssize_t = 0;
         let (mut k, mut v) = (std::ptr::null_mut(), std::ptr::null_mut());
@@ -342,7 +370,7 @@ impl<'w, 'a> Walker<'w, 'a> {
         // __eq__, __hash__ or __iter__; a dict mutated by a repr (repr mode) ends the loop
         // early at worst.
         while shown < max && ffi::PyDict_Next(obj, &mut pos, &mut k, &mut v) != 0 {
-            self.entry(k, v, depth);
+            self.entry(k, v, depth, shallow);
             shown += 1;
         }
         let len = ffi::PyDict_Size(obj).max(0) as usize;
@@ -352,18 +380,71 @@ impl<'w, 'a> Walker<'w, 'a> {
     }
 
     /// Writes one `key: value` entry of an object at `depth` (the value redacted when the
-    /// key is sensitive). `k` and `v` are borrowed; a reference to each is held while they
-    /// are written.
-    unsafe fn entry(&mut self, k: *mut ffi::PyObject, v: *mut ffi::PyObject, depth: usize) {
+    /// key is sensitive; `shallow`: written as a [`Self::field`]). `k` and `v` are borrowed;
+    /// a reference to each is held while they are written.
+    unsafe fn entry(
+        &mut self,
+        k: *mut ffi::PyObject,
+        v: *mut ffi::PyObject,
+        depth: usize,
+        shallow: bool,
+    ) {
         ffi::Py_INCREF(k);
         ffi::Py_INCREF(v);
         if self.key(k) {
             self.w.redacted();
         } else {
-            self.value(v, depth + 1);
+            self.item(v, depth, shallow);
         }
         ffi::Py_DECREF(k);
         ffi::Py_DECREF(v);
+    }
+
+    /// Writes `v`, an item of a container at `depth`: as a [`Self::field`] when `shallow`,
+    /// else by its full preview.
+    #[inline(always)]
+    unsafe fn item(&mut self, v: *mut ffi::PyObject, depth: usize, shallow: bool) {
+        if shallow {
+            self.field(v);
+        } else {
+            self.value(v, depth + 1);
+        }
+    }
+
+    /// Safe mode's view of a value held by an object: a scalar (None, bool, int, float, str,
+    /// bytes) by its preview; a container by its short form (`"<list len=3>"`); a class,
+    /// function or module by its marker; any other object by its type name (`"<mod.Name>"`).
+    /// Never enters a container or an object, so it needs no cycle check.
+    unsafe fn field(&mut self, v: *mut ffi::PyObject) {
+        if v == ffi::Py_None() {
+            return self.w.null();
+        }
+        let ty = ffi::Py_TYPE(v);
+        let flags = (*ty).tp_flags;
+        let written_whole = ffi::Py_TPFLAGS_LONG_SUBCLASS
+            | ffi::Py_TPFLAGS_UNICODE_SUBCLASS
+            | ffi::Py_TPFLAGS_BYTES_SUBCLASS
+            | ffi::Py_TPFLAGS_TYPE_SUBCLASS;
+        if flags & written_whole != 0 {
+            return self.any_value(v, 0);
+        }
+        let len = if flags & ffi::Py_TPFLAGS_LIST_SUBCLASS != 0 {
+            ffi::PyList_GET_SIZE(v)
+        } else if flags & ffi::Py_TPFLAGS_TUPLE_SUBCLASS != 0 {
+            ffi::PyTuple_GET_SIZE(v)
+        } else if flags & ffi::Py_TPFLAGS_DICT_SUBCLASS != 0 {
+            ffi::PyDict_Size(v)
+        } else {
+            let info = type_info::get(ty, self.w.redactor(), self.generation);
+            match info.kind {
+                Kind::Float | Kind::Function | Kind::Module => return self.any_value(v, 0),
+                Kind::Object => return self.w.rendered(&info.name_marker),
+                Kind::ByteArray => ffi::PyByteArray_Size(v),
+                Kind::Set => ffi::PySet_Size(v),
+            }
+        };
+        let name = type_name::short(ty);
+        self.w.summary("", &name, usize::try_from(len).ok());
     }
 
     /// Writes a dict key; true when its value must be redacted.
@@ -454,8 +535,10 @@ impl<'w, 'a> Walker<'w, 'a> {
             return;
         }
         self.w.begin_typed_object(&info.fields_start);
+        // Safe mode shows an object one level deep; fields mode walks it to max_depth.
+        let shallow = self.mode == PreviewMode::Safe;
         if (*ty).tp_flags & ffi::Py_TPFLAGS_BASE_EXC_SUBCLASS != 0 {
-            self.exception_args(obj, depth);
+            self.exception_args(obj, depth, shallow);
         }
         let max = self.w.limits().max_items;
         let fields = match instance_attrs::of(obj, ty) {
@@ -465,7 +548,7 @@ impl<'w, 'a> Walker<'w, 'a> {
                     let Some((k, v)) = attrs.next() else {
                         break;
                     };
-                    self.entry(k, v, depth);
+                    self.entry(k, v, depth, shallow);
                     shown += 1;
                 }
                 let rest = attrs.count_rest();
@@ -476,30 +559,36 @@ impl<'w, 'a> Walker<'w, 'a> {
             }
             Attributes::Dict(dict) => {
                 ffi::Py_INCREF(dict);
-                self.dict_fields(dict, depth)
+                self.dict_fields(dict, depth, shallow)
             }
             Attributes::Empty => 0,
-            Attributes::Unmanaged => self.dict_fields(instance_dict(obj, ty), depth),
+            Attributes::Unmanaged => self.dict_fields(instance_dict(obj, ty), depth, shallow),
         };
-        self.slots(obj, info, depth, fields);
+        self.slots(obj, info, depth, fields, shallow);
         self.w.end_object();
         self.leave();
     }
 
     /// Writes the entries of an instance dict (a new reference, released here; null: none)
-    /// into the open object; returns how many.
-    unsafe fn dict_fields(&mut self, dict: *mut ffi::PyObject, depth: usize) -> usize {
+    /// into the open object (`shallow`: as [`Self::field`]s); returns how many.
+    unsafe fn dict_fields(
+        &mut self,
+        dict: *mut ffi::PyObject,
+        depth: usize,
+        shallow: bool,
+    ) -> usize {
         if dict.is_null() {
             return 0;
         }
         let fields = (ffi::PyDict_Size(dict).max(0) as usize).min(self.w.limits().max_items);
-        self.entries(dict, depth, 0);
+        self.entries(dict, depth, 0, shallow);
         ffi::Py_DECREF(dict);
         fields
     }
 
-    /// An exception's `args` entry, read from its C struct (no `__getattribute__`).
-    unsafe fn exception_args(&mut self, obj: *mut ffi::PyObject, depth: usize) {
+    /// An exception's `args` entry, read from its C struct (no `__getattribute__`); when
+    /// `shallow`, each argument as a [`Self::field`].
+    unsafe fn exception_args(&mut self, obj: *mut ffi::PyObject, depth: usize, shallow: bool) {
         // SAFETY: an instance of a BaseException subclass starts with PyBaseExceptionObject;
         // its `args` is null or a tuple (the args setter converts whatever it is given).
         let args = (*(obj as *mut ffi::PyBaseExceptionObject)).args;
@@ -508,17 +597,32 @@ impl<'w, 'a> Walker<'w, 'a> {
         }
         self.w.key_json("\"args\":");
         ffi::Py_INCREF(args);
-        self.value(args, depth + 1);
+        if shallow {
+            // An exception's tuple is immutable: its items stay while they are written.
+            let len = ffi::PyTuple_GET_SIZE(args);
+            let shown = len.min(self.w.limits().max_items as isize);
+            self.w.begin_array();
+            for i in 0..shown {
+                self.field(ffi::PyTuple_GET_ITEM(args, i));
+            }
+            if len > shown {
+                self.w.more_items((len - shown) as usize);
+            }
+            self.w.end_array();
+        } else {
+            self.value(args, depth + 1);
+        }
         ffi::Py_DECREF(args);
     }
 
-    /// `__slots__` values, read at the member offsets.
+    /// `__slots__` values, read at the member offsets (`shallow`: as [`Self::field`]s).
     unsafe fn slots(
         &mut self,
         obj: *mut ffi::PyObject,
         info: &TypeInfo,
         depth: usize,
         mut shown: usize,
+        shallow: bool,
     ) {
         let max = self.w.limits().max_items;
         let mut hidden = 0;
@@ -540,7 +644,7 @@ impl<'w, 'a> Walker<'w, 'a> {
                 continue;
             }
             ffi::Py_INCREF(v);
-            self.value(v, depth + 1);
+            self.item(v, depth, shallow);
             ffi::Py_DECREF(v);
         }
         if hidden > 0 {

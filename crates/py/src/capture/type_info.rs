@@ -13,7 +13,9 @@
 use crate::capture::address_map::{self, AddressMap};
 use crate::capture::type_name;
 use crate::process::gil_cell::GilCell;
-use ferrotrace_core::preview::{class_marker, json_key, object_at_prefix, typed_object_start};
+use ferrotrace_core::preview::{
+    class_marker, json_key, name_marker, object_at_prefix, typed_object_start,
+};
 use ferrotrace_core::redact::Redactor;
 use pyo3::ffi;
 use std::ffi::CStr;
@@ -66,6 +68,8 @@ pub struct TypeInfo {
     pub fields_start: String,
     /// The type itself shown as a value, as JSON text (see [`class_marker`]).
     pub class_marker: String,
+    /// An instance named instead of shown (`"<module.QualName>"`, see [`name_marker`]).
+    pub name_marker: String,
     /// Writable object members of every heap type in the MRO, except dunder names.
     pub slots: Vec<SlotField>,
 }
@@ -211,6 +215,7 @@ unsafe fn compute(ty: *mut ffi::PyTypeObject, redactor: &Redactor) -> TypeInfo {
         repr_prefix: object_at_prefix(&name),
         fields_start: typed_object_start(&name),
         class_marker: class_marker(&name),
+        name_marker: name_marker(&name),
         default_repr: (*ty).tp_repr.map(|f| f as usize)
             == (*std::ptr::addr_of!(ffi::PyBaseObject_Type))
                 .tp_repr
