@@ -579,6 +579,9 @@ impl ThreadRecorder {
         // The frame is read where it lies, and the span is built in the batch.
         let f = &self.stack[top];
         if cfg!(not(Py_3_12)) && extra_flags & FLAG_EXCEPTION != 0 {
+            if self.pending_exceptions.is_empty() {
+                THREADS_WITH_PENDING.fetch_add(1, Ordering::Relaxed);
+            }
             self.pending_exceptions
                 .push((self.buffer.len(), f.activation));
         }
