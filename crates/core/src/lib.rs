@@ -21,4 +21,5 @@ pub mod redact;
 pub mod sampling;
 pub mod server;
 pub mod summary;
+pub mod trace_report;
 pub mod traceparent;
