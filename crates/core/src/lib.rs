@@ -17,6 +17,7 @@ pub mod in_place;
 pub mod metrics;
 pub mod pipeline;
 pub mod preview;
+pub mod queue_bound;
 pub mod redact;
 pub mod sampling;
 pub mod server;
