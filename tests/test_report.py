@@ -97,3 +97,38 @@ def test_report_reads_a_directory_and_a_glob_as_one_run(tmp_path):
         assert out.stdout.startswith(f"{tmp_path.joinpath('runs', 'a.jsonl').relative_to(tmp_path)}, ")
     missing = _ferrotrace(["report", "runs/*.nope"], tmp_path)
     assert missing.returncode == 2 and "runs/*.nope: no file matches" in missing.stderr
+
+
+def test_report_matches_the_python_reader_and_skips_a_cut_off_last_line(tmp_path):
+    """The native reader gives the rows the streaming Python reader gives (`heads` + `Summary`),
+    and a killed process's last line is read as before: cut inside its previews, the span still
+    counts; cut before them, the line is skipped."""
+    from ferrotrace import _report, _trace_reader
+
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    assert _ferrotrace(["run", "prog.py"], tmp_path).returncode == 0
+    trace = tmp_path / "ferrotrace.jsonl"
+    lines = trace.read_text().splitlines(keepends=True)
+    whole = len(spans(read_trace(trace)))
+    span_line = next(line for line in lines if '"type":"span"' in line and '"args":' in line)
+    in_previews = span_line[: span_line.index('"args":') + 12]
+    in_head = span_line[: span_line.index('"qualname"') + 5]
+    for cut, counted in ((in_previews, 1), (in_head, 0)):
+        trace.write_text("".join(lines) + "\xff not json\n" + cut)
+        expected = _report.Summary()
+        for record, _ in _trace_reader.heads([str(trace)]):
+            expected.add(record)
+        assert expected.spans == whole + counted
+        out = _ferrotrace(["report", "ferrotrace.jsonl", "--top", "100"], tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert (
+            out.stdout.splitlines()[0]
+            == f"ferrotrace.jsonl: {expected.spans} spans, {expected.sessions} sessions"
+        )
+        printed = [
+            line for line in out.stdout.splitlines() if len(line.split()) == 4 and "." in line.split()[3]
+        ]
+        assert printed == [
+            f"{total / 1e6:>10.3f} {self_ns / 1e6:>10.3f} {calls:>8}  {name}"
+            for name, calls, total, self_ns in expected.functions.top(100)
+        ]

@@ -3,11 +3,13 @@ one streaming pass (bounded memory, whatever the trace's size)."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ferrotrace import _trace_reader
+from ferrotrace import _native, _trace_reader
 
 
 class FunctionTotals:
@@ -79,25 +81,23 @@ class Summary:
             self.metas.append(record)
 
 
-def summarize(files: Sequence[str]) -> Summary:
-    """Reads `files` once into a Summary."""
-    summary = Summary()
-    for record, _ in _trace_reader.heads(files):
-        summary.add(record)
-    return summary
-
-
 def main(specs: Sequence[str], top: int) -> int:
     """Prints the report of the traces `specs` (files, directories, globs); returns the exit
-    status."""
+    status. The files are read natively (`_native.report_summary`, the same rules as
+    `_trace_reader.heads` and `Summary`, in a fraction of the time)."""
     try:
         files = _trace_reader.expand(specs)
-        summary = summarize(files)
+        spans, sessions, meta_lines, rows = _native.report_summary(files, max(top, 0))
     except _trace_reader.TraceError as exc:
         print(f"ferrotrace report: {exc}", file=sys.stderr)
         return 2
-    print(f"{', '.join(files)}: {summary.spans} spans, {summary.sessions} sessions")
-    for m in summary.metas:
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else exc.strerror
+        print(f"ferrotrace report: {exc.filename}: {reason}", file=sys.stderr)
+        return 2
+    metas = [json.loads(line) for line in meta_lines]
+    print(f"{', '.join(files)}: {spans} spans, {sessions} sessions")
+    for m in metas:
         print(
             f"  pid {m['pid']}: recorded {m['recorded']}, exported {m['exported']}, dropped {m['dropped']}"
             f" (queue full {m['dropped_queue_full']}), export errors {m['export_errors']}"
@@ -110,6 +110,6 @@ def main(specs: Sequence[str], top: int) -> int:
         for d in m.get("diagnostics", ()):
             print(f"    diagnostic: {d}")
     print(f"\n{'total ms':>10} {'self ms':>10} {'calls':>8}  function")
-    for name, calls, total, self_ns in summary.functions.top(top):
+    for name, calls, total, self_ns in rows:
         print(f"{total / 1e6:>10.3f} {self_ns / 1e6:>10.3f} {calls:>8}  {name}")
     return 0

@@ -1,16 +1,20 @@
 //! The export pipeline: a bounded queue of span batches and one background thread that
 //! owns the exporters.
 //!
-//! Application threads only ever `try_send`: a full queue drops the batch and counts it, so
-//! tracing never blocks the program. Session records and control requests travel on a
+//! Application threads never wait: a batch that would pass the queue's bounds (spans and
+//! bytes, see [`crate::queue_bound`]) is dropped and counted, so tracing never blocks the
+//! program. Session records and control requests travel on a
 //! second bounded channel. `flush` and `shutdown` wait, up to a deadline, for everything
 //! queued before them to reach the exporters.
 
 use crate::event::{HttpRecord, SessionRecord, SpanBatch};
 use crate::exporter::{ExportContext, ExportError, Exporter};
 use crate::metrics::Counters;
+use crate::queue_bound::QueueBound;
 use crate::summary::{FunctionTotals, Summary};
-use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{
+    bounded, select, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -21,7 +25,8 @@ use std::time::{Duration, Instant};
 pub struct PipelineOptions {
     /// Span records per batch (the per-thread buffer capacity).
     pub batch_size: usize,
-    /// Span records that may wait in the queue; more are dropped and counted.
+    /// Span records that may wait in the queue (and [`crate::queue_bound::BYTES_PER_QUEUED_SPAN`]
+    /// bytes each); more are dropped and counted.
     pub max_queue: usize,
     /// How often the export thread flushes exporters when idle.
     pub flush_interval: Duration,
@@ -68,7 +73,9 @@ impl Parking {
 
 /// The queue and the export thread.
 pub struct Pipeline {
+    /// Unbounded itself: what it holds is bounded by `queued`.
     data_tx: Sender<SpanBatch>,
+    queued: Arc<QueueBound>,
     control_tx: Sender<Control>,
     pool_rx: Receiver<SpanBatch>,
     /// Batches dropped because the queue was full go back to the pool from here, so a
@@ -104,7 +111,8 @@ impl Pipeline {
     ) -> std::io::Result<Pipeline> {
         let batch_size = options.batch_size.max(1);
         let capacity = options.max_queue.div_ceil(batch_size).max(1);
-        let (data_tx, data_rx) = bounded(capacity);
+        let (data_tx, data_rx) = unbounded();
+        let queued = Arc::new(QueueBound::new(options.max_queue));
         let (control_tx, control_rx) = bounded(CONTROL_CAPACITY);
         let (pool_tx, pool_rx) = bounded(capacity + 2);
         let final_summary = Arc::new(Mutex::new(None));
@@ -115,6 +123,7 @@ impl Pipeline {
             ctx,
             counters: Arc::clone(&counters),
             data_rx,
+            queued: Arc::clone(&queued),
             control_rx,
             pool_tx: pool_tx.clone(),
             options,
@@ -126,6 +135,7 @@ impl Pipeline {
         let handle = spawn(worker)?;
         Ok(Pipeline {
             data_tx,
+            queued,
             control_tx,
             pool_rx,
             pool_tx,
@@ -233,15 +243,23 @@ impl Pipeline {
             batch.text.len().min(SpanBatch::MAX_KEPT_TEXT),
             Ordering::Relaxed,
         );
+        let bytes = QueueBound::bytes_of(&batch);
+        if !self.queued.try_take(batch.len(), bytes) {
+            Counters::add(&self.counters.dropped_queue_full, n);
+            let mut dropped = batch;
+            dropped.clear();
+            let _ = self.pool_tx.try_send(dropped);
+            return;
+        }
         match self.data_tx.try_send(batch) {
             Ok(()) => Counters::add(&self.counters.batches, 1),
-            Err(TrySendError::Full(mut dropped)) => {
-                Counters::add(&self.counters.dropped_queue_full, n);
-                dropped.clear();
-                let _ = self.pool_tx.try_send(dropped);
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                Counters::add(&self.counters.dropped_after_shutdown, n)
+            Err(e) => {
+                self.queued.release(n as usize, bytes);
+                let reason = match e {
+                    TrySendError::Full(_) => &self.counters.dropped_queue_full,
+                    TrySendError::Disconnected(_) => &self.counters.dropped_after_shutdown,
+                };
+                Counters::add(reason, n);
             }
         }
     }
@@ -356,6 +374,7 @@ struct Worker {
     ctx: ExportContext,
     counters: Arc<Counters>,
     data_rx: Receiver<SpanBatch>,
+    queued: Arc<QueueBound>,
     control_rx: Receiver<Control>,
     pool_tx: Sender<SpanBatch>,
     options: PipelineOptions,
@@ -469,6 +488,7 @@ impl Worker {
         if !self.options.debug_export_delay.is_zero() {
             std::thread::sleep(self.options.debug_export_delay);
         }
+        let held = (batch.len(), QueueBound::bytes_of(&batch));
         batch.convert_ticks();
         let n = batch.len() as u64;
         let mut failures = 0;
@@ -487,6 +507,7 @@ impl Worker {
             self.counters.exported.fetch_add(n, Ordering::Relaxed);
         }
         self.summary.add(&batch);
+        self.queued.release(held.0, held.1);
         batch.clear();
         let _ = self.pool_tx.try_send(batch);
     }

@@ -2,9 +2,9 @@
 //! the Python package calls. This is the only crate that touches the CPython C API.
 //!
 //! One folder per part, each using only the parts below it: `api`, `http_client`,
-//! `server`, `handoff` (the functions the Python package calls; `http_client` records
+//! `server`, `handoff`, `trace_report` (the functions the Python package calls; `http_client` records
 //! outgoing HTTP calls, `server` served requests, `handoff` carries a session into the
-//! threads work is handed to) → `backends`
+//! threads work is handed to, `trace_report` reads traces for `ferrotrace report`) → `backends`
 //! (how CPython's calls reach us) → `recorder` (per-thread records of calls) → `capture`
 //! (reading values) and `session` (which session a call is in) → `process` (process-wide
 //! state).
@@ -18,6 +18,7 @@ mod process;
 mod recorder;
 mod server;
 mod session;
+mod trace_report;
 
 use pyo3::prelude::*;
 
@@ -44,5 +45,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<backends::setprofile::hook_handle::HookHandle>()?;
     api::register(m)?;
     http_client::register(m)?;
-    server::register(m)
+    server::register(m)?;
+    trace_report::register(m)
 }
