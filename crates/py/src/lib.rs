@@ -4,7 +4,7 @@
 //! One folder per part, each using only the parts below it: `api`, `http_client`,
 //! `server`, `handoff` (the functions the Python package calls; `http_client` records
 //! outgoing HTTP calls, `server` served requests, `handoff` carries a session into the
-//! threads work is handed to) → `backends`
+//! threads work is handed to; `convert` the Perfetto writer of `ferrotrace convert`) → `backends`
 //! (how CPython's calls reach us) → `recorder` (per-thread records of calls) → `capture`
 //! (reading values) and `session` (which session a call is in) → `process` (process-wide
 //! state).
@@ -12,6 +12,7 @@
 mod api;
 mod backends;
 mod capture;
+mod convert;
 mod handoff;
 mod http_client;
 mod process;
