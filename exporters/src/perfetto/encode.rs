@@ -26,6 +26,8 @@ use std::collections::HashMap;
 const MAX_NATIVE_TID: u64 = i32::MAX as u64;
 /// First compact id handed to a thread id too large for the readers.
 const FIRST_COMPACT_TID: i64 = 1_000_000_000;
+/// Up to this many threads, a thread is found by a scan rather than by hashing.
+const FEW_THREADS: usize = 8;
 /// The sequence of the process-level packets (process tracks, requests, the final record);
 /// threads get the ones after it.
 const PROCESS_SEQUENCE: u32 = 1;
@@ -74,6 +76,8 @@ pub type Annotations<'a> = Vec<(&'a str, Value<'a>)>;
 
 /// One thread's track and packet sequence.
 struct Thread {
+    /// The recorded thread id (`tid` is what the readers get).
+    thread_id: u64,
     sequence: u32,
     uuid: u64,
     pid: u32,
@@ -91,8 +95,12 @@ pub struct TraceEncoder {
     out: Vec<u8>,
     /// Process id → its track uuid.
     processes: HashMap<u32, u64>,
-    /// (process id, thread id) → the thread.
-    threads: HashMap<(u32, u64), Thread>,
+    /// The threads seen, in order.
+    threads: Vec<Thread>,
+    /// (process id, thread id) → index in `threads`.
+    thread_index: HashMap<(u32, u64), usize>,
+    /// The last thread looked up (a batch's calls are from one thread).
+    last: Option<((u32, u64), usize)>,
     next_sequence: u32,
     next_compact_tid: i64,
 }
@@ -157,22 +165,50 @@ impl TraceEncoder {
     /// later non-empty `name` that differs is described again (readers keep the last).
     fn thread(&mut self, pid: u32, thread_id: u64, name: &str) -> &mut Thread {
         let key = (pid, thread_id);
-        let known = self.threads.get(&key).map(|t| t.name.as_str());
-        let describe = match known {
-            None => true,
-            Some(old) => !name.is_empty() && name != old,
+        if name.is_empty() {
+            if let Some((k, i)) = self.last {
+                if k == key {
+                    return &mut self.threads[i];
+                }
+            }
+        }
+        // A few threads: a scan is cheaper than hashing the key.
+        let known = if self.threads.len() <= FEW_THREADS {
+            self.threads
+                .iter()
+                .position(|t| t.thread_id == thread_id && t.pid == pid)
+        } else {
+            self.thread_index.get(&key).copied()
         };
-        if describe {
-            let process = self.process(pid, &format!("python (pid {pid})"));
-            let first = !self.threads.contains_key(&key);
-            if first {
+        let i = match known {
+            Some(i) if name.is_empty() || name == self.threads[i].name => i,
+            _ => self.describe(key, known, name),
+        };
+        self.last = Some((key, i));
+        &mut self.threads[i]
+    }
+
+    /// Writes the track descriptor of thread `key` (index `known` if seen before, else a
+    /// new sequence starts with it), named `name` or `thread ID`; returns its index.
+    fn describe(
+        &mut self,
+        (pid, thread_id): (u32, u64),
+        known: Option<usize>,
+        name: &str,
+    ) -> usize {
+        let process = self.process(pid, &format!("python (pid {pid})"));
+        let first = known.is_none();
+        let i = match known {
+            Some(i) => i,
+            None => {
                 let tid = if thread_id <= MAX_NATIVE_TID {
                     thread_id as i64
                 } else {
                     self.next_compact_tid += 1;
                     self.next_compact_tid - 1
                 };
-                let thread = Thread {
+                self.threads.push(Thread {
+                    thread_id,
                     sequence: self.next_sequence,
                     uuid: uuid(&[u64::from(pid), thread_id]),
                     pid,
@@ -180,45 +216,43 @@ impl TraceEncoder {
                     name: String::new(),
                     name_iids: Vec::new(),
                     next_iid: 1,
-                };
+                });
                 self.next_sequence += 1;
-                self.threads.insert(key, thread);
+                self.thread_index
+                    .insert((pid, thread_id), self.threads.len() - 1);
+                self.threads.len() - 1
             }
-            let t = &self.threads[&key];
-            let label = if !name.is_empty() {
-                name.to_string()
-            } else if t.name.is_empty() {
-                format!("thread {thread_id}")
-            } else {
-                t.name.clone()
-            };
-            let packet = TracePacket {
-                optional_trusted_packet_sequence_id: sequence_id(t.sequence),
-                sequence_flags: Some(if first { STATE_CLEARED } else { NEEDS_STATE }),
-                trace_packet_defaults: first.then(|| TracePacketDefaults {
-                    track_event_defaults: Some(TrackEventDefaults {
-                        track_uuid: Some(t.uuid),
-                    }),
-                    ..Default::default()
+        };
+        let t = &self.threads[i];
+        let label = if !name.is_empty() {
+            name.to_string()
+        } else {
+            format!("thread {thread_id}")
+        };
+        let packet = TracePacket {
+            optional_trusted_packet_sequence_id: sequence_id(t.sequence),
+            sequence_flags: Some(if first { STATE_CLEARED } else { NEEDS_STATE }),
+            trace_packet_defaults: first.then(|| TracePacketDefaults {
+                track_event_defaults: Some(TrackEventDefaults {
+                    track_uuid: Some(t.uuid),
                 }),
-                data: Some(trace_packet::Data::TrackDescriptor(TrackDescriptor {
-                    uuid: Some(t.uuid),
-                    parent_uuid: Some(process),
-                    thread: Some(ThreadDescriptor {
-                        pid: Some(t.pid as i32),
-                        tid: Some(t.tid),
-                        thread_name: Some(label.clone()),
-                    }),
-                    ..Default::default()
-                })),
                 ..Default::default()
-            };
-            self.push(&packet);
-            if let Some(t) = self.threads.get_mut(&key) {
-                t.name = label;
-            }
-        }
-        self.threads.get_mut(&key).expect("described above")
+            }),
+            data: Some(trace_packet::Data::TrackDescriptor(TrackDescriptor {
+                uuid: Some(t.uuid),
+                parent_uuid: Some(process),
+                thread: Some(ThreadDescriptor {
+                    pid: Some(t.pid as i32),
+                    tid: Some(t.tid),
+                    thread_name: Some(label.clone()),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        self.push(&packet);
+        self.threads[i].name = label;
+        i
     }
 
     /// Names thread `thread_id` of `pid` (its Python name), describing it if new or renamed.
