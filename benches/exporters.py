@@ -93,7 +93,8 @@ def main() -> None:
         "file size / calls recorded of one traced run (sessions and final records included);",
         "OTLP: protobuf bytes of the same calls from the export bench (encoding only). Spans/s: the",
         "export bench re-exporting the run's calls on one core (file exporters write to a file), by",
-        f"wall time and per CPU second of the exporting thread (the machine may be shared; {platform.machine()}).",
+        "wall time and per CPU second of the exporting thread (the machine may be shared;",
+        f"{platform.machine()}).",
         "",
         "| workload | calls | exporter | bytes/span (run) | bytes/span (bench) | spans/s | spans/CPU s |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
@@ -109,8 +110,16 @@ def main() -> None:
                 )
                 rate, per_span, cpu_rate = bench.get(exporter, (0.0, 0.0, 0.0))
                 cpu = f"{cpu_rate / 1e6:.2f} M" if cpu_rate else "-"
-                row = f"| {workload} | {calls} | {exporter} | {run_bytes} | {per_span:.1f} | {rate / 1e6:.2f} M | {cpu} |"
-                lines.append(row)
+                cells = [
+                    workload,
+                    str(calls),
+                    exporter,
+                    run_bytes,
+                    f"{per_span:.1f}",
+                    f"{rate / 1e6:.2f} M",
+                    cpu,
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     (_env.BENCHES / "RESULTS-exporters.md").write_text(text)
