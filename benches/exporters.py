@@ -107,7 +107,7 @@ def main() -> None:
             calls = traced_run(python, workload, workloads, out)
             sample = out / "bench.jsonl"
             with (out / FILES["jsonl"]).open() as src, sample.open("w") as dst:
-                dst.writelines(line for _, line in zip(range(BENCH_LINES), src))
+                dst.writelines(line for _, line in zip(range(BENCH_LINES), src, strict=False))
             bench = export_bench(sample)
             for exporter in ("jsonl", "chrome", "perfetto", "otlp"):
                 run_bytes = (
