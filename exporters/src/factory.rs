@@ -5,6 +5,7 @@ use crate::http::HttpExporter;
 use crate::jsonl::JsonlExporter;
 use crate::network::NetworkOptions;
 use crate::otlp::OtlpExporter;
+use crate::perfetto::PerfettoExporter;
 use ferrotrace_core::config::Config;
 use ferrotrace_core::exporter::Exporter;
 use ferrotrace_core::metrics::Counters;
@@ -44,6 +45,17 @@ pub fn build_exporters_with_counters(
                     })?;
                 out.push(Box::new(e));
             }
+            "perfetto" => {
+                let e =
+                    PerfettoExporter::create(&config.perfetto_output, pid, &config.service_name)
+                        .map_err(|e| {
+                            format!(
+                                "perfetto exporter: cannot create {:?}: {e}",
+                                config.perfetto_output
+                            )
+                        })?;
+                out.push(Box::new(e));
+            }
             "otlp" => {
                 let e = OtlpExporter::new(config, pid, &net)
                     .map_err(|e| format!("otlp exporter: {e}"))?;
@@ -69,17 +81,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ft-factory-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut config = Config::defaults();
-        config.exporters = ["jsonl", "chrome", "otlp", "http"]
+        config.exporters = ["jsonl", "chrome", "perfetto", "otlp", "http"]
             .map(String::from)
             .to_vec();
         config.output = dir.join("t-{pid}.jsonl");
         config.chrome_output = dir.join("t-{pid}.json");
+        config.perfetto_output = dir.join("t-{pid}.perfetto-trace");
         config.http_endpoint = "http://127.0.0.1:9/ingest".into();
         config.spool_dir = dir.join("spool");
         let built = build_exporters(&config, 5).unwrap();
         let names: Vec<&str> = built.iter().map(|e| e.name()).collect();
-        assert_eq!(names, ["jsonl", "chrome", "otlp", "http"]);
+        assert_eq!(names, ["jsonl", "chrome", "perfetto", "otlp", "http"]);
         assert!(dir.join("t-5.jsonl").exists() && dir.join("t-5.json").exists());
+        assert!(dir.join("t-5.perfetto-trace").exists());
         drop(built);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -10,6 +10,7 @@ pub mod jsonl;
 pub mod network;
 pub mod otlp;
 pub mod output;
+pub mod perfetto;
 pub mod retry_after;
 pub mod spool;
 #[cfg(test)]
@@ -20,3 +21,4 @@ mod testsupport;
 pub use chrome::ChromeExporter;
 pub use factory::{build_exporters, build_exporters_with_counters};
 pub use jsonl::JsonlExporter;
+pub use perfetto::PerfettoExporter;

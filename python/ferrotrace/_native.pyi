@@ -87,6 +87,40 @@ class Handoff:
 class HandoffScope:
     """What `handoff_enter` replaced on its thread, put back by `handoff_exit`."""
 
+class PerfettoWriter:
+    """Writes a Perfetto protobuf trace one record at a time (`convert --to perfetto`), with
+    the encoder of the `perfetto` exporter."""
+
+    def __init__(self, path: str) -> None:
+        """Creates (or truncates) the file at `path`."""
+    def call(
+        self,
+        pid: int,
+        thread_id: int,
+        module: str,
+        qualname: str,
+        start_ns: int,
+        duration_ns: int,
+        args: str | None = None,
+        ret: str | None = None,
+        exception: tuple[str, str] | None = None,
+        unfinished: bool = False,
+    ) -> None:
+        """One call: a slice named `module.qualname` on its thread's track, with the argument
+        and return previews (JSON text) and the exception (type, message) when given."""
+    def thread_slice(
+        self,
+        pid: int,
+        thread_id: int,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        annotations: list[tuple[str, str]],
+    ) -> None:
+        """A slice named `name` on a thread's track (a session), with string annotations."""
+    def close(self) -> int:
+        """Writes what is left and closes the file; returns the bytes written."""
+
 def handoff_capture() -> Handoff | None:
     """The sampled session in effect and the innermost recorded call; None when there is no
     sampled session or FERROTRACE_FOLLOW_THREADS is 0."""

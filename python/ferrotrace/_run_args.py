@@ -29,7 +29,7 @@ _HELP = {
     "--exclude": "regex over module::qualname to skip; wins over --include (FERROTRACE_EXCLUDE)",
     "--capture": "argument/return previews: none, args, return, all (FERROTRACE_CAPTURE; default all)",
     "--sample-rate": "fraction of sessions recorded, 0 to 1 (FERROTRACE_SAMPLE_RATE)",
-    "--exporter": "comma-separated: jsonl, chrome, otlp, http (FERROTRACE_EXPORTER)",
+    "--exporter": "comma-separated: jsonl, chrome, perfetto, otlp, http (FERROTRACE_EXPORTER)",
     "--backend": "auto, setprofile, monitoring, evalframe (FERROTRACE_BACKEND)",
     "--max-depth": "deepest call level recorded, 0 for unlimited (FERROTRACE_MAX_DEPTH)",
 }

@@ -33,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert", help="convert JSONL traces to another viewer's format, streaming")
     convert.add_argument("trace", nargs="+", help="JSONL files, directories or globs, read as one run")
     convert.add_argument("--to", required=True, choices=_convert.FORMATS)
-    convert.add_argument("-o", "--output", help="output file (default: TRACE.<format>.json)")
+    convert.add_argument(
+        "-o",
+        "--output",
+        help="output file (default: TRACE.chrome.json, .speedscope.json, .perfetto-trace, .otlp.jsonl)",
+    )
 
     config = sub.add_parser("config", help="print the effective configuration and validate it")
     config.add_argument(

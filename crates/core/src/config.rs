@@ -189,6 +189,8 @@ pub struct Config {
     pub service_name: String,
     /// Output of the `chrome` exporter (may contain `{pid}`).
     pub chrome_output: PathBuf,
+    /// Output of the `perfetto` exporter (may contain `{pid}`).
+    pub perfetto_output: PathBuf,
     /// The full OTLP traces URL (`.../v1/traces`).
     pub otlp_endpoint: String,
     /// Extra headers sent with every OTLP request.
@@ -286,7 +288,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("MAX_PREVIEW_DEPTH", "2", "a whole number from 0 to 32"),
     setting!("REDACT_KEYS", "", "comma-separated key names"),
     setting!("REDACT_VALUES", "", "regular expressions separated by ';;'"),
-    setting!("EXPORTER", "jsonl", "comma-separated exporters from: jsonl, chrome, otlp, http"),
+    setting!("EXPORTER", "jsonl", "comma-separated exporters from: jsonl, chrome, perfetto, otlp, http"),
     setting!("OUTPUT", "ferrotrace.jsonl", "a file path (may contain {pid}) in an existing directory, not a directory itself"),
     setting!("BATCH_SIZE", "512", "a whole number from 1 to 1000000"),
     setting!("FLUSH_INTERVAL_MS", "1000", "a whole number of milliseconds from 1 to 3600000"),
@@ -295,6 +297,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("FOLLOW_THREADS", "1", "a boolean: 1/0, true/false, yes/no, on/off"),
     setting!("SERVICE_NAME", "OTEL_SERVICE_NAME", "", "any text"),
     setting!("CHROME_OUTPUT", "ferrotrace.chrome.json", "a file path (may contain {pid}) in an existing directory, not a directory itself"),
+    setting!("PERFETTO_OUTPUT", "ferrotrace.perfetto-trace", "a file path (may contain {pid}) in an existing directory, not a directory itself"),
     setting!("OTLP_ENDPOINT", ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"], "http://localhost:4318", "an http:// or https:// URL with a host (/v1/traces is appended unless it ends with it or comes from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"),
     setting!("OTLP_HEADERS", ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"], "", "comma-separated name=value pairs, percent-encoded, with valid header names"),
     setting!("OTLP_PROTOCOL", ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf", "one of http/protobuf, http/json (grpc is not supported)"),
@@ -377,7 +380,7 @@ fn parse_header_names(raw: &RawValue, s: &Setting) -> Result<Vec<String>, Config
 }
 
 /// Exporters this build knows.
-pub const KNOWN_EXPORTERS: &[&str] = &["jsonl", "chrome", "otlp", "http"];
+pub const KNOWN_EXPORTERS: &[&str] = &["jsonl", "chrome", "perfetto", "otlp", "http"];
 
 /// A setting's raw value and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -393,7 +396,7 @@ pub struct RawValue {
 }
 
 /// Settings that are paths: their value may be any bytes the OS accepts in a path.
-const PATH_SETTINGS: &[&str] = &["OUTPUT", "CHROME_OUTPUT", "SPOOL_DIR"];
+const PATH_SETTINGS: &[&str] = &["OUTPUT", "CHROME_OUTPUT", "PERFETTO_OUTPUT", "SPOOL_DIR"];
 
 /// `bytes.decode("utf-8", "backslashreplace")`: valid UTF-8 kept, other bytes as `\xNN`.
 pub fn escape_invalid_utf8(bytes: &[u8]) -> String {
@@ -1036,6 +1039,11 @@ impl Config {
                 "CHROME_OUTPUT",
                 parse_output_path,
                 "ferrotrace.chrome.json".into()
+            ),
+            perfetto_output: field!(
+                "PERFETTO_OUTPUT",
+                parse_output_path,
+                "ferrotrace.perfetto-trace".into()
             ),
             otlp_endpoint: field!(
                 "OTLP_ENDPOINT",

@@ -67,6 +67,7 @@ pub fn effective_value(cfg: &Config, name: &str) -> Option<String> {
         "FOLLOW_THREADS" => flag(cfg.follow_threads),
         "SERVICE_NAME" => cfg.service_name.clone(),
         "CHROME_OUTPUT" => crate::config::path_text(&cfg.chrome_output),
+        "PERFETTO_OUTPUT" => crate::config::path_text(&cfg.perfetto_output),
         "OTLP_ENDPOINT" => cfg.otlp_endpoint.clone(),
         "OTLP_HEADERS" => pairs(&cfg.otlp_headers, true),
         "OTLP_PROTOCOL" => match cfg.otlp_protocol {

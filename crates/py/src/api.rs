@@ -39,6 +39,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(thread_bootstrap, m)?)?;
     m.add_class::<handoff::Handoff>()?;
     m.add_class::<handoff::Scope>()?;
+    m.add_class::<crate::convert::PerfettoWriter>()?;
     m.add_function(wrap_pyfunction!(handoff_capture, m)?)?;
     m.add_function(wrap_pyfunction!(handoff_enter, m)?)?;
     m.add_function(wrap_pyfunction!(handoff_exit, m)?)?;
@@ -835,6 +836,7 @@ fn start_forked_child(py: Python<'_>) -> PyResult<()> {
     let mut cfg = prev.config.clone();
     cfg.output = runtime::per_process_output(&cfg.output, pid);
     cfg.chrome_output = runtime::per_process_output(&cfg.chrome_output, pid);
+    cfg.perfetto_output = runtime::per_process_output(&cfg.perfetto_output, pid);
     // SAFETY: pyfunctions run with the GIL held; right after fork only this thread exists.
     unsafe {
         recorder::forget_other_threads();

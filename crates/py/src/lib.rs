@@ -2,9 +2,10 @@
 //! the Python package calls. This is the only crate that touches the CPython C API.
 //!
 //! One folder per part, each using only the parts below it: `api`, `http_client`,
-//! `server`, `handoff`, `trace_report` (the functions the Python package calls; `http_client` records
+//! `server`, `handoff`, `trace_report`, `convert` (the functions the Python package calls; `http_client` records
 //! outgoing HTTP calls, `server` served requests, `handoff` carries a session into the
-//! threads work is handed to, `trace_report` reads traces for `ferrotrace report`) → `backends`
+//! threads work is handed to, `trace_report` reads traces for `ferrotrace report`, `convert`
+//! is the Perfetto writer of `ferrotrace convert`) → `backends`
 //! (how CPython's calls reach us) → `recorder` (per-thread records of calls) → `capture`
 //! (reading values) and `session` (which session a call is in) → `process` (process-wide
 //! state).
@@ -12,6 +13,7 @@
 mod api;
 mod backends;
 mod capture;
+mod convert;
 mod handoff;
 mod http_client;
 mod process;
