@@ -190,7 +190,14 @@ def to_perfetto(files: Sequence[str], path: str) -> int:
                 calls += 1
                 exc = r.get("exception")
                 exception = (
-                    (str(exc.get("type", "")), str(exc.get("message", ""))) if isinstance(exc, dict) else None
+                    (
+                        str(exc.get("type", "")),
+                        str(exc.get("message", "")),
+                        exc.get("caught_by") if isinstance(exc.get("caught_by"), str) else None,
+                        exc.get("escaped") is True,
+                    )
+                    if isinstance(exc, dict)
+                    else None
                 )
                 writer.call(
                     pid,

@@ -103,11 +103,12 @@ class PerfettoWriter:
         duration_ns: int,
         args: str | None = None,
         ret: str | None = None,
-        exception: tuple[str, str] | None = None,
+        exception: tuple[str, str, str | None, bool] | None = None,
         unfinished: bool = False,
     ) -> None:
         """One call: a slice named `module.qualname` on its thread's track, with the argument
-        and return previews (JSON text) and the exception (type, message) when given."""
+        and return previews (JSON text) and the exception (type, message, the hex span id
+        that caught it, whether it escaped) when given."""
     def thread_slice(
         self,
         pid: int,

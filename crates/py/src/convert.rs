@@ -2,7 +2,7 @@
 //! `ferrotrace convert --to perfetto`, which feeds it the records of a JSONL trace one at a
 //! time (so a trace of any size converts in bounded memory).
 
-use ferrotrace_core::event::ExceptionInfo;
+use ferrotrace_core::event::{ExceptionFate, ExceptionInfo};
 use ferrotrace_exporters::perfetto::encode::{Annotations, TraceEncoder, Value};
 use ferrotrace_exporters::perfetto::{call_annotations, function_name};
 use pyo3::exceptions::PyOSError;
@@ -55,7 +55,8 @@ impl PerfettoWriter {
     }
 
     /// One call: a slice on its thread's track, named `module.qualname`, with the
-    /// argument and return previews (JSON text) and the exception when given.
+    /// argument and return previews (JSON text) and the exception when given (type, message,
+    /// the hex span id that caught it, whether it escaped).
     #[pyo3(signature = (pid, thread_id, module, qualname, start_ns, duration_ns, args=None, ret=None, exception=None, unfinished=false))]
     #[allow(clippy::too_many_arguments)]
     fn call(
@@ -68,13 +69,21 @@ impl PerfettoWriter {
         duration_ns: u64,
         args: Option<&str>,
         ret: Option<&str>,
-        exception: Option<(String, String)>,
+        exception: Option<(String, String, Option<String>, bool)>,
         unfinished: bool,
     ) -> PyResult<()> {
         let name = function_name(module, qualname);
         let next = self.names.len() as u32 + 1;
         let key = *self.names.entry(name.clone()).or_insert(next);
-        let info = exception.map(|(type_name, message)| ExceptionInfo { type_name, message });
+        let info = exception.map(|(type_name, message, caught_by, escaped)| ExceptionInfo {
+            type_name,
+            message,
+            fate: match caught_by.and_then(|h| u64::from_str_radix(&h, 16).ok()) {
+                Some(id) => ExceptionFate::CaughtBy(id),
+                None if escaped => ExceptionFate::Escaped,
+                None => ExceptionFate::Unknown,
+            },
+        });
         let annotations = call_annotations(args, ret, info.as_ref(), false, unfinished);
         self.encoder.call(
             pid,

@@ -41,6 +41,8 @@ const NEEDS_STATE: u32 = trace_packet::SequenceFlags::SeqNeedsIncrementalState a
 pub enum Value<'a> {
     /// Text shown as is.
     Str(&'a str),
+    /// Text made for this annotation (a span id in hex).
+    Owned(String),
     /// JSON text (a preview), which readers expand into nested arguments.
     Json(&'a str),
     /// A whole number.
@@ -59,6 +61,7 @@ impl Value<'_> {
         };
         a.value = match self {
             Value::Str(s) => Some(debug_annotation::Value::StringValue(s.to_string())),
+            Value::Owned(s) => Some(debug_annotation::Value::StringValue(s)),
             Value::Json(s) => Some(debug_annotation::Value::LegacyJsonValue(s.to_string())),
             Value::Int(i) => Some(debug_annotation::Value::IntValue(i)),
             Value::Bool(b) => Some(debug_annotation::Value::BoolValue(b)),

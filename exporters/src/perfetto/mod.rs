@@ -20,8 +20,8 @@ use crate::output::{create_private, expand_path, CountingWriter};
 use encode::{Annotations, TraceEncoder, Value};
 use ferrotrace_core::clock::{now_ns, to_unix_ns};
 use ferrotrace_core::event::{
-    ExceptionInfo, HttpRecord, SessionKind, SessionRecord, SpanBatch, SpanRecord, FLAG_EXCEPTION,
-    FLAG_UNFINISHED,
+    ExceptionFate, ExceptionInfo, HttpRecord, SessionKind, SessionRecord, SpanBatch, SpanRecord,
+    FLAG_EXCEPTION, FLAG_UNFINISHED,
 };
 use ferrotrace_core::exporter::{ExportContext, ExportError, Exporter};
 use ferrotrace_core::ids::span_hex;
@@ -65,11 +65,18 @@ pub fn call_annotations<'a>(
     a
 }
 
+/// The exception as the JSONL writes it: type, message and where it went.
 fn exception_value(e: &ExceptionInfo) -> Value<'_> {
-    Value::Dict(vec![
+    let mut fields = vec![
         ("type", Value::Str(&e.type_name)),
         ("message", Value::Str(&e.message)),
-    ])
+    ];
+    match e.fate {
+        ExceptionFate::CaughtBy(id) => fields.push(("caught_by", Value::Owned(span_hex(id)))),
+        ExceptionFate::Escaped => fields.push(("escaped", Value::Bool(true))),
+        ExceptionFate::Unknown => {}
+    }
+    Value::Dict(fields)
 }
 
 /// `module.qualname` of a function (`qualname` alone without a module).
