@@ -50,14 +50,8 @@ pub unsafe fn describe_unnormalized(
 ///
 /// # Safety
 /// The GIL is held.
-#[allow(deprecated)]
 pub unsafe fn handled_through(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
-    let (mut ty, mut value, mut tb) = (
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-    );
-    ffi::PyErr_GetExcInfo(&mut ty, &mut value, &mut tb);
+    let (ty, value, tb) = exc_info();
     ffi::Py_XDECREF(ty);
     let found = traceback_passes(tb, frame);
     ffi::Py_XDECREF(tb);
@@ -200,14 +194,8 @@ pub unsafe fn token_unnormalized(ty: *mut ffi::PyObject, value: *mut ffi::PyObje
 ///
 /// # Safety
 /// The GIL is held.
-#[allow(deprecated)]
 pub unsafe fn handled_token() -> Option<ExcToken> {
-    let (mut ty, mut value, mut tb) = (
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-    );
-    ffi::PyErr_GetExcInfo(&mut ty, &mut value, &mut tb);
+    let (ty, value, tb) = exc_info();
     ffi::Py_XDECREF(ty);
     ffi::Py_XDECREF(tb);
     let found =
@@ -235,4 +223,20 @@ pub unsafe fn is_async_code(code: *mut ffi::PyObject) -> bool {
         return false;
     }
     v & ASYNC_FLAGS != 0
+}
+
+/// The exception being handled on this thread (`sys.exc_info()`): type, value and
+/// traceback as new references, each null when absent.
+///
+/// # Safety
+/// The GIL is held.
+#[allow(deprecated)]
+unsafe fn exc_info() -> (*mut ffi::PyObject, *mut ffi::PyObject, *mut ffi::PyObject) {
+    let (mut ty, mut value, mut tb) = (
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    );
+    ffi::PyErr_GetExcInfo(&mut ty, &mut value, &mut tb);
+    (ty, value, tb)
 }
