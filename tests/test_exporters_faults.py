@@ -17,6 +17,10 @@ from otlp_server import Server, spool_spans
 # Generous: on a loaded 2-core CI machine the export thread, the spool write and the meta
 # record after the collector gave up must all fit in it (1.2 s was missed under load 18).
 SHUTDOWN_MS = 2500
+# A process that starts once the collector answers again replays the spool left by the
+# earlier ones; its exit is not what these tests bound, so it may take the time that
+# replaying several processes' spans to a collector in the test process needs under load.
+RECOVERY = {"FERROTRACE_SHUTDOWN_TIMEOUT_MS": "15000"}
 
 # Traced work with a session per unit, several export batches (batch_size 200), the time
 # the work took (the part a slow exporter must not stretch) and the counters after shutdown.
@@ -112,7 +116,7 @@ def test_refused_then_replayed_by_the_next_process(runner, tmp_path):
     assert down.stats["network_retries"] > 0
     assert_delivered_once_or_spooled(down, server, spool)
     with server.start():
-        up = Run(runner, server, spool, "up")
+        up = Run(runner, server, spool, "up", **RECOVERY)
         assert_drained_once(server, spool, down, up)
         assert_unaffected(down, up)
 
@@ -125,7 +129,7 @@ def test_500s_are_spooled_and_replayed_without_duplicates(runner, tmp_path):
         assert_delivered_once_or_spooled(broken, server, spool)
         assert len(spool_spans(spool)) == len(broken.expected)
         server.mode = "ok"
-        fixed = Run(runner, server, spool, "fixed")
+        fixed = Run(runner, server, spool, "fixed", **RECOVERY)
         assert_drained_once(server, spool, broken, fixed)
         assert_unaffected(broken, fixed)
 
@@ -144,7 +148,7 @@ def test_hanging_collector_bounds_exit_and_the_batch_is_spooled(runner, tmp_path
     assert Counter(s.span_id for s in spool_spans(spool)) == Counter(hung.expected | replaying.expected)
     server.stop()
     with Server(port=server.port).start() as again:
-        fine = Run(runner, again, spool, "fine")
+        fine = Run(runner, again, spool, "fine", **RECOVERY)
         assert_drained_once(again, spool, hung, replaying, fine)
         assert_unaffected(hung, fine)
         assert_unaffected(replaying, fine)

@@ -3,6 +3,7 @@ function's total time is that of its outermost calls."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -132,3 +133,41 @@ def test_report_matches_the_python_reader_and_skips_a_cut_off_last_line(tmp_path
             f"{total / 1e6:>10.3f} {self_ns / 1e6:>10.3f} {calls:>8}  {name}"
             for name, calls, total, self_ns in expected.functions.top(100)
         ]
+
+
+FLASK_REQUESTS = """
+import ferrotrace
+ferrotrace.configure(output="trace.jsonl")
+ferrotrace.instrument()
+from flask import Flask
+
+app = Flask(__name__)
+
+@app.get("/items/<int:item_id>")
+def item(item_id):
+    return str(item_id)
+
+client = app.test_client()
+for i in range(3):
+    with client.get(f"/items/{i}") as response:  # a WSGI request ends when its body is closed
+        assert response.data == str(i).encode()
+ferrotrace.shutdown()
+"""
+
+
+def test_html_report_lists_a_request_by_its_final_tag(runner, tmp_path):
+    """A request's session starts as `GET` and is named `GET /items/<int:item_id>` once Flask
+    routed it: the report's session list and flame graph show the final name."""
+    runner.trace(FLASK_REQUESTS)
+    out = tmp_path / "r.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferrotrace", "report", str(tmp_path / "trace.jsonl"), "--html", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    page = out.read_text()
+    marker = '<script id="ferrotrace-data" type="application/json">'
+    data = json.JSONDecoder().raw_decode(page[page.index(marker) + len(marker) :])[0]
+    assert [s[0] for s in data["sessions"]] == ["GET /items/<int:item_id>"] * 3
+    assert "GET /items/<int:item_id>" in data["names"]

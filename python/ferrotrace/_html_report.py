@@ -134,7 +134,9 @@ class HtmlReport:
 
     def _session_end(self, end: dict[str, Any]) -> None:
         span_id = end.get("span_id", "")
-        tag = self._session_tags.pop(span_id, str(end.get("tag", "")))
+        # The end's tag is the final one (a request's route is known only once it was routed).
+        started = self._session_tags.pop(span_id, "")
+        tag = str(end.get("tag") or started)
         self._ended[span_id] = tag
         if len(self._ended) > MAX_SESSIONS:
             del self._ended[next(iter(self._ended))]
